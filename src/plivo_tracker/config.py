@@ -1,0 +1,162 @@
+"""Settings: every PRODUCT.md variable, validated once at start-up, with one-line errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
+
+# In simulator mode the in-process simulator and the verifier share this account. The id follows
+# Plivo's format (20 chars, "MA" prefix) because the SDK and our client enforce it. The token is
+# random per process: only the in-process simulator can sign with it.
+SIMULATOR_AUTH_ID = "MASIMULATOR000000000"
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message is one line naming the variable."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment or a `.env` file in the working directory."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    public_base_url: str = "http://127.0.0.1:8000"
+    plivo_auth_id: str | None = None
+    plivo_auth_token: str | None = None
+    plivo_auth_tokens_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    plivo_main_auth_token: str | None = None
+    plivo_src: str | None = None
+    plivo_api_url: str = "https://api.plivo.com"
+    plivo_mps: float = Field(default=5.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_format: Literal["console", "json"] | None = None
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # Where the spool keeps callbacks while the database is unreachable (PRODUCT invariant 2).
+    spool_dir: str = "./data/spool"
+    # Group commit: the most callbacks one transaction takes.
+    commit_batch_max: int = Field(default=256, ge=1, le=10_000)
+    # Random per process unless set: the simulator signs with it, the verifier accepts it.
+    simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @field_validator("plivo_auth_tokens_previous", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://hooks.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        # Plivo signs the exact string it called; keep it as written, minus a trailing slash.
+        return value.rstrip("/")
+
+    @field_validator("plivo_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        if value.startswith(("postgresql://", "postgres://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB")
+        return value
+
+    @field_validator("plivo_auth_id")
+    @classmethod
+    def _auth_id(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 20 or not value.startswith(("MA", "SA"))):
+            raise ValueError("must be 20 characters starting with MA or SA")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> Settings:
+        if bool(self.plivo_auth_id) != bool(self.plivo_auth_token):
+            raise ValueError(
+                "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN must be set together (or both unset for "
+                "simulator mode)"
+            )
+        return self
+
+    @property
+    def simulator_mode(self) -> bool:
+        """No Plivo credentials: the in-process simulator stands where api.plivo.com would."""
+        return not self.plivo_auth_token
+
+    @property
+    def auth_id(self) -> str:
+        return self.plivo_auth_id or SIMULATOR_AUTH_ID
+
+    @property
+    def account_tokens(self) -> list[str]:
+        """Tokens accepted for the plain V2/V3 headers: current first, then retired ones."""
+        current = self.plivo_auth_token or self.simulator_auth_token
+        return [current, *[t for t in self.plivo_auth_tokens_previous if t != current]]
+
+    @property
+    def main_tokens(self) -> list[str]:
+        """Tokens accepted for the Ma- headers (plivo-protocol.md §3.1)."""
+        if self.plivo_main_auth_token:
+            return [self.plivo_main_auth_token]
+        return self.account_tokens
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning any validation problem into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        name = loc[0].upper() if loc else "configuration"
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        if not loc:
+            raise ConfigError(f"configuration: {msg}") from None
+        raise ConfigError(f"{name}: {msg}") from None

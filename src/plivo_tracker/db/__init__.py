@@ -1,0 +1,1 @@
+"""Database layer: engine, dialect seam, migrations."""

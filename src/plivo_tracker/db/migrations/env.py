@@ -1,0 +1,55 @@
+"""Alembic environment: one linear history for SQLite (batch mode) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection
+
+from plivo_tracker.db.base import metadata
+from plivo_tracker.db.engine import make_engine, writer
+from plivo_tracker.messages import models  # noqa: F401  (registers the tables on metadata)
+
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str) -> None:
+    engine = make_engine(url)
+    async with engine.connect() as conn:
+        conn = await writer(conn)
+        await conn.run_sync(_run)
+        await conn.commit()
+    await engine.dispose()
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        from plivo_tracker.config import load_settings
+
+        url = load_settings().database_url
+    return url
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+    else:
+        asyncio.run(_run_async(_url()))

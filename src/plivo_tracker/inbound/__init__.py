@@ -1,0 +1,1 @@
+"""Inbound flow: verified status callbacks, group commit, spool."""

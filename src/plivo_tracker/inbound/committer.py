@@ -1,0 +1,181 @@
+"""Group commit: concurrent callbacks share one transaction and one fsync.
+
+Each request puts its item on a queue and awaits a future. One task takes everything queued (up to
+`max_batch`), runs it through `ingest_batch` in one transaction, commits, and only then resolves
+the futures, so a 200 always follows a durable COMMIT. No timer is involved: while one commit is
+in flight the next batch gathers by itself, so batching grows with load and costs nothing at rest.
+
+If a batch fails, its items are retried one at a time so one bad item cannot sink the others;
+items that still fail go to the spool (an fsynced file) when one is configured, else the request
+gets an error and Plivo retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker import metrics
+from plivo_tracker.db.engine import writer
+from plivo_tracker.inbound.ingest import (
+    BatchResult,
+    CallbackItem,
+    Outcome,
+    StatusChange,
+    ingest_batch,
+)
+from plivo_tracker.inbound.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+Spooler = Callable[[list[CallbackItem]], Awaitable[object]]
+ChangeListener = Callable[[list[StatusChange]], None]
+
+
+class CommitterClosed(RuntimeError):
+    """The committer is shutting down and takes no new work."""
+
+
+class StoreFailed(RuntimeError):
+    """Neither the database nor the spool could take the item: answer 503 so Plivo retries."""
+
+
+_Entry = tuple[CallbackItem, "asyncio.Future[Outcome]"]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 256,
+        spool: Spooler | None = None,
+        on_changes: ChangeListener | None = None,
+    ) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._spool = spool
+        self._on_changes = on_changes
+        self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def stop(self) -> None:
+        """Stop taking work, finish and commit everything already queued, then return."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def submit(self, item: CallbackItem) -> Outcome:
+        """Queue `item` and wait until its batch is committed (or spooled)."""
+        if self._closed:
+            raise CommitterClosed("shutting down")
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, fut))
+        metrics.COMMIT_QUEUE.inc()
+        # Shielded: a client that hangs up must not cancel work its batch still does.
+        return await asyncio.shield(fut)
+
+    async def replay(self, spool: Spool) -> int:
+        """Commit every spooled file (one transaction each) and delete it; returns items replayed.
+
+        Nonces make this idempotent: an item committed before a crash is a replay now.
+        """
+        count = 0
+        for path in spool.pending():
+            items = spool.read(path)
+            result = await self._commit(items)
+            if result.changes and self._on_changes is not None:
+                self._on_changes(result.changes)
+            spool.remove(path)
+            count += len(items)
+        return count
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            entry = await self._queue.get()
+            if entry is None:
+                stopping = True
+                batch: list[_Entry] = []
+            else:
+                batch = [entry]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    continue
+                batch.append(nxt)
+            if batch:
+                metrics.COMMIT_QUEUE.dec(len(batch))
+                await self._process(batch)
+
+    async def _process(self, batch: list[_Entry]) -> None:
+        items = [item for item, _ in batch]
+        started = time.perf_counter()
+        try:
+            result = await self._commit(items)
+        except Exception as exc:  # noqa: BLE001 - any database error: fall back item by item
+            log.warning("committer.batch_failed", size=len(items), error=repr(exc))
+            await self._one_by_one(batch)
+            return
+        metrics.COMMIT_BATCH.observe(len(items))
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        self._resolve(batch, result)
+
+    async def _commit(self, items: list[CallbackItem]) -> BatchResult:
+        async with self._engine.connect() as conn:
+            conn = await writer(conn)
+            async with conn.begin():
+                return await ingest_batch(conn, items, datetime.now(UTC))
+
+    def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
+        # The transaction is committed: publish its changes, then release the waiting requests.
+        if result.changes and self._on_changes is not None:
+            try:
+                self._on_changes(result.changes)
+            except Exception:  # noqa: BLE001 - a listener must never fail a committed batch
+                log.exception("committer.listener_failed")
+        for (_, fut), outcome in zip(batch, result.outcomes, strict=True):
+            metrics.CALLBACKS.labels(outcome=outcome.value).inc()
+            if not fut.done():
+                fut.set_result(outcome)
+
+    async def _one_by_one(self, batch: list[_Entry]) -> None:
+        failed: list[_Entry] = []
+        for entry in batch:
+            try:
+                result = await self._commit([entry[0]])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("committer.item_failed", error=repr(exc))
+                failed.append(entry)
+                continue
+            self._resolve([entry], result)
+        if not failed:
+            return
+        if self._spool is not None:
+            try:
+                await self._spool([item for item, _ in failed])
+            except Exception as exc:  # noqa: BLE001
+                log.error("committer.spool_failed", size=len(failed), error=repr(exc))
+            else:
+                for _, fut in failed:
+                    metrics.CALLBACKS.labels(outcome="spooled").inc()
+                    if not fut.done():
+                        fut.set_result(Outcome.STORED)
+                return
+        for _, fut in failed:
+            metrics.CALLBACKS.labels(outcome="failed").inc()
+            if not fut.done():
+                fut.set_exception(StoreFailed("database and spool unavailable"))

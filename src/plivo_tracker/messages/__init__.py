@@ -1,0 +1,1 @@
+"""Messages: the core aggregate (message, parts, event history) and its rules."""

@@ -1,0 +1,244 @@
+"""All SQL for messages, parts, events, nonces and the quarantine: writes and lookups.
+
+Functions take an open AsyncConnection inside a transaction; the caller owns commit/rollback.
+Dedupe is always insert-on-conflict with RETURNING, never select-then-insert (the database is the
+only fair referee under concurrency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from plivo_tracker.db.dialect import insert_ignore, lock_for_update
+from plivo_tracker.messages.models import (
+    callback_nonces,
+    message_parts,
+    messages,
+    quarantine,
+    status_events,
+)
+
+# Columns ingestion may change on a message, in one fixed set so one executemany UPDATE fits all.
+MESSAGE_MUTABLE = (
+    "status",
+    "status_sequence",
+    "status_at",
+    "error_code",
+    "to_number",
+    "from_number",
+    "type",
+    "units",
+    "total_rate",
+    "total_amount",
+    "mcc",
+    "mnc",
+    "part_count",
+    "has_conflict",
+    "updated_at",
+    "sent_at",
+    "delivered_at",
+)
+PART_MUTABLE = ("status", "status_sequence", "status_at", "error_code", "updated_at")
+
+
+@dataclass(slots=True)
+class Row:
+    """A mutable snapshot of a row, used while applying one batch."""
+
+    id: int
+    values: dict[str, Any]
+
+
+async def insert_new_nonces(
+    conn: AsyncConnection, nonces: Sequence[str], now: datetime
+) -> set[str]:
+    """Insert nonces; return those that were not stored before (the rest are replays)."""
+    if not nonces:
+        return set()
+    stmt = insert_ignore(conn.dialect, callback_nonces, ["nonce"]).returning(
+        callback_nonces.c.nonce
+    )
+    result = await conn.execute(stmt, [{"nonce": n, "received_at": now} for n in nonces])
+    return set(result.scalars().all())
+
+
+async def insert_quarantine(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(quarantine.insert(), list(rows))
+
+
+async def ensure_messages(
+    conn: AsyncConnection, placeholders: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """Create placeholder messages for UUIDs not stored yet; return the UUIDs created now.
+
+    A callback can beat the send response (or belong to a message sent elsewhere): its message
+    starts as a placeholder (origin "callback") that a later send adopts.
+    """
+    if not placeholders:
+        return set()
+    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
+        messages.c.message_uuid
+    )
+    # Sorted, so concurrent writers on PostgreSQL take the unique-index locks in the same order.
+    rows = [dict(placeholders[uuid]) for uuid in sorted(placeholders)]
+    result = await conn.execute(stmt, rows)
+    return set(result.scalars().all())
+
+
+async def lock_messages_by_uuid(conn: AsyncConnection, uuids: Iterable[str]) -> dict[str, Row]:
+    """Load (and on PostgreSQL row-lock, in id order) the messages with these UUIDs."""
+    uuid_list = sorted(set(uuids))
+    if not uuid_list:
+        return {}
+    cols = [messages.c.id, messages.c.message_uuid, *(messages.c[c] for c in MESSAGE_MUTABLE)]
+    stmt = select(*cols).where(messages.c.message_uuid.in_(uuid_list)).order_by(messages.c.id)
+    result = await conn.execute(lock_for_update(conn.dialect, stmt))
+    out: dict[str, Row] = {}
+    for r in result.mappings():
+        values = {c: r[c] for c in MESSAGE_MUTABLE}
+        out[r["message_uuid"]] = Row(r["id"], values)
+    return out
+
+
+async def ensure_parts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Create part rows that do not exist yet; return the part UUIDs created now."""
+    if not rows:
+        return set()
+    stmt = insert_ignore(conn.dialect, message_parts, ["part_uuid"]).returning(
+        message_parts.c.part_uuid
+    )
+    result = await conn.execute(stmt, sorted((dict(r) for r in rows), key=lambda r: r["part_uuid"]))
+    return set(result.scalars().all())
+
+
+async def load_parts(
+    conn: AsyncConnection, message_ids: Iterable[int]
+) -> dict[int, dict[str, Row]]:
+    """All parts of these messages, by message id then part UUID."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return {}
+    cols = [
+        message_parts.c.id,
+        message_parts.c.message_id,
+        message_parts.c.part_uuid,
+        message_parts.c.part_info,
+        message_parts.c.part_index,
+        *(message_parts.c[c] for c in PART_MUTABLE),
+    ]
+    stmt = select(*cols).where(message_parts.c.message_id.in_(ids)).order_by(message_parts.c.id)
+    result = await conn.execute(lock_for_update(conn.dialect, stmt))
+    out: dict[int, dict[str, Row]] = {}
+    for r in result.mappings():
+        values = {c: r[c] for c in PART_MUTABLE}
+        values["part_index"] = r["part_index"]
+        out.setdefault(r["message_id"], {})[r["part_uuid"]] = Row(r["id"], values)
+    return out
+
+
+async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Insert events, skipping known dedupe keys; return {dedupe_key: event id} of the new ones."""
+    if not rows:
+        return {}
+    stmt = insert_ignore(conn.dialect, status_events, ["dedupe_key"]).returning(
+        status_events.c.id, status_events.c.dedupe_key
+    )
+    result = await conn.execute(stmt, list(rows))
+    return {key: id_ for id_, key in result.tuples()}
+
+
+async def update_event_effects(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Correct effect/previous_status of events (rows: _id, effect, previous_status)."""
+    if not rows:
+        return
+    stmt = (
+        update(status_events)
+        .where(status_events.c.id == bindparam("_id"))
+        .values(effect=bindparam("effect"), previous_status=bindparam("previous_status"))
+    )
+    await conn.execute(stmt, list(rows))
+
+
+async def update_messages(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    if not rows:
+        return
+    stmt = (
+        update(messages)
+        .where(messages.c.id == bindparam("_id"))
+        .values({c: bindparam(c) for c in MESSAGE_MUTABLE})
+    )
+    await conn.execute(
+        stmt, [{"_id": r.id, **{c: r.values[c] for c in MESSAGE_MUTABLE}} for r in rows]
+    )
+
+
+async def update_parts(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    if not rows:
+        return
+    stmt = (
+        update(message_parts)
+        .where(message_parts.c.id == bindparam("_id"))
+        .values({c: bindparam(c) for c in PART_MUTABLE})
+    )
+    await conn.execute(
+        stmt, [{"_id": r.id, **{c: r.values[c] for c in PART_MUTABLE}} for r in rows]
+    )
+
+
+# ---- reads -------------------------------------------------------------------------------
+
+
+async def find_message(conn: AsyncConnection, ref: str) -> dict[str, Any] | None:
+    """A message by local id (digits) or by MessageUUID (its own or one of its parts')."""
+    if ref.isdigit():
+        cond = messages.c.id == int(ref)
+    else:
+        part_owner = select(message_parts.c.message_id).where(message_parts.c.part_uuid == ref)
+        cond = or_(messages.c.message_uuid == ref, messages.c.id.in_(part_owner.scalar_subquery()))
+    row = (await conn.execute(select(messages).where(cond).limit(1))).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def message_parts_of(conn: AsyncConnection, message_id: int) -> list[dict[str, Any]]:
+    stmt = (
+        select(message_parts)
+        .where(message_parts.c.message_id == message_id)
+        .order_by(message_parts.c.part_index, message_parts.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def message_events(conn: AsyncConnection, message_id: int) -> list[dict[str, Any]]:
+    stmt = (
+        select(status_events)
+        .where(status_events.c.message_id == message_id)
+        .order_by(status_events.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def count_rows(conn: AsyncConnection) -> dict[str, int]:
+    """Row counts per table (operations and tests)."""
+    out: dict[str, int] = {}
+    for table in (messages, message_parts, status_events, callback_nonces, quarantine):
+        out[table.name] = int(
+            (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+        )
+    return out
+
+
+async def nonces_stored(conn: AsyncConnection, nonces: Sequence[str]) -> set[str]:
+    """Which of these nonces are committed (used by the crash test and the spool replayer)."""
+    found: set[str] = set()
+    for start in range(0, len(nonces), 500):
+        chunk = list(nonces[start : start + 500])
+        stmt = select(callback_nonces.c.nonce).where(callback_nonces.c.nonce.in_(chunk))
+        found.update((await conn.execute(stmt)).scalars().all())
+    return found

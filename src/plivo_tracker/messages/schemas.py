@@ -1,0 +1,134 @@
+"""Response models for the read API (fields may be added, never renamed: PRODUCT.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from plivo_tracker.plivo.error_codes import describe
+
+
+class Event(BaseModel):
+    id: int
+    status: str
+    previous_status: str | None
+    effect: str
+    sequence: int | None
+    error_code: str | None
+    error_meaning: str | None
+    message_uuid: str | None
+    source: str
+    signature_scheme: str | None
+    plivo_time: datetime | None
+    received_at: datetime
+    raw: dict[str, Any]
+    headers: dict[str, str]
+
+
+class Part(BaseModel):
+    part_uuid: str
+    part_info: str | None
+    part_index: int | None
+    status: str
+    error_code: str | None
+    error_meaning: str | None
+    updated_at: datetime
+
+
+class Message(BaseModel):
+    id: int
+    message_uuid: str | None
+    status: str
+    error_code: str | None
+    error_meaning: str | None
+    error_class: str | None
+    to: str | None
+    from_: str | None
+    type: str | None
+    origin: str
+    units: int | None
+    total_rate: str | None
+    total_amount: str | None
+    mcc: str | None
+    mnc: str | None
+    has_conflict: bool
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    parts: list[Part]
+    events: list[Event]
+
+    model_config = {"populate_by_name": True}
+
+    def model_dump_public(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["from"] = data.pop("from_")
+        return data
+
+
+def _meaning(code: str | None) -> str | None:
+    info = describe(code)
+    return info.meaning if info else None
+
+
+def build_message(
+    row: dict[str, Any], parts: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> Message:
+    info = describe(row["error_code"])
+    return Message(
+        id=row["id"],
+        message_uuid=row["message_uuid"],
+        status=row["status"],
+        error_code=row["error_code"],
+        error_meaning=info.meaning if info else None,
+        error_class=info.error_class if info else None,
+        to=row["to_number"],
+        from_=row["from_number"],
+        type=row["type"],
+        origin=row["origin"],
+        units=row["units"],
+        total_rate=row["total_rate"],
+        total_amount=row["total_amount"],
+        mcc=row["mcc"],
+        mnc=row["mnc"],
+        has_conflict=bool(row["has_conflict"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
+        delivered_at=row["delivered_at"],
+        parts=[
+            Part(
+                part_uuid=p["part_uuid"],
+                part_info=p["part_info"],
+                part_index=p["part_index"],
+                status=p["status"],
+                error_code=p["error_code"],
+                error_meaning=_meaning(p["error_code"]),
+                updated_at=p["updated_at"],
+            )
+            for p in parts
+        ],
+        events=[
+            Event(
+                id=e["id"],
+                status=e["status"],
+                previous_status=e["previous_status"],
+                effect=e["effect"],
+                sequence=e["sequence"],
+                error_code=e["error_code"],
+                error_meaning=_meaning(e["error_code"]),
+                message_uuid=e["message_uuid"],
+                source=e["source"],
+                signature_scheme=e["signature_scheme"],
+                plivo_time=e["plivo_time"],
+                received_at=e["received_at"],
+                raw=json.loads(e["payload"]),
+                headers=json.loads(e["headers"] or "{}"),
+            )
+            for e in events
+        ],
+    )

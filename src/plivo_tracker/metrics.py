@@ -1,0 +1,35 @@
+"""Every Prometheus metric, declared once."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CALLBACKS = Counter(
+    "plivo_tracker_callbacks_total",
+    "Status callbacks by outcome (stored, duplicate, replay, quarantined, spooled, failed).",
+    ["outcome"],
+)
+SIGNATURE_FAILURES = Counter(
+    "plivo_tracker_signature_failures_total",
+    "Requests rejected with 403 because no Plivo signature verified.",
+    ["reason"],
+)
+ACK_SECONDS = Histogram(
+    "plivo_tracker_callback_ack_seconds",
+    "Time from receiving a callback to acknowledging it (includes the durable commit).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+COMMIT_BATCH = Histogram(
+    "plivo_tracker_commit_batch_size",
+    "Callbacks per group-commit transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+COMMIT_SECONDS = Histogram(
+    "plivo_tracker_commit_seconds",
+    "Duration of one group-commit transaction.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
+COMMIT_QUEUE = Gauge(
+    "plivo_tracker_commit_queue_depth", "Callbacks waiting for their group commit."
+)
+SPOOL_FILES = Gauge("plivo_tracker_spool_files", "Spool files waiting to be replayed.")

@@ -1,0 +1,1 @@
+"""Plivo wire format: signatures, callback parsing, error codes."""

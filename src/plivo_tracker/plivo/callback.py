@@ -1,0 +1,148 @@
+"""Status callback parsing, pure: form or query fields → CallbackEvent, plus its dedupe key.
+
+Every field arrives as a string and old docs list only a few, so parsing is defensive: unknown
+fields are kept (they are part of the V3 signature and of the raw record anyway). A payload without
+a MessageUUID or with a status we do not know raises `UnparseableCallback`; the caller keeps it raw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from plivo_tracker.messages.status import PLIVO_STATUSES, MessageStatus, parse_part_info
+from plivo_tracker.plivo import error_codes
+
+Fields = Mapping[str, Sequence[str]]
+
+
+class UnparseableCallback(ValueError):
+    """A validly signed payload we cannot interpret; it is quarantined, never dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    message_uuid: str
+    status: MessageStatus
+    to: str | None
+    from_: str | None
+    type: str | None
+    error_code: str | None
+    sequence: int | None
+    units: int | None
+    total_rate: str | None
+    total_amount: str | None
+    mcc: str | None
+    mnc: str | None
+    parent_uuid: str | None
+    part_info: str | None
+    message_time: datetime | None
+    queued_time: datetime | None
+    sent_time: datetime | None
+    delivery_report_time: datetime | None
+    dedupe_key: str
+
+    @property
+    def is_part(self) -> bool:
+        """Old-style multipart: one record per part, linked by ParentMessageUUID (§2.4)."""
+        if parse_part_info(self.part_info) is not None:
+            return True
+        return self.parent_uuid is not None and self.parent_uuid != self.message_uuid
+
+    @property
+    def message_key(self) -> str:
+        """The UUID of the message this event belongs to (the parent for a part)."""
+        if self.is_part and self.parent_uuid:
+            return self.parent_uuid
+        return self.message_uuid
+
+    @property
+    def event_time(self) -> datetime | None:
+        """Plivo's own time for this status, when it sent one."""
+        return self.delivery_report_time or self.sent_time or self.queued_time or self.message_time
+
+
+def _first(fields: Fields, name: str) -> str | None:
+    values = fields.get(name)
+    if not values:
+        return None
+    value = values[0].strip()
+    return value or None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """`YYYY-MM-DD HH:MM:SS[.ffffff][±HH:MM]`; no zone means UTC (§2.2). Bad values → None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def dedupe_key(fields: Fields, message_uuid: str, status: str, sequence: str | None) -> str:
+    """`(MessageUUID, Status, Sequence)` identifies a callback (§2.3 rule 3).
+
+    Without a Sequence, the whole sorted payload stands in for it, so a verbatim retry is a
+    duplicate and anything that differs is kept.
+    """
+    if sequence is not None:
+        return f"{message_uuid}|{status}|{sequence}"
+    digest = hashlib.sha256()
+    for key in sorted(fields):
+        for value in sorted(fields[key]):
+            digest.update(key.encode() + b"\x00" + value.encode() + b"\x01")
+    return f"{message_uuid}|{status}|h:{digest.hexdigest()[:32]}"
+
+
+def parse_callback(fields: Fields) -> CallbackEvent:
+    """Interpret a status callback; raises UnparseableCallback when it cannot be applied."""
+    uuid = _first(fields, "MessageUUID")
+    if uuid is None:
+        raise UnparseableCallback("MessageUUID missing")
+    if len(uuid) > 64:
+        raise UnparseableCallback("MessageUUID longer than 64 characters")
+    raw_status = (_first(fields, "Status") or "").lower()
+    if raw_status not in PLIVO_STATUSES:
+        raise UnparseableCallback(f"unknown Status {raw_status[:32]!r}")
+    status = MessageStatus(raw_status)
+    raw_sequence = _first(fields, "Sequence")
+    sequence = _int(raw_sequence)
+    parent = _first(fields, "ParentMessageUUID")
+    return CallbackEvent(
+        message_uuid=uuid,
+        status=status,
+        to=_first(fields, "To"),
+        from_=_first(fields, "From"),
+        type=(_first(fields, "Type") or "").lower() or None,
+        error_code=error_codes.normalize(_first(fields, "ErrorCode")),
+        sequence=sequence,
+        units=_int(_first(fields, "Units")),
+        total_rate=_first(fields, "TotalRate"),
+        total_amount=_first(fields, "TotalAmount"),
+        mcc=_first(fields, "MCC"),
+        mnc=_first(fields, "MNC"),
+        parent_uuid=parent if parent and len(parent) <= 64 else None,
+        part_info=_first(fields, "PartInfo"),
+        message_time=parse_time(_first(fields, "MessageTime")),
+        queued_time=parse_time(_first(fields, "QueuedTime")),
+        sent_time=parse_time(_first(fields, "SentTime")),
+        delivery_report_time=parse_time(_first(fields, "DeliveryReportTime")),
+        dedupe_key=dedupe_key(
+            fields, uuid, status.value, str(sequence) if sequence is not None else None
+        ),
+    )

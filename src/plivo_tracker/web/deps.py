@@ -1,0 +1,29 @@
+"""What routes get from the application: settings, engine, committer (typed, via app.state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker.config import Settings
+from plivo_tracker.inbound.committer import GroupCommitter
+from plivo_tracker.inbound.spool import Spool
+
+
+@dataclass(slots=True)
+class Context:
+    settings: Settings
+    engine: AsyncEngine
+    committer: GroupCommitter
+    spool: Spool
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[Context, Depends(get_context)]

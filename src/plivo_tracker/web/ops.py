@@ -1,0 +1,49 @@
+"""/health, /ready and /metrics for orchestrators and Prometheus."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from plivo_tracker import metrics
+from plivo_tracker.db.migrate import current_revision, head_revision
+from plivo_tracker.web.deps import ContextDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: database reachable and schema at head")
+async def ready(ctx: ContextDep) -> JSONResponse:
+    head = head_revision()
+    try:
+        async with ctx.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        current = await current_revision(ctx.engine)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
+            status_code=503,
+        )
+    ok = current == head
+    return JSONResponse(
+        {
+            "status": "ok" if ok else "unavailable",
+            "database": "ok",
+            "schema": {"current": current, "head": head},
+            "spool_files": len(ctx.spool.pending()),
+        },
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def prometheus(ctx: ContextDep) -> Response:
+    metrics.SPOOL_FILES.set(len(ctx.spool.pending()))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
