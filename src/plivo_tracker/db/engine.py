@@ -40,10 +40,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         connect_args={
+            # Fail fast when the server is gone, so callbacks reach the spool within Plivo's 8 s.
+            "timeout": 3,
             "server_settings": {
                 "synchronous_commit": "on",
                 "application_name": "plivo-tracker",
-            }
+            },
         },
     )
 

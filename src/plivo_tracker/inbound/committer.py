@@ -41,6 +41,10 @@ class CommitterClosed(RuntimeError):
     """The committer is shutting down and takes no new work."""
 
 
+class DatabaseUnavailable(RuntimeError):
+    """No connection could be had: the whole batch goes to the spool at once."""
+
+
 class StoreFailed(RuntimeError):
     """Neither the database nor the spool could take the item: answer 503 so Plivo retries."""
 
@@ -93,13 +97,20 @@ class GroupCommitter:
         Nonces make this idempotent: an item committed before a crash is a replay now.
         """
         count = 0
+        failures: list[str] = []
         for path in spool.pending():
             items = spool.read(path)
-            result = await self._commit(items)
+            try:
+                result = await self._commit(items)
+            except Exception as exc:  # noqa: BLE001 - keep the file, try the others
+                failures.append(f"{path.name}: {exc!r}")
+                continue
             if result.changes and self._on_changes is not None:
                 self._on_changes(result.changes)
             spool.remove(path)
             count += len(items)
+        if failures:
+            raise RuntimeError(f"{len(failures)} spool file(s) not replayed: {failures[0]}")
         return count
 
     async def _run(self) -> None:
@@ -126,6 +137,12 @@ class GroupCommitter:
         started = time.perf_counter()
         try:
             result = await self._commit(items)
+        except DatabaseUnavailable as exc:
+            log.warning(
+                "committer.database_unavailable", size=len(items), error=repr(exc.__cause__)
+            )
+            await self._spool_or_fail(batch)
+            return
         except Exception as exc:  # noqa: BLE001 - any database error: fall back item by item
             log.warning("committer.batch_failed", size=len(items), error=repr(exc))
             await self._one_by_one(batch)
@@ -135,10 +152,17 @@ class GroupCommitter:
         self._resolve(batch, result)
 
     async def _commit(self, items: list[CallbackItem]) -> BatchResult:
-        async with self._engine.connect() as conn:
-            conn = await writer(conn)
+        conn = self._engine.connect()
+        try:
+            await conn.start()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            await writer(conn)
             async with conn.begin():
                 return await ingest_batch(conn, items, datetime.now(UTC))
+        finally:
+            await conn.close()
 
     def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
         # The transaction is committed: publish its changes, then release the waiting requests.
@@ -162,8 +186,10 @@ class GroupCommitter:
                 failed.append(entry)
                 continue
             self._resolve([entry], result)
-        if not failed:
-            return
+        if failed:
+            await self._spool_or_fail(failed)
+
+    async def _spool_or_fail(self, failed: list[_Entry]) -> None:
         if self._spool is not None:
             try:
                 await self._spool([item for item, _ in failed])

@@ -53,11 +53,11 @@ async def _read_fields(
                 return None, "JSON body is not an object"
             return signature.fields_from_json(obj), None
         if ctype == "multipart/form-data":
-            form = await request.form()
             fields: dict[str, list[str]] = {}
-            for key, value in form.multi_items():
-                if isinstance(value, str):
-                    fields.setdefault(key, []).append(value)
+            async with request.form() as form:
+                for key, value in form.multi_items():
+                    if isinstance(value, str):  # file parts are not callback fields
+                        fields.setdefault(key, []).append(value)
             return fields, None
         return parse_qs(body.decode("utf-8"), keep_blank_values=True), None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -94,7 +94,7 @@ async def _handle(request: Request) -> Response:
         headers=headers,
         body=body,
         fields=fields,
-        nonce=verdict.nonce,
+        nonce=verdict.nonce[:128] if verdict.nonce else None,  # genuine nonces have 20 digits
         scheme=verdict.scheme,
         reason=problem,
     )

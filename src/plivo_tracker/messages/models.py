@@ -34,7 +34,7 @@ messages = Table(
     Column("status_sequence", Integer),
     Column("status_at", UTCDateTime()),
     Column("error_code", String(16)),
-    Column("to_number", String(32)),
+    Column("to_number", String(64)),
     Column("from_number", String(64)),
     Column("type", String(8)),
     Column("units", Integer),

@@ -64,6 +64,23 @@ class CallbackEvent:
         return self.delivery_report_time or self.sent_time or self.queued_time or self.message_time
 
 
+# Longest value stored per field (column sizes); longer means not a Plivo callback we understand.
+MAX_LENGTHS = {
+    "MessageUUID": 64,
+    "ParentMessageUUID": 64,
+    "To": 64,
+    "From": 64,
+    "Type": 8,
+    "Status": 16,
+    "ErrorCode": 16,
+    "TotalRate": 32,
+    "TotalAmount": 32,
+    "MCC": 8,
+    "MNC": 8,
+    "PartInfo": 32,
+}
+
+
 def _first(fields: Fields, name: str) -> str | None:
     values = fields.get(name)
     if not values:
@@ -73,12 +90,14 @@ def _first(fields: Fields, name: str) -> str | None:
 
 
 def _int(value: str | None) -> int | None:
+    """A non-negative 32-bit integer, or None (the raw value stays in the stored payload)."""
     if value is None:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         return None
+    return number if 0 <= number < 2**31 else None
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -114,8 +133,10 @@ def parse_callback(fields: Fields) -> CallbackEvent:
     uuid = _first(fields, "MessageUUID")
     if uuid is None:
         raise UnparseableCallback("MessageUUID missing")
-    if len(uuid) > 64:
-        raise UnparseableCallback("MessageUUID longer than 64 characters")
+    for name, limit in MAX_LENGTHS.items():
+        value = _first(fields, name)
+        if value is not None and len(value) > limit:
+            raise UnparseableCallback(f"{name} longer than {limit} characters")
     raw_status = (_first(fields, "Status") or "").lower()
     if raw_status not in PLIVO_STATUSES:
         raise UnparseableCallback(f"unknown Status {raw_status[:32]!r}")
@@ -136,7 +157,7 @@ def parse_callback(fields: Fields) -> CallbackEvent:
         total_amount=_first(fields, "TotalAmount"),
         mcc=_first(fields, "MCC"),
         mnc=_first(fields, "MNC"),
-        parent_uuid=parent if parent and len(parent) <= 64 else None,
+        parent_uuid=parent,
         part_info=_first(fields, "PartInfo"),
         message_time=parse_time(_first(fields, "MessageTime")),
         queued_time=parse_time(_first(fields, "QueuedTime")),

@@ -40,7 +40,7 @@ def upgrade() -> None:
         sa.Column("status_sequence", sa.Integer(), nullable=True),
         sa.Column("status_at", plivo_tracker.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("error_code", sa.String(length=16), nullable=True),
-        sa.Column("to_number", sa.String(length=32), nullable=True),
+        sa.Column("to_number", sa.String(length=64), nullable=True),
         sa.Column("from_number", sa.String(length=64), nullable=True),
         sa.Column("type", sa.String(length=8), nullable=True),
         sa.Column("units", sa.Integer(), nullable=True),

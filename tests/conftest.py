@@ -1,0 +1,227 @@
+"""Shared fixtures: settings factory, databases (real SQLite and real PostgreSQL), signed requests.
+
+PostgreSQL tests use the local server at postgresql://127.0.0.1:5432/test and a fresh database per
+run. When CI is set they fail (never skip) if it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker.app import create_app
+from plivo_tracker.config import Settings, load_settings
+from plivo_tracker.db.engine import make_engine
+from plivo_tracker.db.migrate import upgrade
+from plivo_tracker.messages.models import (
+    callback_nonces,
+    message_parts,
+    messages,
+    quarantine,
+    status_events,
+)
+from plivo_tracker.plivo.signature import signed_headers
+
+PG_ADMIN_DSN = os.environ.get("PLIVO_TRACKER_TEST_PG", "postgresql://127.0.0.1:5432/test")
+AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
+TOKEN = "account-token-TEST"
+MAIN_TOKEN = "main-token-TEST"
+OLD_TOKEN = "retired-token-TEST"
+BASE_URL = "https://hooks.example.com"
+ALL_TABLES = (status_events, message_parts, quarantine, callback_nonces, messages)
+
+
+def _pg_dsn(dbname: str) -> str:
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + dbname
+
+
+async def _pg_create(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _pg_drop(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def new_pg_database() -> str:
+    """Create and migrate a fresh PostgreSQL database; returns its SQLAlchemy URL."""
+    name = f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_create(name))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_DSN} is required under CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+    url = "postgresql+asyncpg://" + _pg_dsn(name).split("://", 1)[1]
+    asyncio.run(_migrate(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = new_pg_database()
+    yield url
+    asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating each time is slower)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+async def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            names = ", ".join(t.name for t in ALL_TABLES)
+            await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: a fresh SQLite file, or the run's PostgreSQL database."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "plivo-tracker.db"
+        target.write_bytes(template.read_bytes())
+        return f"sqlite+aiosqlite:///{target}"
+    url: str = request.getfixturevalue("pg_url")
+    asyncio.run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def _make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'default.db'}",
+            "public_base_url": BASE_URL,
+            "plivo_auth_id": AUTH_ID,
+            "plivo_auth_token": TOKEN,
+            "plivo_main_auth_token": MAIN_TOKEN,
+            "plivo_auth_tokens_previous": OLD_TOKEN,
+            "spool_dir": str(tmp_path / "spool"),
+            "log_format": "json",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return _make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
+    return make_settings(database_url=db_url)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, migrate=False)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def new_nonce() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(20))
+
+
+def new_uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def callback_fields(uuid: str, status: str, **extra: str) -> dict[str, str]:
+    """A realistic status callback body (plivo-protocol.md §2.2)."""
+    fields = {
+        "MessageUUID": uuid,
+        "Status": status,
+        "To": "14155550101",
+        "From": "14155550100",
+        "Type": "sms",
+        "Units": "1",
+        "TotalRate": "0.00500",
+        "TotalAmount": "0.00500",
+        "MCC": "310",
+        "MNC": "004",
+        "ParentMessageUUID": uuid,
+        "PartInfo": "",
+        "PowerpackUUID": "",
+        "ErrorCode": "",
+    }
+    fields.update(extra)
+    return fields
+
+
+def signed_form(
+    fields: dict[str, str],
+    *,
+    path: str = "/plivo/callback",
+    query: str = "",
+    token: str = TOKEN,
+    nonce: str | None = None,
+    base_url: str = BASE_URL,
+) -> tuple[str, bytes, dict[str, str]]:
+    """(path+query, body, headers) of a POST callback signed the way Plivo signs it."""
+    nonce = nonce or new_nonce()
+    url = base_url + path + ("?" + query if query else "")
+    form = {k: [v] for k, v in fields.items()}
+    headers = signed_headers("POST", url, form, token, nonce)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    target = path + ("?" + query if query else "")
+    return target, urlencode(fields).encode(), headers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
