@@ -60,7 +60,8 @@ async def test_late_sent_never_overwrites_delivered(client: httpx.AsyncClient) -
     msg = (await client.get(f"/api/messages/{uuid}")).json()
     assert msg["status"] == "delivered"
     assert [e["effect"] for e in msg["events"]] == ["applied", "stale", "stale"]
-    assert msg["sent_at"] is not None and msg["delivered_at"] is not None
+    assert msg["sent_at"] is not None
+    assert msg["delivered_at"] is not None
 
 
 async def test_unsigned_or_tampered_is_rejected_and_nothing_stored(

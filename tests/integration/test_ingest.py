@@ -18,7 +18,7 @@ from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
 from plivo_tracker.inbound.ingest import CallbackItem, Outcome, make_item
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages.models import messages, status_events
+from plivo_tracker.messages.models import status_events
 from plivo_tracker.messages.service import get_message
 from tests.conftest import callback_fields, new_nonce, new_uuid
 
@@ -88,8 +88,10 @@ async def test_shuffled_duplicated_lifecycles_end_right(
     for uuid, final in expected.items():
         assert await status_of(engine, uuid) == final
     msg = await get_message(engine, next(u for u, f in expected.items() if f == "failed"))
-    assert msg is not None and msg.error_code == "30"
-    assert msg.error_meaning is not None and "Spam" in msg.error_meaning
+    assert msg is not None
+    assert msg.error_code == "30"
+    assert msg.error_meaning is not None
+    assert "Spam" in msg.error_meaning
 
 
 async def test_conflicting_terminal_events_are_kept_and_flagged(
@@ -100,12 +102,15 @@ async def test_conflicting_terminal_events_are_kept_and_flagged(
     await committer.submit(item(callback_fields(uuid, "undelivered", Sequence="4", ErrorCode="80")))
     msg = await get_message(engine, uuid)
     assert msg is not None
-    assert msg.status == "delivered" and msg.has_conflict
+    assert msg.status == "delivered"
+    assert msg.has_conflict
     assert [e.effect for e in msg.events] == ["applied", "conflict_kept"]
     # A higher Sequence wins the conflict.
     await committer.submit(item(callback_fields(uuid, "failed", Sequence="9", ErrorCode="420")))
     msg = await get_message(engine, uuid)
-    assert msg is not None and msg.status == "failed" and msg.error_code == "420"
+    assert msg is not None
+    assert msg.status == "failed"
+    assert msg.error_code == "420"
 
 
 async def test_same_nonce_twice_in_one_batch_is_a_replay(
@@ -134,8 +139,10 @@ async def test_old_style_multipart_rolls_up_and_failure_is_not_hidden(
     assert msg.status == "sent"  # part 3 not heard of yet: not delivered
     await committer.submit(part(p3, "3 of 3", "undelivered", ErrorCode="70"))
     msg = await get_message(engine, p2)  # found through a part's UUID too
-    assert msg is not None and msg.message_uuid == parent
-    assert msg.status == "undelivered" and msg.error_code == "70"
+    assert msg is not None
+    assert msg.message_uuid == parent
+    assert msg.status == "undelivered"
+    assert msg.error_code == "70"
     assert sorted(p.part_index or 0 for p in msg.parts) == [1, 2, 3]
     # A later "delivered" for the failed part cannot hide the failure (terminal never reverts).
     await committer.submit(part(p3, "3 of 3", "delivered", Sequence="9"))
@@ -160,7 +167,10 @@ async def test_new_style_long_message_is_one_message(
     fields = callback_fields(uuid, "delivered", Units="3", PartInfo="reserved")
     await committer.submit(item(fields))
     msg = await get_message(engine, uuid)
-    assert msg is not None and msg.status == "delivered" and msg.units == 3 and msg.parts == []
+    assert msg is not None
+    assert msg.status == "delivered"
+    assert msg.units == 3
+    assert msg.parts == []
 
 
 POISON = "poison-0000-0000-0000-000000000000"
@@ -240,7 +250,8 @@ async def test_database_down_spools_then_replays(
     async with engine.connect() as conn:
         stored = await repo.nonces_stored(conn, [i.nonce for i in items if i.nonce])
         events = (await conn.execute(select(status_events.c.status))).scalars().all()
-    assert len(stored) == 10 and events == ["delivered"] * 10
+    assert len(stored) == 10
+    assert events == ["delivered"] * 10
 
 
 async def test_database_and_spool_down_fails_the_request(tmp_path: Path) -> None:

@@ -115,9 +115,7 @@ def test_vector_sign_produces_exact_signature(vec: dict[str, Any]) -> None:
     assert _sign(vec) == vec["signature"]
 
 
-@pytest.mark.parametrize(
-    "vec", [v for v in VECTORS if v["signed_data"]], ids=lambda v: v["id"]
-)
+@pytest.mark.parametrize("vec", [v for v in VECTORS if v["signed_data"]], ids=lambda v: v["id"])
 def test_vector_signed_data(vec: dict[str, Any]) -> None:
     if vec["header"] in ("v2", "ma-v2"):
         assert v2_string(vec["url"], vec["nonce"]) == vec["signed_data"]
@@ -271,6 +269,27 @@ def test_plivo_v2_vector_passes_with_query(url: str) -> None:
     assert validate_signature(url, ANSWER["nonce"], ANSWER["signature"], ANSWER["token"])
 
 
+@pytest.mark.parametrize(
+    ("url", "same_as"),
+    [
+        ("https://h.example/cb;v=1", "https://h.example/cb"),
+        ("https://h.example/a;b/cb;x?q=1", "https://h.example/a;b/cb?q=1"),
+        ("https://user:pw@h.example:8443/cb;p#frag", "https://user:pw@h.example:8443/cb"),
+    ],
+)
+def test_semicolon_params_tail_dropped_like_sdk(url: str, same_as: str) -> None:
+    # §3.2: the SDK drops a ";params" tail of the last path segment; we use the same split.
+    nonce, form = "12345678901234567890", {"A": ["1"], "b": ["", "é"]}
+    v2 = sign_v2(url, nonce, ACCOUNT)
+    assert v2 == sign_v2(same_as, nonce, ACCOUNT)
+    assert validate_signature(url, nonce, v2, ACCOUNT)
+    v3 = sign_v3("POST", url, nonce, ACCOUNT, form)
+    assert v3 == sign_v3("POST", same_as, nonce, ACCOUNT, form)
+    assert validate_v3_signature("POST", url, nonce, ACCOUNT, v3, _copy(form))
+    v3 = sign_v3("GET", url, nonce, ACCOUNT)
+    assert validate_v3_signature("GET", url, nonce, ACCOUNT, v3)
+
+
 def test_older_buggy_plivo_go_vector_is_not_accepted() -> None:
     # §3.8: produced by an earlier, buggy Go implementation; the Python SDK rejects it too.
     bad = "rXj4UwTSVxH6Kj+W0qX8LaCvVOOvmzPGzY8sQVn3d1I="
@@ -306,7 +325,9 @@ def _v2(token: str, nonce: str = NONCE) -> str:
     return sign_v2(URL, nonce, token)
 
 
-def _check(headers: dict[str, str], account: list[str] | None = None, main: list[str] | None = None):
+def _check(
+    headers: dict[str, str], account: list[str] | None = None, main: list[str] | None = None
+):
     return verify(
         "POST",
         URL,
@@ -415,7 +436,8 @@ def test_policy_no_headers() -> None:
     ],
 )
 def test_policy_missing_nonce(headers: dict[str, str]) -> None:
-    real = {"SIG": _v3(ACCOUNT), "SIG2": _v2(ACCOUNT)}
+    # Signed over an empty nonce, so treating a missing nonce as "" would wrongly verify.
+    real = {"SIG": _v3(ACCOUNT, nonce=""), "SIG2": _v2(ACCOUNT, nonce="")}
     headers = {k: real.get(v, v) for k, v in headers.items()}
     assert not _check(headers).ok
 
@@ -532,7 +554,19 @@ FIELD_KEY = st.one_of(
 )
 FIELD_VALUE = st.one_of(
     st.sampled_from(
-        ["", "", "sms", "Grüße 👋", "café", "naïve façade", "日本語", "👍🏽", "Ω≈ç√", "a+b=c&d", " "]
+        [
+            "",
+            "",
+            "sms",
+            "Grüße 👋",
+            "café",
+            "naïve façade",
+            "日本語",
+            "👍🏽",
+            "Ω≈ç√",
+            "a+b=c&d",
+            " ",
+        ]
     ),
     st.text(max_size=12),
 )
@@ -706,7 +740,9 @@ def test_property_round_trip_and_single_change_fails(
         value = values[i]
         if value:
             j = data.draw(st.integers(0, len(value) - 1))
-            repl = data.draw(st.characters(exclude_categories=["Cs"]).filter(lambda c: c != value[j]))
+            repl = data.draw(
+                st.characters(exclude_categories=["Cs"]).filter(lambda c: c != value[j])
+            )
             values[i] = value[:j] + repl + value[j + 1 :]
         else:
             values[i] = data.draw(st.characters(exclude_categories=["Cs"]))
