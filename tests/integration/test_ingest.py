@@ -279,3 +279,29 @@ async def test_stop_commits_everything_queued(engine: AsyncEngine) -> None:
         stored = await repo.nonces_stored(conn, [i.nonce for i in items if i.nonce])
     assert len(stored) == 40  # committed before stop() returned
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [Outcome.STORED] * 40
+
+
+async def test_send_adopts_placeholder_created_by_fast_callback(
+    engine: AsyncEngine, committer: GroupCommitter
+) -> None:
+    uuid = new_uuid()
+    # The callback beats the send response: a placeholder holds its status.
+    await committer.submit(item(callback_fields(uuid, "sent", Sequence="2")))
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        local_id = await repo.insert_local_message(
+            conn, {"to_number": "14155550101", "created_at": now, "updated_at": now}
+        )
+        assert await repo.adopt_placeholder(conn, local_id, uuid, now)
+    msg = await get_message(engine, uuid)
+    assert msg is not None
+    assert msg.id == local_id
+    assert msg.origin == "api"
+    assert msg.status == "sent"
+    assert [e.status for e in msg.events] == ["sent"]
+    # Later callbacks land on the adopted message.
+    await committer.submit(item(callback_fields(uuid, "delivered", Sequence="3")))
+    assert await status_of(engine, str(local_id)) == "delivered"
+    async with engine.begin() as conn:
+        other = await repo.insert_local_message(conn, {"created_at": now, "updated_at": now})
+        assert not await repo.adopt_placeholder(conn, other, new_uuid(), now)

@@ -192,6 +192,47 @@ async def update_parts(conn: AsyncConnection, rows: Sequence[Row]) -> None:
     )
 
 
+async def insert_local_message(conn: AsyncConnection, values: Mapping[str, Any]) -> int:
+    """Create a message of our own (origin "api", status "accepted"); returns its local id."""
+    row = {"origin": "api", "direction": "outbound", "status": "accepted", **values}
+    result = await conn.execute(messages.insert().returning(messages.c.id), [row])
+    return int(result.scalar_one())
+
+
+async def adopt_placeholder(conn: AsyncConnection, local_id: int, uuid: str, now: datetime) -> bool:
+    """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
+    already created one: its events and parts move over and its status applies to ours.
+
+    Returns True when a placeholder was adopted. Runs inside the caller's write transaction; the
+    placeholder is row-locked (PostgreSQL) or the database is (SQLite BEGIN IMMEDIATE).
+    """
+    stmt = select(messages).where(messages.c.message_uuid == uuid, messages.c.origin == "callback")
+    found = (await conn.execute(lock_for_update(conn.dialect, stmt))).mappings().first()
+    values: dict[str, Any] = {"message_uuid": uuid, "updated_at": now}
+    if found is not None:
+        placeholder_id = found["id"]
+        await conn.execute(
+            update(status_events)
+            .where(status_events.c.message_id == placeholder_id)
+            .values(message_id=local_id)
+        )
+        await conn.execute(
+            update(message_parts)
+            .where(message_parts.c.message_id == placeholder_id)
+            .values(message_id=local_id)
+        )
+        await conn.execute(messages.delete().where(messages.c.id == placeholder_id))
+        # Everything the callbacks established wins over our local "accepted" (rank -1);
+        # what we sent (to, from, type) stays unless we did not know it.
+        for col in MESSAGE_MUTABLE:
+            if col in ("to_number", "from_number", "type"):
+                continue
+            values[col] = found[col]
+        values["updated_at"] = now
+    await conn.execute(update(messages).where(messages.c.id == local_id).values(values))
+    return found is not None
+
+
 # ---- reads -------------------------------------------------------------------------------
 
 
