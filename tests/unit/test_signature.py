@@ -327,7 +327,7 @@ def _v2(token: str, nonce: str = NONCE) -> str:
 
 def _check(
     headers: dict[str, str], account: list[str] | None = None, main: list[str] | None = None
-):
+) -> Verdict:
     return verify(
         "POST",
         URL,
@@ -629,7 +629,15 @@ class Url:
         )
 
 
-def _url(scheme: str, userinfo: str, host: str, port: str, path: str, pairs, fragment: str):
+def _url(
+    scheme: str,
+    userinfo: str,
+    host: str,
+    port: str,
+    path: str,
+    pairs: list[tuple[str, str | None]],
+    fragment: str,
+) -> Url:
     return Url(scheme, userinfo, host, port, path, tuple(pairs), fragment)
 
 
