@@ -26,7 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(spool_app, name="spool")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

@@ -7,7 +7,7 @@ import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
@@ -103,15 +103,6 @@ class Settings(BaseSettings):
             raise ValueError("must be 20 characters starting with MA or SA")
         return value
 
-    @model_validator(mode="after")
-    def _credentials_together(self) -> Settings:
-        if bool(self.plivo_auth_id) != bool(self.plivo_auth_token):
-            raise ValueError(
-                "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN must be set together (or both unset for "
-                "simulator mode)"
-            )
-        return self
-
     @property
     def simulator_mode(self) -> bool:
         """No Plivo credentials: the in-process simulator stands where api.plivo.com would."""
@@ -151,7 +142,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning any validation problem into a one-line ConfigError."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ())]
@@ -160,3 +151,11 @@ def load_settings(**overrides: object) -> Settings:
         if not loc:
             raise ConfigError(f"configuration: {msg}") from None
         raise ConfigError(f"{name}: {msg}") from None
+    if bool(settings.plivo_auth_id) != bool(settings.plivo_auth_token):
+        missing = "PLIVO_AUTH_TOKEN" if settings.plivo_auth_id else "PLIVO_AUTH_ID"
+        raise ConfigError(
+            f"{missing}: must be set together with "
+            f"{'PLIVO_AUTH_ID' if missing == 'PLIVO_AUTH_TOKEN' else 'PLIVO_AUTH_TOKEN'} "
+            "(or leave both unset for simulator mode)"
+        )
+    return settings

@@ -2,8 +2,8 @@
 
 Rules (plivo-protocol.md §2.3): rank never decreases, so a late `queued`/`sent` goes into the
 history only; terminal statuses never revert; a second, different terminal status is a conflict
-that is kept and flagged: the higher `Sequence` wins when both have one, else the later Plivo
-timestamp when both have one, else the first one stays.
+that is kept and flagged: an event with a `Sequence` beats one without, the higher `Sequence`
+wins, then the later Plivo timestamp; when nothing orders them the first one stays.
 """
 
 from __future__ import annotations
@@ -99,14 +99,23 @@ def decide(current: State | None, incoming: State) -> Decision:
     return Decision(Effect.STALE, cur)
 
 
+def _conflict_key(state: State) -> tuple[int, float]:
+    """Total order for competing terminal statuses: any Sequence beats none (callbacks carry
+    one, polls do not), then the higher Sequence, then the later Plivo timestamp.
+
+    A key rather than pairwise rules keeps the order transitive, so the winner never depends on
+    the order in which conflicting events arrive.
+    """
+    if state.sequence is not None:
+        return (1, float(state.sequence))
+    if state.at is not None:
+        return (0, state.at.timestamp())
+    return (0, float("-inf"))
+
+
 def _terminal_conflict(current: State, incoming: State) -> Decision:
-    if current.sequence is not None and incoming.sequence is not None:
-        newer = incoming.sequence > current.sequence
-    elif current.at is not None and incoming.at is not None:
-        newer = incoming.at > current.at
-    else:
-        newer = False  # neither order is known: the first terminal status stays
-    if newer:
+    # Equal keys (e.g. neither has a Sequence or a time): the first terminal status stays.
+    if _conflict_key(incoming) > _conflict_key(current):
         return Decision(Effect.CONFLICT_WON, incoming.status)
     return Decision(Effect.CONFLICT_KEPT, current.status)
 

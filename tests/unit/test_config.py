@@ -1,0 +1,343 @@
+"""Tests for plivo_tracker.config: defaults, validation, one-line ConfigError, CLI exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plivo_tracker.config import (
+    DEFAULT_DATABASE_URL,
+    SIMULATOR_AUTH_ID,
+    ConfigError,
+    Settings,
+    load_settings,
+)
+
+AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
+SUB_AUTH_ID = "SAXXXXXXXXXXXXXXXXXX"
+ENV_NAMES = sorted(name.upper() for name in Settings.model_fields)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting comes from the caller's environment or from a stray .env file."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def config_error(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**overrides)
+    return str(info.value)
+
+
+def assert_one_line_naming(message: str, variable: str) -> None:
+    assert "\n" not in message, message
+    assert message.startswith(f"{variable}:"), message
+    assert len(message) > len(variable) + 2, message
+
+
+# --- defaults --------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.database_url == DEFAULT_DATABASE_URL
+    assert s.is_sqlite
+    assert s.public_base_url == "http://127.0.0.1:8000"
+    assert s.plivo_auth_id is None
+    assert s.plivo_auth_token is None
+    assert s.plivo_auth_tokens_previous == []
+    assert s.plivo_main_auth_token is None
+    assert s.plivo_src is None
+    assert s.plivo_api_url == "https://api.plivo.com"
+    assert s.plivo_mps == 5.0
+    assert s.host == "127.0.0.1"
+    assert s.port == 8000
+    assert s.api_keys == []
+    assert s.log_format is None
+    assert s.log_level == "info"
+    assert s.commit_batch_max == 256
+    assert s.binds_loopback
+
+
+def test_defaults_are_simulator_mode() -> None:
+    s = load_settings()
+    assert s.simulator_mode
+    assert s.auth_id == SIMULATOR_AUTH_ID
+    assert len(SIMULATOR_AUTH_ID) == 20
+    assert SIMULATOR_AUTH_ID.startswith("MA")
+    assert s.simulator_auth_token
+    assert s.account_tokens == [s.simulator_auth_token]
+    assert s.main_tokens == [s.simulator_auth_token]
+
+
+def test_simulator_token_random_per_instance() -> None:
+    assert load_settings().simulator_auth_token != load_settings().simulator_auth_token
+
+
+def test_credentials_leave_simulator_mode() -> None:
+    s = load_settings(plivo_auth_id=AUTH_ID, plivo_auth_token="tok")
+    assert not s.simulator_mode
+    assert s.auth_id == AUTH_ID
+    assert s.account_tokens == ["tok"]
+
+
+def test_subaccount_auth_id_accepted() -> None:
+    assert load_settings(plivo_auth_id=SUB_AUTH_ID, plivo_auth_token="t").auth_id == SUB_AUTH_ID
+
+
+# --- bad values: one line, starting with the variable ------------------------------------------
+
+BAD_VALUES = [
+    ("PLIVO_MPS", "abc"),
+    ("PLIVO_MPS", "0"),
+    ("PLIVO_MPS", "-1"),
+    ("PORT", "70000"),
+    ("PORT", "0"),
+    ("PUBLIC_BASE_URL", "ftp://x"),
+    ("PUBLIC_BASE_URL", "https://hooks.example.com/?tenant=acme"),
+    ("PUBLIC_BASE_URL", "https://hooks.example.com/#frag"),
+    ("PUBLIC_BASE_URL", "hooks.example.com"),
+    ("DATABASE_URL", "mysql://x"),
+    ("PLIVO_API_URL", "api.plivo.com"),
+    ("LOG_LEVEL", "loud"),
+    ("LOG_FORMAT", "xml"),
+    ("COMMIT_BATCH_MAX", "0"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_bad_env_value_is_one_line_naming_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert_one_line_naming(config_error(), variable)
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_bad_keyword_value_is_one_line_naming_variable(variable: str, value: str) -> None:
+    assert_one_line_naming(config_error(**{variable.lower(): value}), variable)
+
+
+def test_bad_numeric_keyword_values() -> None:
+    assert_one_line_naming(config_error(plivo_mps=0), "PLIVO_MPS")
+    assert_one_line_naming(config_error(port=70000), "PORT")
+
+
+@pytest.mark.parametrize("auth_id", ["bad", "MA123", "XAXXXXXXXXXXXXXXXXXX", AUTH_ID + "X"])
+def test_bad_auth_id(monkeypatch: pytest.MonkeyPatch, auth_id: str) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "tok")
+    monkeypatch.setenv("PLIVO_AUTH_ID", auth_id)
+    message = config_error()
+    assert_one_line_naming(message, "PLIVO_AUTH_ID")
+    assert "MA" in message
+    assert "SA" in message
+
+
+def test_bad_auth_id_keyword() -> None:
+    assert_one_line_naming(
+        config_error(plivo_auth_id="bad", plivo_auth_token="tok"), "PLIVO_AUTH_ID"
+    )
+
+
+def test_auth_id_without_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_ID", AUTH_ID)
+    message = config_error()
+    assert "\n" not in message
+    assert "PLIVO_AUTH_TOKEN" in message
+    # The variable named first must be one of the two settings involved.
+    assert message.split(":", 1)[0] in ("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN"), message
+
+
+def test_token_without_auth_id_keyword() -> None:
+    message = config_error(plivo_auth_token="tok")
+    assert "\n" not in message
+    assert "PLIVO_AUTH_ID" in message
+
+
+def test_config_error_is_not_chained() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(plivo_mps="abc")
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+def test_dotenv_file_in_working_directory_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PLIVO_MPS=abc\n", encoding="utf-8")
+    assert_one_line_naming(config_error(), "PLIVO_MPS")
+
+
+# --- good values and normalisation -----------------------------------------------------------
+
+
+def test_env_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_MPS", "2.5")
+    monkeypatch.setenv("PORT", "9000")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    s = load_settings()
+    assert s.plivo_mps == 2.5
+    assert s.port == 9000
+    assert s.log_level == "debug"
+    assert s.log_format == "json"
+
+
+def test_keyword_override_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9000")
+    assert load_settings(port=9001).port == 9001
+
+
+@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS"])
+def test_comma_list_from_env(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "a, b,,c")
+    assert getattr(load_settings(), variable.lower()) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS"])
+def test_comma_list_from_keyword(variable: str) -> None:
+    assert getattr(load_settings(**{variable.lower(): "a, b,,c"}), variable.lower()) == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+@pytest.mark.parametrize("value", ["", " , ,"])
+def test_empty_comma_list(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("API_KEYS", value)
+    assert load_settings().api_keys == []
+
+
+def test_comma_list_single_value_is_not_json_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", '["x"]')
+    assert load_settings().api_keys == ['["x"]']
+
+
+def test_account_tokens_current_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_ID", AUTH_ID)
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "current")
+    monkeypatch.setenv("PLIVO_AUTH_TOKENS_PREVIOUS", "old1, current ,old2")
+    s = load_settings()
+    assert s.account_tokens == ["current", "old1", "old2"]
+
+
+def test_main_tokens_fall_back_to_account_tokens() -> None:
+    s = load_settings(
+        plivo_auth_id=AUTH_ID, plivo_auth_token="current", plivo_auth_tokens_previous="old"
+    )
+    assert s.main_tokens == ["current", "old"]
+    assert s.main_tokens == s.account_tokens
+
+
+def test_main_tokens_use_main_token_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_ID", SUB_AUTH_ID)
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "sub")
+    monkeypatch.setenv("PLIVO_MAIN_AUTH_TOKEN", "main")
+    s = load_settings()
+    assert s.main_tokens == ["main"]
+    assert s.account_tokens == ["sub"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://h/db", "postgresql+asyncpg://h/db"),
+        ("postgres://u:p@h:5432/db", "postgresql+asyncpg://u:p@h:5432/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+        ("sqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+    ],
+)
+def test_database_url_normalised(monkeypatch: pytest.MonkeyPatch, raw: str, expected: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", raw)
+    s = load_settings()
+    assert s.database_url == expected
+    assert s.is_sqlite == expected.startswith("sqlite")
+
+
+def test_public_base_url_trailing_slash_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://hooks.example.com/")
+    assert load_settings().public_base_url == "https://hooks.example.com"
+    assert (
+        load_settings(public_base_url="https://hooks.example.com/base/").public_base_url
+        == "https://hooks.example.com/base"
+    )
+
+
+def test_plivo_api_url_trailing_slash_removed() -> None:
+    assert load_settings(plivo_api_url="http://127.0.0.1:9/").plivo_api_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.10", False),
+        ("example.com", False),
+    ],
+)
+def test_binds_loopback(monkeypatch: pytest.MonkeyPatch, host: str, loopback: bool) -> None:
+    monkeypatch.setenv("HOST", host)
+    assert load_settings().binds_loopback is loopback
+
+
+# --- the CLI: exit 2 with one line -----------------------------------------------------------
+
+
+def run_serve(tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    for name in ENV_NAMES:
+        env.pop(name, None)
+    # A real deployment (systemd, docker logs) has no terminal; don't let the caller's
+    # terminal width leak in.
+    env.pop("COLUMNS", None)
+    # Should validation wrongly pass, keep the server off shared paths and ports.
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        SPOOL_DIR=str(tmp_path / "spool"),
+        PORT="1",
+    )
+    env.update(env_vars)
+    return subprocess.run(
+        [sys.executable, "-m", "plivo_tracker", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def nonempty_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_cli_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, PLIVO_MPS="abc")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert "PLIVO_MPS" in lines[0]
+
+
+def test_cli_public_host_without_api_keys_exits_2(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, HOST="0.0.0.0")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert "API_KEYS" in lines[0]
