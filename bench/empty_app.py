@@ -1,0 +1,65 @@
+"""The baseline for bench/callbacks.py: a raw ASGI app that reads the body and answers 200.
+
+It does the least any callback endpoint must do (read the whole request, answer with a small
+JSON body), served by uvicorn with the options `plivo-tracker serve` uses: uvloop, httptools, no
+access log, one process. The ratio serve/empty therefore measures what the service adds
+(signature check, parsing, the durable group commit) on top of the HTTP stack itself.
+
+    python bench/empty_app.py --host 127.0.0.1 --port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+
+BODY = b'{"result":"stored"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args()
+    # Same server options as plivo_tracker.cli.serve.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=args.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
