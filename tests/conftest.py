@@ -19,13 +19,13 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade
+from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.messages.models import (
     callback_nonces,
     message_parts,
@@ -156,14 +156,14 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
     application = create_app(settings, migrate=False)
     async with LifespanManager(application):
         yield application
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c

@@ -14,6 +14,7 @@ from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
+from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages.routes import router as messages_router
@@ -39,8 +40,11 @@ async def _replay_spool_forever(committer: GroupCommitter, spool: Spool) -> None
                 log.info("spool.replayed", items=replayed)
 
 
-def create_app(settings: Settings, *, migrate: bool | None = None) -> FastAPI:
-    """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`)."""
+def create_app(settings: Settings, *, migrate: bool | None = None) -> CallbackEndpoint:
+    """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`).
+
+    The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
+    """
     auto_migrate = settings.is_sqlite if migrate is None else migrate
 
     @contextlib.asynccontextmanager
@@ -81,4 +85,4 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> FastAPI:
     app.include_router(inbound_router)
     app.include_router(messages_router)
     app.include_router(ops_router)
-    return app
+    return CallbackEndpoint(app)

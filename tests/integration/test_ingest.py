@@ -137,15 +137,15 @@ async def test_old_style_multipart_rolls_up_and_failure_is_not_hidden(
     msg = await get_message(engine, parent)
     assert msg is not None
     assert msg.status == "sent"  # part 3 not heard of yet: not delivered
-    await committer.submit(part(p3, "3 of 3", "undelivered", ErrorCode="70"))
+    await committer.submit(part(p3, "3 of 3", "undelivered", ErrorCode="70", Sequence="5"))
     msg = await get_message(engine, p2)  # found through a part's UUID too
     assert msg is not None
     assert msg.message_uuid == parent
     assert msg.status == "undelivered"
     assert msg.error_code == "70"
     assert sorted(p.part_index or 0 for p in msg.parts) == [1, 2, 3]
-    # A later "delivered" for the failed part cannot hide the failure (terminal never reverts).
-    await committer.submit(part(p3, "3 of 3", "delivered", Sequence="9"))
+    # A late "delivered" for the failed part cannot hide the failure (terminal never reverts).
+    await committer.submit(part(p3, "3 of 3", "delivered", Sequence="4"))
     assert await status_of(engine, parent) == "undelivered"
 
 

@@ -390,10 +390,11 @@ def _apply_part(
     parent_current = None if previous is None else MessageStatus(previous)
     new_status = rollup(parent_current, statuses, mv["part_count"]) or decision.status
     if new_status in FAILURES:
-        failing = next(
-            p for p in parts[message.id].values() if p.values["status"] == new_status.value
-        )
-        mv["error_code"] = failing.values["error_code"]
+        failing = [p for p in parts[message.id].values() if p.values["status"] == new_status.value]
+        if failing:
+            mv["error_code"] = failing[0].values["error_code"]
+    else:
+        mv["error_code"] = None
     if decision.conflict:
         mv["has_conflict"] = True
     return decision.effect, new_status

@@ -151,7 +151,7 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
         status_events.c.id, status_events.c.dedupe_key
     )
     result = await conn.execute(stmt, list(rows))
-    return {key: id_ for id_, key in result.tuples()}
+    return {row.dedupe_key: row.id for row in result}
 
 
 async def update_event_effects(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:

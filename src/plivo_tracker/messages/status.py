@@ -146,11 +146,13 @@ def rollup(
         derived = min(parts, key=lambda p: RANK[p])
         if RANK[derived] > RANK[MessageStatus.SENT]:
             derived = MessageStatus.SENT
-    if current is None or current in FAILURES:
-        return derived if current is None else current
-    if RANK[derived] > RANK[current]:
+    if current is None:
         return derived
-    return current
+    if current in FAILURES:
+        # Sticky: even if a part's failure was later overturned by a conflicting callback, the
+        # parent keeps showing it (and has_conflict is set) rather than hiding it.
+        return current
+    return derived if RANK[derived] > RANK[current] else current
 
 
 def parse_part_info(part_info: str | None) -> tuple[int, int] | None:
