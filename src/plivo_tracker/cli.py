@@ -189,9 +189,11 @@ def spool_replay() -> None:
 
     async def _run() -> int:
         engine = make_engine(settings.database_url)
+        committer = GroupCommitter(engine)
         try:
-            return await GroupCommitter(engine).replay(Spool(settings.spool_dir))
+            return await committer.replay(Spool(settings.spool_dir))
         finally:
+            await committer.stop()
             await engine.dispose()
 
     out.print(f"replayed {asyncio.run(_run())} callbacks")

@@ -223,7 +223,11 @@ async def test_bad_item_does_not_sink_its_batch(engine: AsyncEngine, tmp_path: P
     assert stored == {g.nonce for g in good}
     assert len(spool.pending()) == 1
     # Once the fault is gone, the replayer commits it.
-    assert await GroupCommitter(engine).replay(spool) == 1
+    replayer = GroupCommitter(engine)
+    try:
+        assert await replayer.replay(spool) == 1
+    finally:
+        await replayer.stop()
     assert await status_of(engine, POISON) == "sent"
 
 
@@ -244,9 +248,12 @@ async def test_database_down_spools_then_replays(
     assert spool.pending()
 
     up = GroupCommitter(engine)
-    assert await up.replay(spool) == 10
-    assert spool.pending() == []
-    assert await up.replay(spool) == 0
+    try:
+        assert await up.replay(spool) == 10
+        assert spool.pending() == []
+        assert await up.replay(spool) == 0
+    finally:
+        await up.stop()
     async with engine.connect() as conn:
         stored = await repo.nonces_stored(conn, [i.nonce for i in items if i.nonce])
         events = (await conn.execute(select(status_events.c.status))).scalars().all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plivo_tracker.messages.status import MessageStatus
 from plivo_tracker.plivo import error_codes
@@ -386,3 +388,28 @@ def test_no_error_values(code: str | None) -> None:
 def test_normalize_keeps_code_as_sent() -> None:
     assert error_codes.normalize(" 30 ") == "30"
     assert error_codes.normalize("420") == "420"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+            st.booleans(),
+        ),
+        max_size=8,
+    ),
+    st.text(alphabet="&=%+ab2F0cé", max_size=30),
+)
+def test_parse_form_matches_parse_qs(pairs: list[tuple[str, str, bool]], noise: str) -> None:
+    """The fast form parser gives exactly what parse_qs(keep_blank_values=True) gives."""
+    from urllib.parse import parse_qs, quote_plus
+
+    from plivo_tracker.plivo.callback import parse_form
+
+    encoded = "&".join(
+        quote_plus(k) + ("=" + quote_plus(v) if with_eq else "") for k, v, with_eq in pairs
+    )
+    for text in (encoded, noise, encoded + "&" + noise):
+        assert parse_form(text) == parse_qs(text, keep_blank_values=True)

@@ -6,12 +6,17 @@ Durability is configured here, in one place: SQLite commits with `synchronous=FU
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+T = TypeVar("T")
 
 # Execution option marking a connection that will write: on SQLite it opens the transaction with
 # BEGIN IMMEDIATE, so the write lock is taken up front instead of failing on lock upgrade.
@@ -50,8 +55,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _sqlite_events(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_events(engine: AsyncEngine | Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit one.
         dbapi_conn.isolation_level = None
@@ -62,7 +69,7 @@ def _sqlite_events(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("plivo_tracker_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -71,3 +78,80 @@ def _sqlite_events(engine: AsyncEngine) -> None:
 async def writer(conn: AsyncConnection) -> AsyncConnection:
     """Mark `conn` as a writer before its transaction begins."""
     return await conn.execution_options(**WRITE)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """No connection could be had at all (as opposed to a statement failing)."""
+
+
+class Writer(Protocol):
+    """Runs a synchronous function inside one write transaction and commits it."""
+
+    async def run(self, fn: Callable[[Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadWriter:
+    """SQLite: one dedicated thread with its own synchronous connection.
+
+    Through aiosqlite every statement costs several thread round trips (~0.8 ms for `SELECT 1`
+    here); a whole batch run in the writer thread costs one. SQLite takes one writer at a time
+    anyway, and sqlite3 releases the GIL while it executes and fsyncs, so the event loop keeps
+    serving requests meanwhile.
+    """
+
+    def __init__(self, url: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite")
+        self._engine = create_engine(sync_url, connect_args={"timeout": 30})
+        _sqlite_events(self._engine)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            conn = self._engine.connect()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        with conn:
+            conn = conn.execution_options(**WRITE)
+            with conn.begin():
+                return fn(conn)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, fn)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._engine.dispose)
+        self._executor.shutdown(wait=True)
+
+
+class AsyncWriter:
+    """PostgreSQL: asyncpg is natively async, so the same sync code runs through `run_sync`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        conn = self._engine.connect()
+        try:
+            await conn.start()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            await writer(conn)
+            async with conn.begin():
+                return await conn.run_sync(fn)
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        return None
+
+
+def make_writer(engine: AsyncEngine) -> Writer:
+    """The write path for batches: a writer thread on SQLite, the async engine on PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        return ThreadWriter(engine.url.render_as_string(hide_password=False))
+    return AsyncWriter(engine)

@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker import metrics
-from plivo_tracker.db.engine import writer
+from plivo_tracker.db.engine import DatabaseUnavailable, make_writer
 from plivo_tracker.inbound.ingest import (
     BatchResult,
     CallbackItem,
@@ -41,10 +41,6 @@ class CommitterClosed(RuntimeError):
     """The committer is shutting down and takes no new work."""
 
 
-class DatabaseUnavailable(RuntimeError):
-    """No connection could be had: the whole batch goes to the spool at once."""
-
-
 class StoreFailed(RuntimeError):
     """Neither the database nor the spool could take the item: answer 503 so Plivo retries."""
 
@@ -61,7 +57,7 @@ class GroupCommitter:
         spool: Spooler | None = None,
         on_changes: ChangeListener | None = None,
     ) -> None:
-        self._engine = engine
+        self._writer = make_writer(engine)
         self._max_batch = max_batch
         self._spool = spool
         self._on_changes = on_changes
@@ -80,6 +76,7 @@ class GroupCommitter:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
+        await self._writer.close()
 
     async def submit(self, item: CallbackItem) -> Outcome:
         """Queue `item` and wait until its batch is committed (or spooled)."""
@@ -152,17 +149,8 @@ class GroupCommitter:
         self._resolve(batch, result)
 
     async def _commit(self, items: list[CallbackItem]) -> BatchResult:
-        conn = self._engine.connect()
-        try:
-            await conn.start()
-        except Exception as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
-        try:
-            await writer(conn)
-            async with conn.begin():
-                return await ingest_batch(conn, items, datetime.now(UTC))
-        finally:
-            await conn.close()
+        now = datetime.now(UTC)
+        return await self._writer.run(lambda conn: ingest_batch(conn, items, now))
 
     def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
         # The transaction is committed: publish its changes, then release the waiting requests.

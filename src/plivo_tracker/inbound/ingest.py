@@ -1,20 +1,20 @@
 """One batch's work inside one transaction: nonces, quarantine, placeholders, events, statuses.
 
 The caller (the group committer) opens the transaction and commits it; nothing here commits.
+Synchronous on purpose: the whole batch runs in one go on the database writer (see db/engine.py).
 Events and the statuses they produce are written in the same transaction, so after a crash the
 history and the current status still agree.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.repository import Row
@@ -140,9 +140,7 @@ def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-async def ingest_batch(
-    conn: AsyncConnection, items: list[CallbackItem], now: datetime
-) -> BatchResult:
+def ingest_batch(conn: Connection, items: list[CallbackItem], now: datetime) -> BatchResult:
     """Store a batch of verified callbacks and apply their statuses; return per-item outcomes."""
     outcomes: list[Outcome | None] = [None] * len(items)
 
@@ -154,14 +152,14 @@ async def ingest_batch(
                 outcomes[i] = Outcome.REPLAY
             else:
                 first_by_nonce[it.nonce] = i
-    fresh = await repo.insert_new_nonces(conn, list(first_by_nonce), now)
+    fresh = repo.insert_new_nonces(conn, list(first_by_nonce), now)
     for nonce, i in first_by_nonce.items():
         if nonce not in fresh:
             outcomes[i] = Outcome.REPLAY
 
     # 2. Unparseable but authentic: keep raw.
     quarantined = [i for i, it in enumerate(items) if outcomes[i] is None and it.event is None]
-    await repo.insert_quarantine(
+    repo.insert_quarantine(
         conn,
         [
             {
@@ -200,8 +198,8 @@ async def ingest_batch(
     placeholders: dict[str, dict[str, Any]] = {}
     for ev in events.values():
         placeholders.setdefault(ev.message_key, _placeholder(ev, now))
-    created = await repo.ensure_messages(conn, placeholders)
-    msgs = await repo.lock_messages_by_uuid(conn, placeholders)
+    created = repo.ensure_messages(conn, placeholders)
+    msgs = repo.lock_messages_by_uuid(conn, placeholders)
     part_rows: list[dict[str, Any]] = [
         {
             "message_id": msgs[ev.message_key].id,
@@ -214,13 +212,13 @@ async def ingest_batch(
         for ev in events.values()
         if ev.is_part
     ]
-    created_parts = await repo.ensure_parts(conn, part_rows)
-    parts = await repo.load_parts(conn, {r["message_id"] for r in part_rows})
+    created_parts = repo.ensure_parts(conn, part_rows)
+    parts = repo.load_parts(conn, {r["message_id"] for r in part_rows})
 
     # 5. Decide every event's effect, insert the events, and correct the plan in the rare case
     #    that an event was already stored under another nonce (a Plivo retry with a new nonce).
     plan = _plan(todo, events, msgs, parts, created, created_parts, now)
-    inserted = await repo.insert_events(conn, [_event_row(items[i], msgs, plan, i) for i in todo])
+    inserted = repo.insert_events(conn, [_event_row(items[i], msgs, plan, i) for i in todo])
     if len(inserted) != len(todo):
         stored = [i for i in todo if events[i].dedupe_key in inserted]
         for i in todo:
@@ -228,7 +226,7 @@ async def ingest_batch(
                 outcomes[i] = Outcome.DUPLICATE
         old = plan
         plan = _plan(stored, events, msgs, parts, created, created_parts, now)
-        await repo.update_event_effects(
+        repo.update_event_effects(
             conn,
             [
                 {
@@ -242,8 +240,8 @@ async def ingest_batch(
         )
         todo = stored
 
-    await repo.update_messages(conn, [plan.messages[k] for k in sorted(plan.changed_messages)])
-    await repo.update_parts(
+    repo.update_messages(conn, [plan.messages[k] for k in sorted(plan.changed_messages)])
+    repo.update_parts(
         conn,
         [p for ps in plan.parts.values() for u, p in ps.items() if u in plan.changed_parts],
     )
@@ -317,8 +315,11 @@ def _plan(
     now: datetime,
 ) -> _Plan:
     """Apply the status machine to snapshots of the rows, event by event, in arrival order."""
-    m_snap = copy.deepcopy(msgs)
-    p_snap = copy.deepcopy(parts)
+    # Row values are immutable scalars, so copying each dict is a full snapshot.
+    m_snap = {k: Row(r.id, dict(r.values)) for k, r in msgs.items()}
+    p_snap = {
+        mid: {u: Row(r.id, dict(r.values)) for u, r in ps.items()} for mid, ps in parts.items()
+    }
     blank_msgs, blank_parts = set(created), set(created_parts)  # no status of their own yet
     plan = _Plan({}, m_snap, p_snap, set(), set())
     for i in order:

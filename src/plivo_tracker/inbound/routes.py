@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -26,6 +25,7 @@ from plivo_tracker import metrics
 from plivo_tracker.inbound.committer import CommitterClosed, StoreFailed
 from plivo_tracker.inbound.ingest import make_item
 from plivo_tracker.plivo import signature
+from plivo_tracker.plivo.callback import parse_form
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.limits import MAX_BODY
 
@@ -90,7 +90,7 @@ async def read_fields(
                     fields.setdefault(key, []).append(value)
             await form.close()
             return fields, None
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True), None
+        return parse_form(body.decode("utf-8")), None
     except Exception as exc:  # noqa: BLE001 - any parse failure: keep the body raw
         return None, f"body not readable as {ctype or 'form'}: {type(exc).__name__}"
 
@@ -120,7 +120,7 @@ async def handle_callback(
         return 403, _FORBIDDEN
 
     # POST fields come in the body; GET fields (and a POST with an empty body) in the query.
-    fields = form if form else (None if problem else parse_qs(raw_query, keep_blank_values=True))
+    fields = form if form else (None if problem else parse_form(raw_query))
     item = make_item(
         received_at=datetime.now(UTC),
         method=method,

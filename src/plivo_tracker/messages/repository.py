@@ -1,6 +1,9 @@
 """All SQL for messages, parts, events, nonces and the quarantine: writes and lookups.
 
-Functions take an open AsyncConnection inside a transaction; the caller owns commit/rollback.
+Functions take an open connection inside a transaction; the caller owns commit/rollback. The
+writes of the callback batch are synchronous (`Connection`): the group committer runs the whole
+batch in one go, in a writer thread on SQLite or through `run_sync` on PostgreSQL, so a batch
+costs no thread round trip per statement. Reads and the send flow's writes are async.
 Dedupe is always insert-on-conflict with RETURNING, never select-then-insert (the database is the
 only fair referee under concurrency).
 """
@@ -12,10 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plivo_tracker.db.dialect import insert_ignore, lock_for_update
+from plivo_tracker.db.dialect import (
+    insert_ignore,
+    insert_ignore_returning_sql,
+    lock_for_update,
+    rows_per_statement,
+    to_driver,
+    update_by_id_sql,
+)
 from plivo_tracker.messages.models import (
     callback_nonces,
     message_parts,
@@ -55,27 +65,54 @@ class Row:
     values: dict[str, Any]
 
 
-async def insert_new_nonces(
-    conn: AsyncConnection, nonces: Sequence[str], now: datetime
-) -> set[str]:
+def _insert_ignore_returning(
+    conn: Connection,
+    table: Table,
+    cols: Sequence[str],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> list[tuple[Any, ...]]:
+    """Multi-row insert-ignore at driver level (see db/dialect.py); returns the new rows' keys."""
+    dialect = conn.dialect
+    out: list[tuple[Any, ...]] = []
+    step = rows_per_statement(len(cols))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        sql = insert_ignore_returning_sql(dialect, table, cols, conflict, returning, len(chunk))
+        params = tuple(to_driver(dialect, v) for row in chunk for v in row)
+        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
+    return out
+
+
+def _update_by_id(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Row]) -> None:
+    dialect = conn.dialect
+    params = [tuple(to_driver(dialect, r.values[c]) for c in cols) + (r.id,) for r in rows]
+    conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)
+
+
+_NONCE_COLS = ("nonce", "received_at")
+
+
+def insert_new_nonces(conn: Connection, nonces: Sequence[str], now: datetime) -> set[str]:
     """Insert nonces; return those that were not stored before (the rest are replays)."""
     if not nonces:
         return set()
-    stmt = insert_ignore(conn.dialect, callback_nonces, ["nonce"]).returning(
-        callback_nonces.c.nonce
-    )
-    result = await conn.execute(stmt, [{"nonce": n, "received_at": now} for n in nonces])
-    return set(result.scalars().all())
+    rows = [(n, now) for n in nonces]
+    return {
+        r[0]
+        for r in _insert_ignore_returning(
+            conn, callback_nonces, _NONCE_COLS, ["nonce"], ["nonce"], rows
+        )
+    }
 
 
-async def insert_quarantine(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_quarantine(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await conn.execute(quarantine.insert(), list(rows))
+        conn.execute(quarantine.insert(), list(rows))
 
 
-async def ensure_messages(
-    conn: AsyncConnection, placeholders: Mapping[str, Mapping[str, Any]]
-) -> set[str]:
+def ensure_messages(conn: Connection, placeholders: Mapping[str, Mapping[str, Any]]) -> set[str]:
     """Create placeholder messages for UUIDs not stored yet; return the UUIDs created now.
 
     A callback can beat the send response (or belong to a message sent elsewhere): its message
@@ -83,23 +120,24 @@ async def ensure_messages(
     """
     if not placeholders:
         return set()
-    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
-        messages.c.message_uuid
-    )
     # Sorted, so concurrent writers on PostgreSQL take the unique-index locks in the same order.
-    rows = [dict(placeholders[uuid]) for uuid in sorted(placeholders)]
-    result = await conn.execute(stmt, rows)
-    return set(result.scalars().all())
+    ordered = [placeholders[uuid] for uuid in sorted(placeholders)]
+    cols = list(ordered[0])
+    rows = [tuple(p[c] for c in cols) for p in ordered]
+    created = _insert_ignore_returning(
+        conn, messages, cols, ["message_uuid"], ["message_uuid"], rows
+    )
+    return {r[0] for r in created}
 
 
-async def lock_messages_by_uuid(conn: AsyncConnection, uuids: Iterable[str]) -> dict[str, Row]:
+def lock_messages_by_uuid(conn: Connection, uuids: Iterable[str]) -> dict[str, Row]:
     """Load (and on PostgreSQL row-lock, in id order) the messages with these UUIDs."""
     uuid_list = sorted(set(uuids))
     if not uuid_list:
         return {}
     cols = [messages.c.id, messages.c.message_uuid, *(messages.c[c] for c in MESSAGE_MUTABLE)]
     stmt = select(*cols).where(messages.c.message_uuid.in_(uuid_list)).order_by(messages.c.id)
-    result = await conn.execute(lock_for_update(conn.dialect, stmt))
+    result = conn.execute(lock_for_update(conn.dialect, stmt))
     out: dict[str, Row] = {}
     for r in result.mappings():
         values = {c: r[c] for c in MESSAGE_MUTABLE}
@@ -107,20 +145,18 @@ async def lock_messages_by_uuid(conn: AsyncConnection, uuids: Iterable[str]) -> 
     return out
 
 
-async def ensure_parts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+def ensure_parts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """Create part rows that do not exist yet; return the part UUIDs created now."""
     if not rows:
         return set()
     stmt = insert_ignore(conn.dialect, message_parts, ["part_uuid"]).returning(
         message_parts.c.part_uuid
     )
-    result = await conn.execute(stmt, sorted((dict(r) for r in rows), key=lambda r: r["part_uuid"]))
+    result = conn.execute(stmt, sorted((dict(r) for r in rows), key=lambda r: r["part_uuid"]))
     return set(result.scalars().all())
 
 
-async def load_parts(
-    conn: AsyncConnection, message_ids: Iterable[int]
-) -> dict[int, dict[str, Row]]:
+def load_parts(conn: Connection, message_ids: Iterable[int]) -> dict[int, dict[str, Row]]:
     """All parts of these messages, by message id then part UUID."""
     ids = sorted(set(message_ids))
     if not ids:
@@ -134,7 +170,7 @@ async def load_parts(
         *(message_parts.c[c] for c in PART_MUTABLE),
     ]
     stmt = select(*cols).where(message_parts.c.message_id.in_(ids)).order_by(message_parts.c.id)
-    result = await conn.execute(lock_for_update(conn.dialect, stmt))
+    result = conn.execute(lock_for_update(conn.dialect, stmt))
     out: dict[int, dict[str, Row]] = {}
     for r in result.mappings():
         values = {c: r[c] for c in PART_MUTABLE}
@@ -143,18 +179,19 @@ async def load_parts(
     return out
 
 
-async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Insert events, skipping known dedupe keys; return {dedupe_key: event id} of the new ones."""
     if not rows:
         return {}
-    stmt = insert_ignore(conn.dialect, status_events, ["dedupe_key"]).returning(
-        status_events.c.id, status_events.c.dedupe_key
+    cols = list(rows[0])
+    values = [tuple(r[c] for c in cols) for r in rows]
+    inserted = _insert_ignore_returning(
+        conn, status_events, cols, ["dedupe_key"], ["dedupe_key", "id"], values
     )
-    result = await conn.execute(stmt, list(rows))
-    return {row.dedupe_key: row.id for row in result}
+    return {key: int(id_) for key, id_ in inserted}
 
 
-async def update_event_effects(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+def update_event_effects(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Correct effect/previous_status of events (rows: _id, effect, previous_status)."""
     if not rows:
         return
@@ -163,33 +200,17 @@ async def update_event_effects(conn: AsyncConnection, rows: Sequence[Mapping[str
         .where(status_events.c.id == bindparam("_id"))
         .values(effect=bindparam("effect"), previous_status=bindparam("previous_status"))
     )
-    await conn.execute(stmt, list(rows))
+    conn.execute(stmt, list(rows))
 
 
-async def update_messages(conn: AsyncConnection, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    stmt = (
-        update(messages)
-        .where(messages.c.id == bindparam("_id"))
-        .values({c: bindparam(c) for c in MESSAGE_MUTABLE})
-    )
-    await conn.execute(
-        stmt, [{"_id": r.id, **{c: r.values[c] for c in MESSAGE_MUTABLE}} for r in rows]
-    )
+def update_messages(conn: Connection, rows: Sequence[Row]) -> None:
+    if rows:
+        _update_by_id(conn, messages, MESSAGE_MUTABLE, rows)
 
 
-async def update_parts(conn: AsyncConnection, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    stmt = (
-        update(message_parts)
-        .where(message_parts.c.id == bindparam("_id"))
-        .values({c: bindparam(c) for c in PART_MUTABLE})
-    )
-    await conn.execute(
-        stmt, [{"_id": r.id, **{c: r.values[c] for c in PART_MUTABLE}} for r in rows]
-    )
+def update_parts(conn: Connection, rows: Sequence[Row]) -> None:
+    if rows:
+        _update_by_id(conn, message_parts, PART_MUTABLE, rows)
 
 
 async def insert_local_message(conn: AsyncConnection, values: Mapping[str, Any]) -> int:
