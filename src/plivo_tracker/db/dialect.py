@@ -10,6 +10,8 @@ from sqlalchemy import Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
+from plivo_tracker.db.base import UTCDateTime
+
 
 def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) -> Any:
     """INSERT … ON CONFLICT (cols) DO NOTHING for the given dialect."""
@@ -45,11 +47,37 @@ def _placeholders(dialect: Dialect, n_rows: int, n_cols: int) -> str:
     return ",".join([one] * n_rows)
 
 
-def to_driver(dialect: Dialect, value: Any) -> Any:
-    """A Python value as the driver stores it (SQLite: naive UTC text like SQLAlchemy writes)."""
-    if isinstance(value, datetime) and dialect.name == "sqlite":
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+def _sqlite_time(value: datetime | str | None) -> str | None:
+    # The text SQLAlchemy's SQLite DATETIME writes: naive UTC, always with microseconds.
+    if value is None or isinstance(value, str):
+        return value  # None, or a value read back at driver level and written unchanged
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def time_columns(dialect: Dialect, table: Table, cols: Sequence[str]) -> tuple[int, ...]:
+    """Positions in `cols` whose values need converting for the driver (SQLite timestamps)."""
+    if dialect.name != "sqlite":
+        return ()
+    return tuple(i for i, c in enumerate(cols) if isinstance(table.c[c].type, UTCDateTime))
+
+
+def to_driver_row(row: Sequence[Any], time_positions: tuple[int, ...]) -> Sequence[Any]:
+    """A row of Python values as the driver stores them (see `time_columns`)."""
+    if not time_positions:
+        return row
+    out = list(row)
+    for i in time_positions:
+        out[i] = _sqlite_time(out[i])
+    return out
+
+
+def from_driver_time(value: Any) -> datetime | None:
+    """A timestamp read at driver level: SQLite text (naive UTC) or a PostgreSQL datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def rows_per_statement(n_cols: int) -> int:
@@ -70,6 +98,15 @@ def insert_ignore_returning_sql(
         f"{_placeholders(dialect, n_rows, len(cols))} "
         f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
     )
+
+
+def select_in_sql(
+    dialect: Dialect, table: Table, cols: Sequence[str], key: str, n: int, lock: bool
+) -> str:
+    """`SELECT cols FROM t WHERE key IN (…) ORDER BY id` (+ FOR UPDATE on PostgreSQL)."""
+    marks = _placeholders(dialect, 1, n)[1:-1]
+    sql = f"SELECT {', '.join(cols)} FROM {table.name} WHERE {key} IN ({marks}) ORDER BY id"
+    return sql + (" FOR UPDATE" if lock and dialect.name == "postgresql" else "")
 
 
 def update_by_id_sql(dialect: Dialect, table: Table, cols: Sequence[str]) -> str:

@@ -93,37 +93,47 @@ class Writer(Protocol):
 
 
 class ThreadWriter:
-    """SQLite: one dedicated thread with its own synchronous connection.
+    """SQLite: the batch's statements run right here on the event loop over a synchronous
+    connection; only COMMIT, which waits for fsync, goes to a dedicated thread.
 
     Through aiosqlite every statement costs several thread round trips (~0.8 ms for `SELECT 1`
-    here); a whole batch run in the writer thread costs one. SQLite takes one writer at a time
-    anyway, and sqlite3 releases the GIL while it executes and fsyncs, so the event loop keeps
-    serving requests meanwhile.
+    here). Running the whole batch in a thread instead made both threads fight over the GIL:
+    each of the batch's statements releases it and then waits up to the switch interval to get
+    it back while the loop is busy parsing requests (measured in docs/benchmarks.md). The
+    statements of a batch take a few milliseconds of CPU; the fsync is the only long wait.
     """
 
     def __init__(self, url: str) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
-        self._engine = create_engine(sync_url, connect_args={"timeout": 30})
+        # check_same_thread off: the connection is used by the loop, then by the commit thread,
+        # never by both at once (one batch at a time).
+        self._engine = create_engine(
+            sync_url, connect_args={"timeout": 30, "check_same_thread": False}
+        )
         _sqlite_events(self._engine)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
 
-    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T]) -> T:
         try:
             conn = self._engine.connect()
         except Exception as exc:
             raise DatabaseUnavailable(str(exc)) from exc
-        with conn:
-            conn = conn.execution_options(**WRITE)
-            with conn.begin():
-                return fn(conn)
-
-    async def run(self, fn: Callable[[Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn)
+        try:
+            conn.execution_options(**WRITE)
+            transaction = conn.begin()
+            try:
+                result = fn(conn)
+            except BaseException:
+                transaction.rollback()
+                raise
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, transaction.commit)
+            return result
+        finally:
+            conn.close()
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._engine.dispose)
+        self._engine.dispose()
         self._executor.shutdown(wait=True)
 
 

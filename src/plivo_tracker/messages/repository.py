@@ -19,11 +19,14 @@ from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.dialect import (
+    from_driver_time,
     insert_ignore,
     insert_ignore_returning_sql,
     lock_for_update,
     rows_per_statement,
-    to_driver,
+    select_in_sql,
+    time_columns,
+    to_driver_row,
     update_by_id_sql,
 )
 from plivo_tracker.messages.models import (
@@ -80,14 +83,16 @@ def _insert_ignore_returning(
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         sql = insert_ignore_returning_sql(dialect, table, cols, conflict, returning, len(chunk))
-        params = tuple(to_driver(dialect, v) for row in chunk for v in row)
+        times = time_columns(dialect, table, cols)
+        params = tuple(v for row in chunk for v in to_driver_row(row, times))
         out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
     return out
 
 
 def _update_by_id(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Row]) -> None:
     dialect = conn.dialect
-    params = [tuple(to_driver(dialect, r.values[c]) for c in cols) + (r.id,) for r in rows]
+    times = time_columns(dialect, table, cols)
+    params = [(*to_driver_row([r.values[c] for c in cols], times), r.id) for r in rows]
     conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)
 
 
@@ -135,13 +140,15 @@ def lock_messages_by_uuid(conn: Connection, uuids: Iterable[str]) -> dict[str, R
     uuid_list = sorted(set(uuids))
     if not uuid_list:
         return {}
-    cols = [messages.c.id, messages.c.message_uuid, *(messages.c[c] for c in MESSAGE_MUTABLE)]
-    stmt = select(*cols).where(messages.c.message_uuid.in_(uuid_list)).order_by(messages.c.id)
-    result = conn.execute(lock_for_update(conn.dialect, stmt))
+    cols = ("id", "message_uuid", *MESSAGE_MUTABLE)
+    sql = select_in_sql(conn.dialect, messages, cols, "message_uuid", len(uuid_list), lock=True)
     out: dict[str, Row] = {}
-    for r in result.mappings():
-        values = {c: r[c] for c in MESSAGE_MUTABLE}
-        out[r["message_uuid"]] = Row(r["id"], values)
+    for r in conn.exec_driver_sql(sql, tuple(uuid_list)):
+        values = dict(zip(MESSAGE_MUTABLE, r[2:], strict=True))
+        # Compared with event times; other timestamps are only written back unchanged.
+        values["status_at"] = from_driver_time(values["status_at"])
+        values["has_conflict"] = bool(values["has_conflict"])
+        out[r[1]] = Row(int(r[0]), values)
     return out
 
 

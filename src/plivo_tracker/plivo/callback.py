@@ -44,20 +44,10 @@ class CallbackEvent:
     sent_time: datetime | None
     delivery_report_time: datetime | None
     dedupe_key: str
-
-    @property
-    def is_part(self) -> bool:
-        """Old-style multipart: one record per part, linked by ParentMessageUUID (§2.4)."""
-        if parse_part_info(self.part_info) is not None:
-            return True
-        return self.parent_uuid is not None and self.parent_uuid != self.message_uuid
-
-    @property
-    def message_key(self) -> str:
-        """The UUID of the message this event belongs to (the parent for a part)."""
-        if self.is_part and self.parent_uuid:
-            return self.parent_uuid
-        return self.message_uuid
+    # Old-style multipart: one record per part, linked by ParentMessageUUID (§2.4).
+    is_part: bool
+    # The UUID of the message this event belongs to (the parent for a part).
+    message_key: str
 
     @property
     def event_time(self) -> datetime | None:
@@ -167,6 +157,8 @@ def parse_callback(fields: Fields) -> CallbackEvent:
     raw_sequence = _first(fields, "Sequence")
     sequence = _int(raw_sequence)
     parent = _first(fields, "ParentMessageUUID")
+    part_info = _first(fields, "PartInfo")
+    is_part = parse_part_info(part_info) is not None or (parent is not None and parent != uuid)
     return CallbackEvent(
         message_uuid=uuid,
         status=status,
@@ -181,7 +173,7 @@ def parse_callback(fields: Fields) -> CallbackEvent:
         mcc=_first(fields, "MCC"),
         mnc=_first(fields, "MNC"),
         parent_uuid=parent,
-        part_info=_first(fields, "PartInfo"),
+        part_info=part_info,
         message_time=parse_time(_first(fields, "MessageTime")),
         queued_time=parse_time(_first(fields, "QueuedTime")),
         sent_time=parse_time(_first(fields, "SentTime")),
@@ -189,4 +181,6 @@ def parse_callback(fields: Fields) -> CallbackEvent:
         dedupe_key=dedupe_key(
             fields, uuid, status.value, str(sequence) if sequence is not None else None
         ),
+        is_part=is_part,
+        message_key=parent if is_part and parent else uuid,
     )
