@@ -112,8 +112,15 @@ class ThreadWriter:
         )
         _sqlite_events(self._engine)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        # One write transaction at a time: a second one would wait for SQLite's write lock
+        # inside BEGIN IMMEDIATE, on the event loop.
+        self._lock = asyncio.Lock()
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
+        async with self._lock:
+            return await self._run(fn)
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
         try:
             conn = self._engine.connect()
         except Exception as exc:
