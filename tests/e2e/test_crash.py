@@ -15,15 +15,11 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -32,17 +28,16 @@ from sqlalchemy import select
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.messages.models import callback_nonces, status_events
 from tests.conftest import (
-    AUTH_ID,
     BASE_URL,
     TOKEN,
     _pg_drop,
     callback_fields,
-    free_port,
     new_nonce,
     new_pg_database,
     new_uuid,
     signed_form,
 )
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +46,6 @@ RETRIES = 300  # ... + 300 retries of one of them under a new nonce = 3000 reque
 KILL_AFTER = 2500  # SIGKILL right after this many 200s, with requests still in flight
 CONCURRENCY = 50
 STATUSES = ("queued", "sent", "delivered")
-START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,83 +151,6 @@ async def _fire_and_kill(base: str, plan: list[Planned], pid: int) -> LoadResult
     if res.killed_at is None:  # every request failed before the threshold: kill anyway
         kill_now()
     return res
-
-
-def _server_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("plivo-tracker")
-    if script.exists():
-        return [str(script), "serve"]
-    found = shutil.which("plivo-tracker")
-    return [found, "serve"] if found else [sys.executable, "-m", "plivo_tracker", "serve"]
-
-
-class Server:
-    """`plivo-tracker serve` as a subprocess, its output in a log file."""
-
-    def __init__(self, tmp_path: Path, database_url: str, name: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{name}.log"
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url,
-            PUBLIC_BASE_URL=BASE_URL,
-            PLIVO_AUTH_ID=AUTH_ID,
-            PLIVO_AUTH_TOKEN=TOKEN,
-            HOST="127.0.0.1",
-            PORT=str(self.port),
-            SPOOL_DIR=str(tmp_path / "spool"),
-            LOG_LEVEL="warning",
-            LOG_FORMAT="json",
-        )
-        self._log: IO[bytes] = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            _server_cmd(), cwd=tmp_path, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log_text(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(self.base + "/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"server not healthy after {START_TIMEOUT}s:\n{self.log_text()}")
-
-    def wait_ready(self) -> httpx.Response:
-        """/ready until 200 with an empty spool (spooled callbacks are replayed every 2 s)."""
-        deadline = time.monotonic() + 30.0
-        resp = httpx.get(self.base + "/ready", timeout=5.0)
-        while time.monotonic() < deadline:
-            if resp.status_code == 200 and resp.json().get("spool_files") == 0:
-                break
-            time.sleep(0.5)
-            resp = httpx.get(self.base + "/ready", timeout=5.0)
-        return resp
-
-    def stop(self, *, graceful: bool) -> None:
-        try:
-            if self.proc.poll() is None:
-                if graceful:
-                    self.proc.terminate()
-                    try:
-                        self.proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                else:
-                    self.proc.kill()
-            self.proc.wait(timeout=30)
-        finally:
-            self._log.close()
 
 
 async def _read_db(url: str) -> tuple[set[str], list[tuple[str | None, str | None, str]]]:

@@ -1,0 +1,96 @@
+"""`plivo-tracker serve` as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN, free_port
+
+START_TIMEOUT = 60.0
+
+
+def server_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("plivo-tracker")
+    if script.exists():
+        return [str(script), "serve"]
+    found = shutil.which("plivo-tracker")
+    return [found, "serve"] if found else [sys.executable, "-m", "plivo_tracker", "serve"]
+
+
+class Server:
+    """`plivo-tracker serve` as a subprocess, its output in a log file."""
+
+    def __init__(self, tmp_path: Path, database_url: str, name: str, **extra_env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"{name}.log"
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url,
+            PUBLIC_BASE_URL=BASE_URL,
+            PLIVO_AUTH_ID=AUTH_ID,
+            PLIVO_AUTH_TOKEN=TOKEN,
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            SPOOL_DIR=str(tmp_path / "spool"),
+            LOG_LEVEL="warning",
+            LOG_FORMAT="json",
+        )
+        env.update(extra_env)
+        self._log: IO[bytes] = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            server_cmd(), cwd=tmp_path, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_text(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"server not healthy after {START_TIMEOUT}s:\n{self.log_text()}")
+
+    def wait_ready(self) -> httpx.Response:
+        """/ready until 200 with an empty spool (spooled callbacks are replayed every 2 s)."""
+        deadline = time.monotonic() + 30.0
+        resp = httpx.get(self.base + "/ready", timeout=5.0)
+        while time.monotonic() < deadline:
+            if resp.status_code == 200 and resp.json().get("spool_files") == 0:
+                break
+            time.sleep(0.5)
+            resp = httpx.get(self.base + "/ready", timeout=5.0)
+        return resp
+
+    def stop(self, *, graceful: bool) -> None:
+        try:
+            if self.proc.poll() is None:
+                if graceful:
+                    self.proc.terminate()
+                    try:
+                        self.proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        self.proc.kill()
+                else:
+                    self.proc.kill()
+            self.proc.wait(timeout=30)
+        finally:
+            self._log.close()
