@@ -133,6 +133,8 @@ def _fields(msg_uuid: str, status: str, seq: int, when: dt.datetime, error: str)
         "ErrorCode": error,
         "MessageTime": stamp,
         "QueuedTime": stamp,
+        # Plivo numbers a message's callbacks in the order it generated them (§2.2).
+        "Sequence": {"queued": "1", "sent": "2"}.get(status, "3"),
     }
     if status != "queued":
         fields["SentTime"] = stamp

@@ -94,14 +94,6 @@ def parse_form(text: str) -> dict[str, list[str]]:
     return out
 
 
-def _first(fields: Fields, name: str) -> str | None:
-    values = fields.get(name)
-    if not values:
-        return None
-    value = values[0].strip()
-    return value or None
-
-
 def _int(value: str | None) -> int | None:
     """A non-negative 32-bit integer, or None (the raw value stays in the stored payload)."""
     if value is None:
@@ -134,50 +126,54 @@ def dedupe_key(fields: Fields, message_uuid: str, status: str, sequence: str | N
     """
     if sequence is not None:
         return f"{message_uuid}|{status}|{sequence}"
-    digest = hashlib.sha256()
-    for key in sorted(fields):
-        for value in sorted(fields[key]):
-            digest.update(key.encode() + b"\x00" + value.encode() + b"\x01")
-    return f"{message_uuid}|{status}|h:{digest.hexdigest()[:32]}"
+    canonical = "\x01".join(
+        key + "\x00" + value for key in sorted(fields) for value in sorted(fields[key])
+    )
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{message_uuid}|{status}|h:{digest[:32]}"
 
 
 def parse_callback(fields: Fields) -> CallbackEvent:
     """Interpret a status callback; raises UnparseableCallback when it cannot be applied."""
-    uuid = _first(fields, "MessageUUID")
+    # First value of every field, stripped, empty → absent: one pass, then dict lookups.
+    first: dict[str, str] = {}
+    for key, values in fields.items():
+        if values and (stripped := values[0].strip()):
+            first[key] = stripped
+    get = first.get
+    uuid = get("MessageUUID")
     if uuid is None:
         raise UnparseableCallback("MessageUUID missing")
     for name, limit in MAX_LENGTHS.items():
-        value = _first(fields, name)
-        if value is not None and len(value) > limit:
+        if len(get(name, "")) > limit:
             raise UnparseableCallback(f"{name} longer than {limit} characters")
-    raw_status = (_first(fields, "Status") or "").lower()
+    raw_status = get("Status", "").lower()
     if raw_status not in PLIVO_STATUSES:
         raise UnparseableCallback(f"unknown Status {raw_status[:32]!r}")
     status = MessageStatus(raw_status)
-    raw_sequence = _first(fields, "Sequence")
-    sequence = _int(raw_sequence)
-    parent = _first(fields, "ParentMessageUUID")
-    part_info = _first(fields, "PartInfo")
+    sequence = _int(get("Sequence"))
+    parent = get("ParentMessageUUID")
+    part_info = get("PartInfo")
     is_part = parse_part_info(part_info) is not None or (parent is not None and parent != uuid)
     return CallbackEvent(
         message_uuid=uuid,
         status=status,
-        to=_first(fields, "To"),
-        from_=_first(fields, "From"),
-        type=(_first(fields, "Type") or "").lower() or None,
-        error_code=error_codes.normalize(_first(fields, "ErrorCode")),
+        to=get("To"),
+        from_=get("From"),
+        type=get("Type", "").lower() or None,
+        error_code=error_codes.normalize(get("ErrorCode")),
         sequence=sequence,
-        units=_int(_first(fields, "Units")),
-        total_rate=_first(fields, "TotalRate"),
-        total_amount=_first(fields, "TotalAmount"),
-        mcc=_first(fields, "MCC"),
-        mnc=_first(fields, "MNC"),
+        units=_int(get("Units")),
+        total_rate=get("TotalRate"),
+        total_amount=get("TotalAmount"),
+        mcc=get("MCC"),
+        mnc=get("MNC"),
         parent_uuid=parent,
         part_info=part_info,
-        message_time=parse_time(_first(fields, "MessageTime")),
-        queued_time=parse_time(_first(fields, "QueuedTime")),
-        sent_time=parse_time(_first(fields, "SentTime")),
-        delivery_report_time=parse_time(_first(fields, "DeliveryReportTime")),
+        message_time=parse_time(get("MessageTime")),
+        queued_time=parse_time(get("QueuedTime")),
+        sent_time=parse_time(get("SentTime")),
+        delivery_report_time=parse_time(get("DeliveryReportTime")),
         dedupe_key=dedupe_key(
             fields, uuid, status.value, str(sequence) if sequence is not None else None
         ),
