@@ -1,0 +1,1 @@
+"""Outbound flow: sending through the outbox, retry policy, pacing to PLIVO_MPS."""
