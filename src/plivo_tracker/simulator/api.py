@@ -3,7 +3,7 @@
 Same paths, auth, bodies and error shapes as plivo-protocol.md §1, so `plivo/client.py` cannot
 tell it from api.plivo.com. Fault knobs make the first sends fail (500 or 429 with Retry-After)
 or answer slowly. What happens to a message after it is queued (statuses, signed callbacks) is
-the emitter's job; here every accepted message starts `queued`.
+the emitter's job (`simulator/emitter.py`); every accepted message starts `queued`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from plivo_tracker.simulator.emitter import Emitter
 
 _STRIP = re.compile(r"[\s/\-.+()]")
 
@@ -44,6 +46,7 @@ class SimulatedPlivo:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     send_requests: int = 0  # every POST that reached the send handler, failed ones included
     accepted: int = 0  # messages created
+    emitter: Emitter | None = None  # posts the status callbacks; None: messages stay queued
 
     def authorised(self, header: str | None, auth_id: str) -> bool:
         if not header or not header.lower().startswith("basic "):
@@ -80,6 +83,8 @@ class SimulatedPlivo:
         mdr["resource_uri"] = f"/v1/Account/{self.auth_id}/Message/{mdr['message_uuid']}/"
         self.messages[mdr["message_uuid"]] = mdr
         self.accepted += 1
+        if self.emitter is not None:
+            self.emitter.schedule(mdr)
         return mdr
 
 
