@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plivo_tracker.db.engine import make_engine
+from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
 from plivo_tracker.inbound.ingest import CallbackItem, Outcome, make_item
 from plivo_tracker.inbound.spool import Spool
@@ -295,11 +295,16 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     # The callback beats the send response: a placeholder holds its status.
     await committer.submit(item(callback_fields(uuid, "sent", Sequence="2")))
     now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        local_id = await repo.insert_local_message(
+    writer = make_writer(engine)
+
+    def send_recorded(conn: Connection) -> tuple[int, bool]:
+        local = repo.insert_local_message(
             conn, {"to_number": "14155550101", "created_at": now, "updated_at": now}
         )
-        assert await repo.adopt_placeholder(conn, local_id, uuid, now)
+        return local, repo.adopt_placeholder(conn, local, uuid, now)
+
+    local_id, adopted = await writer.run(send_recorded)
+    assert adopted
     msg = await get_message(engine, uuid)
     assert msg is not None
     assert msg.id == local_id
@@ -309,9 +314,15 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     # Later callbacks land on the adopted message.
     await committer.submit(item(callback_fields(uuid, "delivered", Sequence="3")))
     assert await status_of(engine, str(local_id)) == "delivered"
-    async with engine.begin() as conn:
-        other = await repo.insert_local_message(conn, {"created_at": now, "updated_at": now})
-        assert not await repo.adopt_placeholder(conn, other, new_uuid(), now)
+
+    def unknown_uuid(conn: Connection) -> bool:
+        other = repo.insert_local_message(conn, {"created_at": now, "updated_at": now})
+        return repo.adopt_placeholder(conn, other, new_uuid(), now)
+
+    try:
+        assert not await writer.run(unknown_uuid)
+    finally:
+        await writer.close()
 
 
 async def test_two_writers_on_the_same_messages(engine: AsyncEngine, db_url: str) -> None:

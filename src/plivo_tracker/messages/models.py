@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -48,6 +49,12 @@ messages = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime()),
     Column("delivered_at", UTCDateTime()),
+    # What we were asked to send (messages we send ourselves; null for callback-only ones).
+    Column("text", Text),
+    Column("media_urls", Text),  # JSON list
+    Column("encoding", String(8)),  # GSM-7 | UCS-2
+    Column("segments", Integer),
+    Column("error_detail", Text),  # why a send failed on our side (e.g. Plivo's 400 text)
 )
 Index("ix_messages_status", messages.c.status)
 Index("ix_messages_created_at", messages.c.created_at)
@@ -114,4 +121,55 @@ quarantine = Table(
     Column("body", LargeBinary),
     Column("reason", String(300), nullable=False),
     Column("nonce", String(128)),
+)
+
+# The outbox: one row per message to send; the dispatcher claims due rows under a lease.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    # pending → sending (leased) → done | failed | reconcile (ambiguous outcome, look it up)
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("first_attempt_at", UTCDateTime()),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime()),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_at)
+
+# Every attempt to hand a message to Plivo, with its outcome (the attempt count comes from here).
+send_attempts = Table(
+    "send_attempts",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("message_id", ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("http_status", Integer),
+    Column("detail", Text),
+)
+Index("ix_send_attempts_message_id", send_attempts.c.message_id)
+
+# Idempotency-Key of POST /api/messages: same key + same body → same answer, never a second send.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Shared token bucket for PLIVO_MPS across dispatcher processes (PostgreSQL; locked per take).
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),  # epoch seconds
 )

@@ -220,14 +220,14 @@ def update_parts(conn: Connection, rows: Sequence[Row]) -> None:
         _update_by_id(conn, message_parts, PART_MUTABLE, rows)
 
 
-async def insert_local_message(conn: AsyncConnection, values: Mapping[str, Any]) -> int:
+def insert_local_message(conn: Connection, values: Mapping[str, Any]) -> int:
     """Create a message of our own (origin "api", status "accepted"); returns its local id."""
     row = {"origin": "api", "direction": "outbound", "status": "accepted", **values}
-    result = await conn.execute(messages.insert().returning(messages.c.id), [row])
+    result = conn.execute(messages.insert().returning(messages.c.id), [row])
     return int(result.scalar_one())
 
 
-async def adopt_placeholder(conn: AsyncConnection, local_id: int, uuid: str, now: datetime) -> bool:
+def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime) -> bool:
     """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
     already created one: its events and parts move over and its status applies to ours.
 
@@ -235,21 +235,21 @@ async def adopt_placeholder(conn: AsyncConnection, local_id: int, uuid: str, now
     placeholder is row-locked (PostgreSQL) or the database is (SQLite BEGIN IMMEDIATE).
     """
     stmt = select(messages).where(messages.c.message_uuid == uuid, messages.c.origin == "callback")
-    found = (await conn.execute(lock_for_update(conn.dialect, stmt))).mappings().first()
+    found = (conn.execute(lock_for_update(conn.dialect, stmt))).mappings().first()
     values: dict[str, Any] = {"message_uuid": uuid, "updated_at": now}
     if found is not None:
         placeholder_id = found["id"]
-        await conn.execute(
+        conn.execute(
             update(status_events)
             .where(status_events.c.message_id == placeholder_id)
             .values(message_id=local_id)
         )
-        await conn.execute(
+        conn.execute(
             update(message_parts)
             .where(message_parts.c.message_id == placeholder_id)
             .values(message_id=local_id)
         )
-        await conn.execute(messages.delete().where(messages.c.id == placeholder_id))
+        conn.execute(messages.delete().where(messages.c.id == placeholder_id))
         # Everything the callbacks established wins over our local "accepted" (rank -1);
         # what we sent (to, from, type) stays unless we did not know it.
         for col in MESSAGE_MUTABLE:
@@ -257,7 +257,7 @@ async def adopt_placeholder(conn: AsyncConnection, local_id: int, uuid: str, now
                 continue
             values[col] = found[col]
         values["updated_at"] = now
-    await conn.execute(update(messages).where(messages.c.id == local_id).values(values))
+    conn.execute(update(messages).where(messages.c.id == local_id).values(values))
     return found is not None
 
 
