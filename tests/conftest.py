@@ -28,9 +28,13 @@ from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.messages.models import (
     callback_nonces,
+    idempotency_keys,
     message_parts,
     messages,
+    outbox,
     quarantine,
+    rate_limits,
+    send_attempts,
     status_events,
 )
 from plivo_tracker.plivo.signature import signed_headers
@@ -41,7 +45,17 @@ TOKEN = "account-token-TEST"
 MAIN_TOKEN = "main-token-TEST"
 OLD_TOKEN = "retired-token-TEST"
 BASE_URL = "https://hooks.example.com"
-ALL_TABLES = (status_events, message_parts, quarantine, callback_nonces, messages)
+ALL_TABLES = (
+    status_events,
+    message_parts,
+    quarantine,
+    callback_nonces,
+    send_attempts,
+    outbox,
+    idempotency_keys,
+    rate_limits,
+    messages,
+)
 
 
 def _pg_dsn(dbname: str) -> str:
@@ -157,7 +171,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
-    application = create_app(settings, migrate=False)
+    application = create_app(settings, migrate=False, dispatch=False)
     async with LifespanManager(application):
         yield application
 

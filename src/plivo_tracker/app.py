@@ -7,18 +7,22 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
+import httpx
 import structlog
 from fastapi import FastAPI
 
 from plivo_tracker import __version__
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import make_engine
+from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages.routes import router as messages_router
+from plivo_tracker.outbound.routes import router as outbound_router
+from plivo_tracker.sending import build_sending
+from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web import errors
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.limits import BodySizeLimit
@@ -52,12 +56,23 @@ def _tune_gc() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, *, migrate: bool | None = None) -> CallbackEndpoint:
+def create_app(
+    settings: Settings,
+    *,
+    migrate: bool | None = None,
+    dispatch: bool = True,
+    loopback_callbacks: bool = False,
+    scenario: ScenarioConfig | None = None,
+) -> CallbackEndpoint:
     """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`).
 
+    `dispatch` runs the outbox dispatcher in this process (`serve` on one machine; `worker`
+    does it elsewhere). `loopback_callbacks` makes the in-process simulator deliver its
+    callbacks to this app directly instead of over HTTP (tests without a port).
     The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
     """
     auto_migrate = settings.is_sqlite if migrate is None else migrate
+    callbacks: httpx.AsyncClient | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,9 +80,28 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> CallbackEn
         if auto_migrate:
             await upgrade(engine)
         spool = Spool(settings.spool_dir)
-        committer = GroupCommitter(engine, max_batch=settings.commit_batch_max, spool=spool.write)
+        writer = make_writer(engine)
+        committer = GroupCommitter(
+            engine, max_batch=settings.commit_batch_max, spool=spool.write, writer=writer
+        )
         committer.start()
-        app.state.ctx = Context(settings=settings, engine=engine, committer=committer, spool=spool)
+        nonlocal callbacks
+        if loopback_callbacks:
+            callbacks = httpx.AsyncClient(transport=httpx.ASGITransport(app=outer))
+        sending = build_sending(
+            settings, writer, engine.dialect, callbacks=callbacks, scenario=scenario
+        )
+        app.state.ctx = Context(
+            settings=settings,
+            engine=engine,
+            writer=writer,
+            committer=committer,
+            spool=spool,
+            dispatcher=sending.dispatcher if dispatch else None,
+            default_src=sending.default_src,
+        )
+        app.state.sending = sending
+        dispatcher = asyncio.create_task(sending.dispatcher.run()) if dispatch else None
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()
         log.info(
@@ -80,10 +114,17 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> CallbackEn
             yield
         finally:
             # In-flight requests are done (the server waits for them); commit what is queued.
+            sending.dispatcher.stop()
+            if dispatcher is not None:
+                await dispatcher
+            await sending.close()
+            if callbacks is not None:
+                await callbacks.aclose()
             await committer.stop()
             replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replayer
+            await writer.close()
             await engine.dispose()
             log.info("app.stopped")
 
@@ -98,4 +139,6 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> CallbackEn
     app.include_router(inbound_router)
     app.include_router(messages_router)
     app.include_router(ops_router)
-    return CallbackEndpoint(app)
+    app.include_router(outbound_router)
+    outer = CallbackEndpoint(app)
+    return outer

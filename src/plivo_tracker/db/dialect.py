@@ -19,6 +19,20 @@ def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) 
     return mod.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
 
 
+def skip_locked(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
+    """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED); SQLite has
+    one writer at a time, so the claim is atomic under BEGIN IMMEDIATE as it is."""
+    if dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def shared_rate_limit(dialect: Dialect) -> bool:
+    """Several dispatcher processes share PLIVO_MPS through a row on PostgreSQL; on SQLite one
+    process dispatches, so its bucket lives in memory."""
+    return dialect.name == "postgresql"
+
+
 def lock_for_update(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
     """Row locks on PostgreSQL; SQLite already holds the database write lock (BEGIN IMMEDIATE)."""
     if dialect.name == "postgresql":

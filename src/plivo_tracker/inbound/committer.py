@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker import metrics
-from plivo_tracker.db.engine import DatabaseUnavailable, make_writer
+from plivo_tracker.db.engine import DatabaseUnavailable, Writer, make_writer
 from plivo_tracker.inbound.ingest import (
     BatchResult,
     CallbackItem,
@@ -56,8 +56,11 @@ class GroupCommitter:
         max_batch: int = 256,
         spool: Spooler | None = None,
         on_changes: ChangeListener | None = None,
+        writer: Writer | None = None,
     ) -> None:
-        self._writer = make_writer(engine)
+        # A writer passed in is shared (and closed) by its owner.
+        self._own_writer = writer is None
+        self._writer = writer or make_writer(engine)
         self._max_batch = max_batch
         self._spool = spool
         self._on_changes = on_changes
@@ -76,7 +79,8 @@ class GroupCommitter:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
-        await self._writer.close()
+        if self._own_writer:
+            await self._writer.close()
 
     async def submit(self, item: CallbackItem) -> Outcome:
         """Queue `item` and wait until its batch is committed (or spooled)."""

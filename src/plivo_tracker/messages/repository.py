@@ -231,14 +231,34 @@ def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime)
     """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
     already created one: its events and parts move over and its status applies to ours.
 
-    Returns True when a placeholder was adopted. Runs inside the caller's write transaction; the
-    placeholder is row-locked (PostgreSQL) or the database is (SQLite BEGIN IMMEDIATE).
+    Returns True when a callback's placeholder was adopted. Race-free with concurrent callback
+    batches: the UUID is first claimed with an insert-if-absent (which waits for a batch that is
+    inserting the same UUID to commit), then its row is locked, merged and deleted before the
+    local row takes the UUID, all in the caller's write transaction.
     """
-    stmt = select(messages).where(messages.c.message_uuid == uuid, messages.c.origin == "callback")
-    found = (conn.execute(lock_for_update(conn.dialect, stmt))).mappings().first()
+    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(messages.c.id)
+    claim = {
+        "message_uuid": uuid,
+        "origin": "claim",
+        "direction": "outbound",
+        "status": "accepted",
+        "has_conflict": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    ours = conn.execute(stmt, [claim]).first() is not None
+    found = (
+        conn.execute(
+            lock_for_update(conn.dialect, select(messages).where(messages.c.message_uuid == uuid))
+        )
+        .mappings()
+        .one()
+    )
+    if not ours and found["origin"] != "callback":
+        raise RuntimeError(f"MessageUUID {uuid} already belongs to message {found['id']}")
+    placeholder_id = found["id"]
     values: dict[str, Any] = {"message_uuid": uuid, "updated_at": now}
-    if found is not None:
-        placeholder_id = found["id"]
+    if not ours:
         conn.execute(
             update(status_events)
             .where(status_events.c.message_id == placeholder_id)
@@ -249,16 +269,15 @@ def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime)
             .where(message_parts.c.message_id == placeholder_id)
             .values(message_id=local_id)
         )
-        conn.execute(messages.delete().where(messages.c.id == placeholder_id))
         # Everything the callbacks established wins over our local "accepted" (rank -1);
-        # what we sent (to, from, type) stays unless we did not know it.
+        # what we sent (to, from, type) stays as we sent it.
         for col in MESSAGE_MUTABLE:
-            if col in ("to_number", "from_number", "type"):
-                continue
-            values[col] = found[col]
+            if col not in ("to_number", "from_number", "type"):
+                values[col] = found[col]
         values["updated_at"] = now
+    conn.execute(messages.delete().where(messages.c.id == placeholder_id))
     conn.execute(update(messages).where(messages.c.id == local_id).values(values))
-    return found is not None
+    return not ours
 
 
 # ---- reads -------------------------------------------------------------------------------

@@ -9,16 +9,21 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.config import Settings
+from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.outbound.dispatcher import Dispatcher
 
 
 @dataclass(slots=True)
 class Context:
     settings: Settings
     engine: AsyncEngine
+    writer: Writer
     committer: GroupCommitter
     spool: Spool
+    dispatcher: Dispatcher | None = None
+    default_src: str | None = None  # the simulator's number in simulator mode
 
 
 def get_context(request: Request) -> Context:

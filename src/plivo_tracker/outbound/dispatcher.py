@@ -1,0 +1,194 @@
+"""The dispatcher: claims due outbox rows, paces them to PLIVO_MPS, sends each outside any
+transaction, and records the outcome through the retry policy.
+
+`run_once()` is one pass (tests call it); `run()` loops, woken early by `wake()` on each submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.engine import Dialect
+
+from plivo_tracker.db.dialect import shared_rate_limit
+from plivo_tracker.db.engine import Writer
+from plivo_tracker.outbound import repository as repo
+from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+from plivo_tracker.outbound.repository import Claimed
+from plivo_tracker.outbound.retry import Action, Failure, RetryPolicy
+from plivo_tracker.plivo.client import PlivoClient, SendError
+
+log = structlog.get_logger(__name__)
+
+LEASE = timedelta(minutes=2)
+RECONCILE_GRACE = 60.0
+UNAUTHORIZED_PAUSE = 60.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        writer: Writer,
+        client: PlivoClient,
+        *,
+        callback_url: str,
+        mps: float | None,
+        shared_bucket: bool,
+        policy: RetryPolicy | None = None,
+        batch: int = 100,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._writer = writer
+        self._client = client
+        self._callback_url = callback_url
+        self._policy = policy or RetryPolicy()
+        self._batch = batch
+        self._poll = poll_interval
+        self._owner = f"dispatcher-{secrets.token_hex(4)}"
+        self._mps = mps
+        self._shared = shared_bucket
+        self._bucket = TokenBucket(rate=mps, capacity=max(1.0, mps)) if mps else None
+        self._state: Bucket | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._paused_until = 0.0
+        self._rng = random.Random()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                sent = await self.run_once()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad pass; logged
+                log.exception("dispatcher.pass_failed")
+                sent = 0
+            if sent == 0 and not self._stopping:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Claim due rows and attempt each once; returns how many were attempted."""
+        if time.monotonic() < self._paused_until:
+            return 0
+        now = datetime.now(UTC)
+        claimed = await self._writer.run(
+            lambda conn: repo.claim_due(conn, now, self._owner, LEASE, self._batch)
+        )
+        done = 0
+        for index, item in enumerate(claimed):
+            if self._stopping or time.monotonic() < self._paused_until:
+                rest = [c.message_id for c in claimed[index:]]
+                await self._writer.run(functools.partial(repo.release, message_ids=rest))
+                break
+            await self._pace()
+            await self._attempt(item)
+            done += 1
+        return done
+
+    async def _pace(self) -> None:
+        if self._bucket is None or self._mps is None:
+            return
+        while True:
+            if self._shared:
+                take = functools.partial(
+                    repo.take_shared_tokens, name="plivo", rate=self._mps, now=time.time(), want=1.0
+                )
+                wait = await self._writer.run(take)
+            else:
+                now = time.monotonic()
+                state = self._state or self._bucket.full(now)
+                self._state, wait = self._bucket.take(state, now)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    async def _attempt(self, item: Claimed) -> None:
+        started = datetime.now(UTC)
+        try:
+            accepted = await self._client.send(
+                dst=item.to.lstrip("+"),
+                src=None if item.src.startswith("powerpack:") else item.src,
+                powerpack_uuid=item.src.removeprefix("powerpack:")
+                if item.src.startswith("powerpack:")
+                else None,
+                text=item.text,
+                type_=item.type,
+                media_urls=item.media_urls,
+                url=self._callback_url,
+            )
+        except SendError as exc:
+            await self._failed(item, started, exc)
+            return
+        uuid = accepted.message_uuids[0]
+        now = datetime.now(UTC)
+        await self._writer.run(lambda conn: repo.record_accepted(conn, item, uuid, started, now))
+        log.info("outbox.sent", message_id=item.message_id, message_uuid=uuid)
+
+    async def _failed(self, item: Claimed, started: datetime, exc: SendError) -> None:
+        now = datetime.now(UTC)
+        elapsed = (now - (item.first_attempt_at or started)).total_seconds()
+        decision = self._policy.decide(
+            exc.failure, item.attempts + 1, elapsed, self._rng.random(), exc.retry_after
+        )
+        detail = f"{exc.failure.value}: {exc.detail}"[:500]
+        log.warning(
+            "outbox.attempt_failed",
+            message_id=item.message_id,
+            failure=exc.failure.value,
+            action=decision.action.value,
+            http_status=exc.status,
+        )
+        if exc.failure == Failure.UNAUTHORIZED:
+            # Wrong credentials fail every message: stop dispatching for a while and alert.
+            self._paused_until = time.monotonic() + UNAUTHORIZED_PAUSE
+            log.error("dispatcher.unauthorized", pause_seconds=UNAUTHORIZED_PAUSE)
+        if decision.action == Action.RETRY:
+            await self._writer.run(
+                lambda conn: repo.record_retry(
+                    conn, item, started, now, decision.delay, exc.status, detail
+                )
+            )
+        elif decision.action == Action.RECONCILE:
+            await self._writer.run(
+                lambda conn: repo.record_ambiguous(
+                    conn, item, started, now, detail, RECONCILE_GRACE
+                )
+            )
+        else:
+            await self._writer.run(
+                lambda conn: repo.record_failed(conn, item, started, now, exc.status, detail)
+            )
+
+
+def make_dispatcher(
+    writer: Writer,
+    client: PlivoClient,
+    *,
+    dialect: Dialect,
+    callback_url: str,
+    mps: float | None,
+    policy: RetryPolicy | None = None,
+) -> Dispatcher:
+    return Dispatcher(
+        writer,
+        client,
+        callback_url=callback_url,
+        mps=mps,
+        shared_bucket=shared_rate_limit(dialect),
+        policy=policy,
+    )

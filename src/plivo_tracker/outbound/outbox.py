@@ -1,0 +1,157 @@
+"""POST /api/messages as a use case: validate, then write messages + outbox rows in ONE transaction.
+
+Nothing here calls Plivo: the dispatcher sends later. An Idempotency-Key row is written in the
+same transaction, so the same key and body always get the same answer and never a second send,
+and the same key with another body is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
+
+from plivo_tracker.messages import phone
+from plivo_tracker.outbound import repository as out_repo
+
+MAX_RECIPIENTS = 1000
+
+
+class SendRequest(BaseModel):
+    """Body of POST /api/messages."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    to: str | list[str] = Field(description="E.164 number or a list of them (max 1000)")
+    text: str | None = Field(default=None, max_length=1600)
+    media_urls: list[str] | None = Field(default=None, max_length=10)
+    type: Literal["sms", "mms"] = "sms"
+    from_: str | None = Field(default=None, alias="from", max_length=64)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    field: str
+    message: str
+    index: int | None = None
+    value: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        if self.value is not None:
+            out["value"] = self.value
+        return out
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key was used before with a different body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    recipients: list[str]  # E.164, de-duplicated, in request order
+    src: str
+    text: str | None
+    media_urls: list[str] | None
+    type: str
+    encoding: str | None
+    segments: int | None
+
+
+def validate(req: SendRequest, default_src: str | None) -> Validated:
+    """Every problem at once (each bad number named with its index), or the normalised request."""
+    problems: list[Problem] = []
+    raw = [req.to] if isinstance(req.to, str) else list(req.to)
+    if not raw:
+        problems.append(Problem("to", "at least one recipient is required"))
+    if len(raw) > MAX_RECIPIENTS:
+        problems.append(Problem("to", f"at most {MAX_RECIPIENTS} recipients"))
+    recipients: list[str] = []
+    for index, number in enumerate(raw[:MAX_RECIPIENTS]):
+        try:
+            e164 = phone.to_e164(number)
+        except phone.InvalidNumber as exc:
+            problems.append(Problem("to", f"invalid number: {exc}", index, number))
+            continue
+        if req.type == "mms" and not e164.startswith("+1"):
+            problems.append(
+                Problem("to", "MMS goes to US and Canadian numbers only", index, number)
+            )
+            continue
+        if e164 not in recipients:
+            recipients.append(e164)
+    info = phone.text_info(req.text) if req.text else None
+    if req.type == "sms":
+        if not req.text:
+            problems.append(Problem("text", "text is required for sms"))
+        if req.media_urls:
+            problems.append(Problem("media_urls", "media_urls need type mms"))
+    elif not req.media_urls and not req.text:
+        problems.append(Problem("media_urls", "mms needs media_urls or text"))
+    for url in req.media_urls or []:
+        if not url.startswith(("https://", "http://")):
+            problems.append(
+                Problem("media_urls", "media URLs must be absolute http(s) URLs", value=url)
+            )
+    if info is not None and info.encoding == "UCS-2" and len(req.text or "") > phone.MAX_UCS2_CHARS:
+        problems.append(
+            Problem("text", f"Unicode text is limited to {phone.MAX_UCS2_CHARS} characters")
+        )
+    src = req.from_ or default_src
+    if not src:
+        problems.append(Problem("from", "no sender: pass 'from' or set PLIVO_SRC"))
+    if problems:
+        raise InvalidRequest(problems)
+    assert src is not None
+    return Validated(
+        recipients,
+        src,
+        req.text,
+        req.media_urls,
+        req.type,
+        info.encoding if info else None,
+        info.segments if info else None,
+    )
+
+
+def request_hash(req: SendRequest) -> str:
+    canonical = json.dumps(req.model_dump(by_alias=True), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(
+    conn: Connection,
+    v: Validated,
+    now: datetime,
+    idempotency: tuple[str, str] | None,
+) -> dict[str, Any]:
+    """Store the messages and their outbox rows; returns the 202 body (stored with the key)."""
+    if idempotency is not None:
+        key, digest = idempotency
+        previous = out_repo.claim_idempotency_key(conn, key, digest, now)
+        if previous is not None:
+            stored_hash, response = previous
+            if stored_hash != digest:
+                raise IdempotencyConflict(key)
+            return response
+    created = []
+    for to in v.recipients:
+        message_id = out_repo.insert_outbound(conn, v, to, now)
+        created.append({"id": message_id, "to": to, "status": "accepted"})
+    response = {"messages": created}
+    if idempotency is not None:
+        out_repo.store_idempotent_response(conn, idempotency[0], response)
+    return response

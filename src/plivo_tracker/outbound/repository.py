@@ -1,0 +1,287 @@
+"""All SQL of the sending flow: idempotency keys, outbox rows, claims, attempts, the shared bucket.
+
+Synchronous functions on the database writer (see db/engine.py), like the callback batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, select, update
+
+from plivo_tracker.db.dialect import insert_ignore, lock_for_update, skip_locked
+from plivo_tracker.messages.models import (
+    idempotency_keys,
+    messages,
+    outbox,
+    rate_limits,
+    send_attempts,
+)
+from plivo_tracker.messages.repository import adopt_placeholder
+from plivo_tracker.messages.status import RANK, MessageStatus
+
+if TYPE_CHECKING:
+    from plivo_tracker.outbound.outbox import Validated
+
+
+def claim_idempotency_key(
+    conn: Connection, key: str, digest: str, now: datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """Take the key for this request; if it was taken before, return (hash, stored response)."""
+    stmt = insert_ignore(conn.dialect, idempotency_keys, ["key"]).returning(idempotency_keys.c.key)
+    row = {"key": key, "request_hash": digest, "response": "", "created_at": now}
+    if conn.execute(stmt, [row]).first() is not None:
+        return None
+    found = conn.execute(
+        select(idempotency_keys.c.request_hash, idempotency_keys.c.response).where(
+            idempotency_keys.c.key == key
+        )
+    ).one()
+    return found.request_hash, json.loads(found.response or '{"messages": []}')
+
+
+def store_idempotent_response(conn: Connection, key: str, response: dict[str, Any]) -> None:
+    conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.key == key)
+        .values(response=json.dumps(response))
+    )
+
+
+def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> int:
+    message_id = int(
+        conn.execute(
+            messages.insert().returning(messages.c.id),
+            [
+                {
+                    "origin": "api",
+                    "direction": "outbound",
+                    "status": MessageStatus.ACCEPTED.value,
+                    "to_number": to,
+                    "from_number": v.src,
+                    "type": v.type,
+                    "text": v.text,
+                    "media_urls": json.dumps(v.media_urls) if v.media_urls else None,
+                    "encoding": v.encoding,
+                    "segments": v.segments,
+                    "has_conflict": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+        ).scalar_one()
+    )
+    conn.execute(
+        outbox.insert(),
+        [{"message_id": message_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
+    )
+    return message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    message_id: int
+    attempts: int
+    first_attempt_at: datetime | None
+    to: str
+    src: str
+    text: str | None
+    media_urls: list[str] | None
+    type: str
+
+
+def claim_due(
+    conn: Connection, now: datetime, owner: str, lease: timedelta, limit: int
+) -> list[Claimed]:
+    """Lease up to `limit` due rows to `owner` (PostgreSQL: SKIP LOCKED, safe with many workers)."""
+    due = (
+        select(outbox.c.message_id)
+        .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at, outbox.c.message_id)
+        .limit(limit)
+    )
+    ids = list(conn.execute(skip_locked(conn.dialect, due)).scalars())
+    if not ids:
+        return []
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id.in_(ids))
+        .values(state="sending", lease_owner=owner, lease_until=now + lease)
+    )
+    rows = conn.execute(
+        select(
+            outbox.c.message_id,
+            outbox.c.attempts,
+            outbox.c.first_attempt_at,
+            messages.c.to_number,
+            messages.c.from_number,
+            messages.c.text,
+            messages.c.media_urls,
+            messages.c.type,
+        )
+        .join(messages, messages.c.id == outbox.c.message_id)
+        .where(outbox.c.message_id.in_(ids))
+        .order_by(outbox.c.message_id)
+    )
+    return [
+        Claimed(
+            r.message_id,
+            r.attempts,
+            r.first_attempt_at,
+            r.to_number,
+            r.from_number,
+            r.text,
+            json.loads(r.media_urls) if r.media_urls else None,
+            r.type,
+        )
+        for r in rows
+    ]
+
+
+def _attempt(
+    conn: Connection,
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    outcome: str,
+    status: int | None,
+    detail: str | None,
+) -> None:
+    conn.execute(
+        send_attempts.insert(),
+        [
+            {
+                "message_id": c.message_id,
+                "attempt": c.attempts + 1,
+                "started_at": started,
+                "finished_at": now,
+                "outcome": outcome,
+                "http_status": status,
+                "detail": detail,
+            }
+        ],
+    )
+
+
+def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **values: Any) -> None:
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == c.message_id)
+        .values(
+            attempts=c.attempts + 1,
+            first_attempt_at=c.first_attempt_at or started,
+            lease_owner=None,
+            lease_until=None,
+            **values,
+        )
+    )
+
+
+def record_accepted(
+    conn: Connection, c: Claimed, message_uuid: str, started: datetime, now: datetime
+) -> None:
+    """Plivo queued it: store the UUID (adopting a placeholder a fast callback made)."""
+    _attempt(conn, c, started, now, "accepted", 202, message_uuid)
+    _outbox_after_attempt(conn, c, started, state="done", last_error=None)
+    adopt_placeholder(conn, c.message_id, message_uuid, now)
+    # 202 means "queued at Plivo": move `accepted` forward unless callbacks already did more.
+    current = conn.execute(
+        select(messages.c.status).where(messages.c.id == c.message_id)
+    ).scalar_one()
+    if RANK[MessageStatus(current)] < RANK[MessageStatus.QUEUED]:
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == c.message_id)
+            .values(status=MessageStatus.QUEUED.value, updated_at=now)
+        )
+
+
+def record_retry(
+    conn: Connection,
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    delay: float,
+    status: int | None,
+    detail: str,
+) -> None:
+    _attempt(conn, c, started, now, "retry", status, detail)
+    _outbox_after_attempt(
+        conn,
+        c,
+        started,
+        state="pending",
+        next_attempt_at=now + timedelta(seconds=delay),
+        last_error=detail,
+    )
+
+
+def record_failed(
+    conn: Connection, c: Claimed, started: datetime, now: datetime, status: int | None, detail: str
+) -> None:
+    """Permanent: the message is failed with the reason (it never reached a carrier)."""
+    _attempt(conn, c, started, now, "failed", status, detail)
+    _outbox_after_attempt(conn, c, started, state="failed", last_error=detail)
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == c.message_id, messages.c.status == MessageStatus.ACCEPTED.value)
+        .values(status=MessageStatus.FAILED.value, error_detail=detail, updated_at=now)
+    )
+
+
+def record_ambiguous(
+    conn: Connection, c: Claimed, started: datetime, now: datetime, detail: str, grace: float
+) -> None:
+    """Outcome unknown: never resend blindly; the reconciler looks it up after `grace` s."""
+    _attempt(conn, c, started, now, "ambiguous", None, detail)
+    _outbox_after_attempt(
+        conn,
+        c,
+        started,
+        state="reconcile",
+        next_attempt_at=now + timedelta(seconds=grace),
+        last_error=detail,
+    )
+
+
+def release(conn: Connection, message_ids: list[int]) -> None:
+    """Give back leases that were never attempted (shutdown between claim and send)."""
+    if message_ids:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.message_id.in_(message_ids), outbox.c.state == "sending")
+            .values(state="pending", lease_owner=None, lease_until=None)
+        )
+
+
+def take_shared_tokens(conn: Connection, name: str, rate: float, now: float, want: float) -> float:
+    """Token bucket kept in a row (several dispatcher processes): returns seconds to wait,
+    0.0 when the tokens were taken. The row lock serialises workers."""
+    from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+
+    bucket = TokenBucket(rate=rate, capacity=max(1.0, rate))
+    conn.execute(
+        insert_ignore(conn.dialect, rate_limits, ["name"]),
+        [{"name": name, "tokens": bucket.capacity, "updated": now}],
+    )
+    row = conn.execute(
+        lock_for_update(
+            conn.dialect,
+            select(rate_limits.c.tokens, rate_limits.c.updated).where(rate_limits.c.name == name),
+        )
+    ).one()
+    state, wait = bucket.take(Bucket(row.tokens, row.updated), now, want)
+    conn.execute(
+        update(rate_limits)
+        .where(rate_limits.c.name == name)
+        .values(tokens=state.tokens, updated=state.updated)
+    )
+    return wait
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
+    return {state: int(n) for state, n in rows}

@@ -1,0 +1,164 @@
+"""Sending end to end on SQLite and PostgreSQL: API → outbox → dispatcher → simulator → signed
+callbacks → ingestion → final status. Plus validation, idempotency, retries and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker.app import create_app
+from plivo_tracker.config import Settings
+from plivo_tracker.db.engine import make_writer
+from plivo_tracker.messages.models import outbox, send_attempts
+from plivo_tracker.outbound.dispatcher import Dispatcher
+from plivo_tracker.outbound.outbox import SendRequest, submit, validate
+from plivo_tracker.outbound.retry import RetryPolicy
+from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
+from plivo_tracker.simulator.scenario import ScenarioConfig
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN
+
+FINAL = {"delivered", "undelivered", "failed"}
+
+
+@pytest.fixture
+async def sim_client(
+    make_settings: Callable[..., Settings], db_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The app in simulator mode (no credentials), callbacks delivered to itself in-process."""
+    settings = make_settings(
+        database_url=db_url, plivo_auth_id=None, plivo_auth_token=None, plivo_mps=1000
+    )
+    scenario = ScenarioConfig(speed=200, fail_rate=0.1, undelivered_rate=0.1, dup_rate=0.2)
+    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c, app
+
+
+async def _wait_final(client: httpx.AsyncClient, ids: list[int]) -> list[Any]:
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                found = [(await client.get(f"/api/messages/{i}")).json() for i in ids]
+                if all(m["status"] in FINAL for m in found):
+                    return found
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"not final after 20 s: {[m['status'] for m in found]}")
+
+
+async def test_send_flows_to_a_final_status(sim_client: tuple[httpx.AsyncClient, Any]) -> None:
+    client, app = sim_client
+    resp = await client.post(
+        "/api/messages",
+        json={"to": [f"+1415555{i:04d}" for i in range(12)], "text": "Your code is 482193"},
+    )
+    assert resp.status_code == 202, resp.text
+    created = resp.json()["messages"]
+    assert [m["status"] for m in created] == ["accepted"] * 12
+    final = await _wait_final(client, [m["id"] for m in created])
+    sim: SimulatedPlivo = app.state.sending.simulator
+    assert sim.accepted == 12  # each message sent exactly once
+    for msg in final:
+        mdr = sim.messages[msg["message_uuid"]]
+        assert msg["status"] == mdr["message_state"]
+        assert msg["origin"] == "api"
+        assert msg["events"]  # the signed callbacks landed on our message
+
+
+async def test_invalid_numbers_are_named(sim_client: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = sim_client
+    resp = await client.post(
+        "/api/messages", json={"to": ["+14155550101", "12", "+999123"], "text": "hi"}
+    )
+    assert resp.status_code == 422
+    problems = resp.json()["error"]["problems"]
+    assert [(p["index"], p["value"]) for p in problems] == [(1, "12"), (2, "+999123")]
+    resp = await client.post("/api/messages", json={"to": "+14155550101"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["problems"][0]["field"] == "text"
+    resp = await client.post(
+        "/api/messages",
+        json={"to": "+447700900123", "type": "mms", "media_urls": ["https://x.example/a.png"]},
+    )
+    assert resp.status_code == 422  # MMS: US and Canada only
+
+
+async def test_idempotency_key_replay_and_conflict(
+    sim_client: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, app = sim_client
+    body = {"to": "+14155550101", "text": "once"}
+    headers = {"Idempotency-Key": "order-1234"}
+    first = await client.post("/api/messages", json=body, headers=headers)
+    again = await client.post("/api/messages", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    other = await client.post("/api/messages", json={**body, "text": "twice"}, headers=headers)
+    assert other.status_code == 409
+    await _wait_final(client, [first.json()["messages"][0]["id"]])
+    assert app.state.sending.simulator.accepted == 1
+
+
+async def _dispatch_against(
+    engine: AsyncEngine, sim: SimulatedPlivo, token: str, passes: int
+) -> list[dict[str, Any]]:
+    """Submit one message and run the dispatcher `passes` times against `sim`."""
+    writer = make_writer(engine)
+    client = PlivoClient(
+        "http://simulator",
+        AUTH_ID,
+        token,
+        transport=httpx.ASGITransport(app=create_simulator_app(sim)),
+    )
+    policy = RetryPolicy(base=0.001, cap=0.001, max_attempts=5)
+    dispatcher = Dispatcher(
+        writer,
+        client,
+        callback_url=BASE_URL + "/plivo/callback",
+        mps=None,
+        shared_bucket=False,
+        policy=policy,
+    )
+    valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+    try:
+        await writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+        for _ in range(passes):
+            await dispatcher.run_once()
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+        await writer.close()
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(send_attempts.c.outcome, send_attempts.c.http_status))
+        return [dict(r._mapping) for r in rows]
+
+
+async def test_server_errors_are_retried_and_sent_once(engine: AsyncEngine) -> None:
+    sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_first=3, fail_status=500))
+    attempts = await _dispatch_against(engine, sim, TOKEN, passes=6)
+    assert [a["outcome"] for a in attempts] == ["retry", "retry", "retry", "accepted"]
+    assert sim.accepted == 1
+    async with engine.connect() as conn:
+        state = (await conn.execute(select(outbox.c.state))).scalar_one()
+    assert state == "done"
+
+
+async def test_unauthorized_fails_the_message_without_retrying(engine: AsyncEngine) -> None:
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    attempts = await _dispatch_against(engine, sim, "wrong-token", passes=4)
+    assert attempts == [{"outcome": "failed", "http_status": 401}]
+    async with engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(send_attempts))).scalar_one()
+    assert count == 1
