@@ -178,6 +178,177 @@ def _print_message(data: dict[str, Any]) -> None:
     out.print(timeline)
 
 
+@app.command()
+def send(
+    to: Annotated[list[str], typer.Option("--to", help="Recipient in E.164; repeat for more.")],
+    text: Annotated[str | None, typer.Option(help="Message text.")] = None,
+    type_: Annotated[str, typer.Option("--type", help="sms or mms.")] = "sms",
+    media_url: Annotated[list[str] | None, typer.Option(help="MMS media URL; repeat.")] = None,
+    sender: Annotated[
+        str | None, typer.Option("--from", help="Sender (default PLIVO_SRC).")
+    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow until every message is final.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 120.0,
+    server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
+) -> None:
+    """Send through a running server; prints the local ids (and follows them with --wait)."""
+    settings = _settings()
+    base = _server_url(settings, server)
+    headers = _client_headers(settings, api_key)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    body: dict[str, Any] = {"to": to, "type": type_}
+    if text is not None:
+        body["text"] = text
+    if media_url:
+        body["media_urls"] = media_url
+    if sender:
+        body["from"] = sender
+    try:
+        resp = httpx.post(f"{base}/api/messages", json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {base}: {exc}", 1)
+    if resp.status_code != 202:
+        try:
+            error = resp.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            _fail(f"{resp.status_code}: {resp.text[:200]}", 1)
+        details = "; ".join(
+            f"{p.get('value', p['field'])}: {p['message']}" for p in error.get("problems", [])
+        )
+        _fail(f"{resp.status_code}: {details or error['message']}", 1)
+    created = resp.json()["messages"]
+    if not wait:
+        for m in created:
+            out.print(f"{m['id']}\t{m['to']}\t{m['status']}", highlight=False)
+        return
+    _follow(base, headers, [m["id"] for m in created], timeout)
+
+
+_FINAL = {"delivered", "undelivered", "failed", "rejected", "read"}
+
+
+def _follow(base: str, headers: dict[str, str], ids: list[int], timeout: float) -> None:
+    import time
+
+    from rich.live import Live
+
+    def table(rows: list[dict[str, Any]]) -> Table:
+        t = Table("id", "to", "status", "error", "message uuid")
+        for r in rows:
+            colour = _COLOURS.get(r["status"], "white")
+            error = f"{r['error_code']} {r['error_meaning']}" if r.get("error_code") else ""
+            to = r["to"] or ""
+            masked = to[:4] + "*" * max(0, len(to) - 6) + to[-2:] if len(to) > 6 else to
+            t.add_row(
+                str(r["id"]), masked, f"[{colour}]{r['status']}[/]", error, r["message_uuid"] or ""
+            )
+        return t
+
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=10) as client,
+        Live(table(rows), console=out, refresh_per_second=8) as live,
+    ):
+        while True:
+            rows = [client.get(f"/api/messages/{i}").json() for i in ids]
+            live.update(table(rows))
+            if all(r["status"] in _FINAL for r in rows):
+                break
+            if time.monotonic() > deadline:
+                _fail(f"not final after {timeout:.0f} s", 1)
+            time.sleep(0.25)
+    if any(r["status"] != "delivered" for r in rows):
+        raise typer.Exit(3)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the outbox dispatcher (scale-out: many workers on PostgreSQL, one on SQLite)."""
+    settings = _settings()
+
+    from plivo_tracker.db.engine import make_engine, make_writer
+    from plivo_tracker.logging import configure_logging
+    from plivo_tracker.sending import build_sending
+
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def _run() -> None:
+        import signal
+
+        engine = make_engine(settings.database_url)
+        writer = make_writer(engine)
+        sending = build_sending(settings, writer, engine.dialect)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sending.dispatcher.stop)
+        try:
+            await sending.dispatcher.run()
+        finally:
+            await sending.close()
+            await writer.close()
+            await engine.dispose()
+
+    asyncio.run(_run())
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8010,
+    speed: Annotated[
+        float, typer.Option(help="Divides every delay (10 = ten times faster).")
+    ] = 1.0,
+    fail_rate: Annotated[float, typer.Option(help="Share of messages failed.")] = 0.03,
+    undelivered_rate: Annotated[float, typer.Option(help="Share undelivered.")] = 0.05,
+    dup_rate: Annotated[float, typer.Option(help="Share of callbacks sent twice.")] = 0.02,
+    reorder_rate: Annotated[float, typer.Option(help="Share of DLRs that beat `sent`.")] = 0.02,
+    fail_first: Annotated[int, typer.Option(help="Answer the first N sends with an error.")] = 0,
+    fail_status: Annotated[int, typer.Option(help="Status for those (500, 429, ...).")] = 500,
+    latency: Annotated[float, typer.Option(help="Seconds before each send answers.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible outcomes.")] = None,
+) -> None:
+    """Run the Plivo simulator standalone (Message API + signed callbacks) for tests and demos.
+
+    It accepts the account PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN (point PLIVO_API_URL at it)."""
+    settings = _settings()
+    if not settings.plivo_auth_id or not settings.plivo_auth_token:
+        _fail("PLIVO_AUTH_ID: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the simulated account")
+    import uvicorn
+
+    from plivo_tracker.logging import configure_logging
+    from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
+    from plivo_tracker.simulator.emitter import Emitter
+    from plivo_tracker.simulator.scenario import ScenarioConfig
+
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        scenario = ScenarioConfig(
+            speed=speed,
+            fail_rate=fail_rate,
+            undelivered_rate=undelivered_rate,
+            dup_rate=dup_rate,
+            reorder_rate=reorder_rate,
+        )
+    except ValueError as exc:
+        _fail(f"simulate: {exc}")
+    emitter = Emitter(settings.plivo_auth_token, scenario, seed=seed)
+    state = SimulatedPlivo(
+        settings.plivo_auth_id,
+        settings.plivo_auth_token,
+        Faults(fail_first=fail_first, fail_status=fail_status, latency=latency),
+        emitter=emitter,
+    )
+    uvicorn.run(
+        create_simulator_app(state), host=host, port=port, access_log=False, log_level="warning"
+    )
+
+
 @spool_app.command("replay")
 def spool_replay() -> None:
     """Commit spooled callbacks now (the server also does this by itself every few seconds)."""

@@ -302,6 +302,7 @@ _FILL_INS = (
     ("mcc", "mcc"),
     ("mnc", "mnc"),
 )
+_OURS = frozenset({"to_number", "from_number", "type"})
 _BILLING = (("units", "units"), ("total_rate", "total_rate"), ("total_amount", "total_amount"))
 
 
@@ -329,7 +330,8 @@ def _plan(
         previous = None if ev.message_key in blank_msgs else mv["status"]
         for col, attr in _FILL_INS + (() if ev.is_part else _BILLING):
             value = getattr(ev, attr)
-            if value is not None and mv[col] != value:
+            # Numbers we sent keep our E.164 form; callbacks only fill what we did not know.
+            if value is not None and mv[col] != value and (mv[col] is None or col not in _OURS):
                 mv[col] = value
                 plan.changed_messages.add(ev.message_key)
         incoming = State(ev.status, ev.sequence, ev.event_time)
