@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +39,7 @@ from plivo_tracker.messages.models import (
     status_events,
 )
 from plivo_tracker.plivo.signature import signed_headers
+from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 
 PG_ADMIN_DSN = os.environ.get("PLIVO_TRACKER_TEST_PG", "postgresql://127.0.0.1:5432/test")
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -239,3 +241,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@pytest.fixture
+async def live_simulator() -> AsyncIterator[tuple[str, SimulatedPlivo]]:
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    port = free_port()
+    config = uvicorn.Config(
+        create_simulator_app(sim), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 10 s
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("simulator did not start")
+    yield f"http://127.0.0.1:{port}", sim
+    server.should_exit = True
+    await task

@@ -7,11 +7,9 @@ refused connections matter; the official SDK parses the simulator's answers as P
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from plivo_tracker.outbound.retry import Failure
 from plivo_tracker.plivo.client import PlivoClient, SendError
@@ -104,26 +102,6 @@ async def test_invalid_destinations() -> None:
     assert "not a valid phone number" in err.value.detail
     assert len(partial.message_uuids) == 1  # duplicates dropped
     assert partial.invalid_numbers == ["12"]
-
-
-@pytest.fixture
-async def live_simulator() -> AsyncIterator[tuple[str, SimulatedPlivo]]:
-    sim = SimulatedPlivo(AUTH_ID, TOKEN)
-    port = free_port()
-    config = uvicorn.Config(
-        create_simulator_app(sim), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):  # up to 10 s
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("simulator did not start")
-    yield f"http://127.0.0.1:{port}", sim
-    server.should_exit = True
-    await task
 
 
 async def test_timeout_after_sending_is_ambiguous(

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import make_writer
+from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.messages.models import outbox, send_attempts
+from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.retry import RetryPolicy
@@ -162,3 +163,85 @@ async def test_unauthorized_fails_the_message_without_retrying(engine: AsyncEngi
     async with engine.connect() as conn:
         count = (await conn.execute(select(func.count()).select_from(send_attempts))).scalar_one()
     assert count == 1
+
+
+async def test_several_dispatchers_send_each_message_once(engine: AsyncEngine, db_url: str) -> None:
+    """Workers racing on one outbox (separate engines, as separate processes would have):
+    every message reaches the simulator exactly once."""
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    app = create_simulator_app(sim)
+    engines = [make_engine(db_url) for _ in range(4)]
+    writers = [make_writer(e) for e in engines]
+    clients = [
+        PlivoClient("http://simulator", AUTH_ID, TOKEN, transport=httpx.ASGITransport(app=app))
+        for _ in engines
+    ]
+    dispatchers = [
+        Dispatcher(w, c, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False)
+        for w, c in zip(writers, clients, strict=True)
+    ]
+    valid = validate(
+        SendRequest(to=[f"+1415555{i:04d}" for i in range(60)], text="hi"), "14155550100"
+    )
+    try:
+        await writers[0].run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+
+        async def drain(d: Dispatcher) -> None:
+            for _ in range(50):
+                await d.run_once()
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(drain(d) for d in dispatchers))
+    finally:
+        for c in clients:
+            await c.aclose()
+        for w in writers:
+            await w.close()
+        for e in engines:
+            await e.dispose()
+    assert sim.accepted == 60
+    assert len({m["to_number"] for m in sim.messages.values()}) == 60
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
+        states = (await conn.execute(select(outbox.c.state))).scalars().all()
+    assert outcomes == ["accepted"] * 60
+    assert set(states) == {"done"}
+
+
+async def test_ambiguous_send_is_reconciled_not_resent(
+    engine: AsyncEngine, live_simulator: tuple[str, SimulatedPlivo]
+) -> None:
+    """The send times out after reaching Plivo: the dispatcher looks the message up and adopts
+    it instead of sending it again."""
+    base, sim = live_simulator
+    sim.faults.latency = 0.6
+    writer = make_writer(engine)
+    client = PlivoClient(base, AUTH_ID, TOKEN, timeout=httpx.Timeout(0.2, connect=1.0))
+    dispatcher = Dispatcher(
+        writer,
+        client,
+        callback_url=BASE_URL + "/plivo/callback",
+        mps=None,
+        shared_bucket=False,
+        reconcile_grace=0.0,
+    )
+    valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+    try:
+        await writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+        await dispatcher.run_once()  # times out: ambiguous
+        await asyncio.sleep(0.8)  # the simulator finishes creating it
+        sim.faults.latency = 0.0
+        await dispatcher.run_once()  # reconciles
+        await dispatcher.run_once()  # nothing left to send
+    finally:
+        await client.aclose()
+        await writer.close()
+    assert sim.accepted == 1
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
+        state = (await conn.execute(select(outbox.c.state))).scalar_one()
+    assert outcomes == ["ambiguous", "accepted"]
+    assert state == "done"
+    msg = await get_message(engine, "1")
+    assert msg is not None
+    assert msg.message_uuid == next(iter(sim.messages))

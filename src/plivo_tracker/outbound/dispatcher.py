@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 LEASE = timedelta(minutes=2)
 RECONCILE_GRACE = 60.0
 UNAUTHORIZED_PAUSE = 60.0
+RECONCILE_PER_PASS = 5  # List Messages allows 20 requests/minute
 
 
 class Dispatcher:
@@ -43,7 +44,9 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         batch: int = 100,
         poll_interval: float = 1.0,
+        reconcile_grace: float = RECONCILE_GRACE,
     ) -> None:
+        self._grace = reconcile_grace
         self._writer = writer
         self._client = client
         self._callback_url = callback_url
@@ -86,10 +89,10 @@ class Dispatcher:
         if time.monotonic() < self._paused_until:
             return 0
         now = datetime.now(UTC)
+        done = await self._reconcile(now)
         claimed = await self._writer.run(
             lambda conn: repo.claim_due(conn, now, self._owner, LEASE, self._batch)
         )
-        done = 0
         for index, item in enumerate(claimed):
             if self._stopping or time.monotonic() < self._paused_until:
                 rest = [c.message_id for c in claimed[index:]]
@@ -99,6 +102,52 @@ class Dispatcher:
             await self._attempt(item)
             done += 1
         return done
+
+    async def _reconcile(self, now: datetime) -> int:
+        """Ambiguous sends, once their grace has passed: look the message up at Plivo (List
+        Messages, 20 requests/minute: a few per pass) and adopt it, or allow a resend."""
+        claimed = await self._writer.run(
+            lambda conn: repo.claim_due(
+                conn, now, self._owner, LEASE, RECONCILE_PER_PASS, "reconcile"
+            )
+        )
+        for item in claimed:
+            since = (item.first_attempt_at or now) - timedelta(minutes=1)
+            try:
+                found = await self._client.list_messages(
+                    message_direction="outbound",
+                    to_number=item.to.lstrip("+"),
+                    message_time__gte=since.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+            except SendError as exc:
+                log.warning("outbox.reconcile_failed", message_id=item.message_id, error=str(exc))
+                await self._writer.run(
+                    functools.partial(
+                        repo.record_ambiguous,
+                        c=item,
+                        started=now,
+                        now=now,
+                        detail=str(exc),
+                        grace=self._grace,
+                    )
+                )
+                continue
+            uuids = [m["message_uuid"] for m in found]
+            taken = await self._writer.run(functools.partial(repo.known_uuids, uuids=uuids))
+            fresh = [u for u in uuids if u not in taken]
+            stamp = datetime.now(UTC)
+            if fresh:
+                uuid = fresh[-1]  # newest first: the oldest unclaimed one is ours
+                await self._writer.run(
+                    functools.partial(
+                        repo.record_accepted, c=item, message_uuid=uuid, started=now, now=stamp
+                    )
+                )
+                log.info("outbox.reconciled", message_id=item.message_id, message_uuid=uuid)
+            else:
+                await self._writer.run(functools.partial(repo.record_not_found, c=item, now=stamp))
+                log.info("outbox.reconcile_not_found", message_id=item.message_id)
+        return len(claimed)
 
     async def _pace(self) -> None:
         if self._bucket is None or self._mps is None:
@@ -165,9 +214,7 @@ class Dispatcher:
             )
         elif decision.action == Action.RECONCILE:
             await self._writer.run(
-                lambda conn: repo.record_ambiguous(
-                    conn, item, started, now, detail, RECONCILE_GRACE
-                )
+                lambda conn: repo.record_ambiguous(conn, item, started, now, detail, self._grace)
             )
         else:
             await self._writer.run(

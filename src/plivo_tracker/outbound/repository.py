@@ -94,12 +94,18 @@ class Claimed:
 
 
 def claim_due(
-    conn: Connection, now: datetime, owner: str, lease: timedelta, limit: int
+    conn: Connection,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    state: str = "pending",
 ) -> list[Claimed]:
-    """Lease up to `limit` due rows to `owner` (PostgreSQL: SKIP LOCKED, safe with many workers)."""
+    """Lease up to `limit` due rows in `state` to `owner` (PostgreSQL: SKIP LOCKED, safe with
+    many workers). The leased rows are `sending` ("pending") or `reconciling` ("reconcile")."""
     due = (
         select(outbox.c.message_id)
-        .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
+        .where(outbox.c.state == state, outbox.c.next_attempt_at <= now)
         .order_by(outbox.c.next_attempt_at, outbox.c.message_id)
         .limit(limit)
     )
@@ -109,7 +115,11 @@ def claim_due(
     conn.execute(
         update(outbox)
         .where(outbox.c.message_id.in_(ids))
-        .values(state="sending", lease_owner=owner, lease_until=now + lease)
+        .values(
+            state="sending" if state == "pending" else "reconciling",
+            lease_owner=owner,
+            lease_until=now + lease,
+        )
     )
     rows = conn.execute(
         select(
@@ -245,6 +255,28 @@ def record_ambiguous(
         next_attempt_at=now + timedelta(seconds=grace),
         last_error=detail,
     )
+
+
+def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
+    """Reconciled: Plivo has no such message, so nothing was sent; it may be sent again."""
+    _attempt(conn, c, now, now, "not_found", None, "no matching message at Plivo")
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == c.message_id)
+        .values(state="pending", next_attempt_at=now, lease_owner=None, lease_until=None)
+    )
+
+
+def known_uuids(conn: Connection, uuids: list[str]) -> set[str]:
+    """Which of these MessageUUIDs already belong to a message we sent."""
+    if not uuids:
+        return set()
+    rows = conn.execute(
+        select(messages.c.message_uuid).where(
+            messages.c.message_uuid.in_(uuids), messages.c.origin == "api"
+        )
+    )
+    return set(rows.scalars())
 
 
 def release(conn: Connection, message_ids: list[int]) -> None:

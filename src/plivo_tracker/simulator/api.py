@@ -28,7 +28,8 @@ _STRIP = re.compile(r"[\s/\-.+()]")
 
 @dataclass
 class Faults:
-    """Chaos knobs: the first `fail_first` sends answer `fail_status` (429 adds Retry-After)."""
+    """Chaos knobs: the first `fail_first` sends answer `fail_status` (429 adds Retry-After);
+    `latency` delays the answer of accepted sends (the message already exists)."""
 
     fail_first: int = 0
     fail_status: int = 500
@@ -110,8 +111,6 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
     @app.post("/v1/Account/{auth_id}/Message/")
     async def send(auth_id: str, request: Request) -> JSONResponse:
         state.send_requests += 1
-        if state.faults.latency:
-            await asyncio.sleep(state.faults.latency)
         if not state.authorised(request.headers.get("authorization"), auth_id):
             return _error(401, "Authentication credentials invalid")
         if state.send_requests <= state.faults.fail_first:
@@ -152,6 +151,9 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
         }
         if invalid:
             answer["invalid_number"] = invalid
+        if state.faults.latency:
+            # Slow answer AFTER the message exists: a client timing out now cannot know.
+            await asyncio.sleep(state.faults.latency)
         return JSONResponse(answer, status_code=202)
 
     @app.get("/v1/Account/{auth_id}/Message/{message_uuid}/")
@@ -173,6 +175,9 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
             if name in q:
                 wanted = q[name].lstrip("+")
                 rows = [r for r in rows if str(r[name]).lstrip("+") == wanted]
+        if "message_time__gte" in q:  # "YYYY-MM-DD HH:MM[:ss]", UTC
+            since = q["message_time__gte"]
+            rows = [r for r in rows if r["message_time"][: len(since)] >= since]
         limit = min(max(int(q.get("limit", 20)), 1), 20)
         offset = max(int(q.get("offset", 0)), 0)
         page = rows[offset : offset + limit]
