@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from plivo_tracker.messages.models import outbox, send_attempts
 from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
+from plivo_tracker.outbound.repository import claim_due
 from plivo_tracker.outbound.retry import RetryPolicy
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
@@ -245,3 +246,34 @@ async def test_ambiguous_send_is_reconciled_not_resent(
     msg = await get_message(engine, "1")
     assert msg is not None
     assert msg.message_uuid == next(iter(sim.messages))
+
+
+async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngine) -> None:
+    """A worker claimed a message and died: after its lease the message is looked up at Plivo
+    first (it may have been sent) and only then sent."""
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    writer = make_writer(engine)
+    client = PlivoClient(
+        "http://simulator",
+        AUTH_ID,
+        TOKEN,
+        transport=httpx.ASGITransport(app=create_simulator_app(sim)),
+    )
+    dispatcher = Dispatcher(
+        writer, client, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False
+    )
+    valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    try:
+        await writer.run(lambda conn: submit(conn, valid, past, None))
+        # The dead worker's claim, with a lease that has long run out.
+        await writer.run(lambda conn: claim_due(conn, past, "dead", timedelta(seconds=1), 10))
+        for _ in range(3):
+            await dispatcher.run_once()
+    finally:
+        await client.aclose()
+        await writer.close()
+    assert sim.accepted == 1
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
+    assert outcomes == ["not_found", "accepted"]

@@ -11,9 +11,11 @@ import functools
 import random
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 from plivo_tracker.db.dialect import shared_rate_limit
@@ -45,6 +47,7 @@ class Dispatcher:
         batch: int = 100,
         poll_interval: float = 1.0,
         reconcile_grace: float = RECONCILE_GRACE,
+        concurrency: int = 32,
     ) -> None:
         self._grace = reconcile_grace
         self._writer = writer
@@ -62,6 +65,7 @@ class Dispatcher:
         self._stopping = False
         self._paused_until = 0.0
         self._rng = random.Random()
+        self._in_flight = asyncio.Semaphore(concurrency)
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,19 +93,22 @@ class Dispatcher:
         if time.monotonic() < self._paused_until:
             return 0
         now = datetime.now(UTC)
+        await self._writer.run(functools.partial(repo.expire_leases, now=now))
         done = await self._reconcile(now)
         claimed = await self._writer.run(
             lambda conn: repo.claim_due(conn, now, self._owner, LEASE, self._batch)
         )
-        for index, item in enumerate(claimed):
-            if self._stopping or time.monotonic() < self._paused_until:
-                rest = [c.message_id for c in claimed[index:]]
-                await self._writer.run(functools.partial(repo.release, message_ids=rest))
-                break
-            await self._pace()
-            await self._attempt(item)
-            done += 1
-        return done
+        if not claimed:
+            return done
+        # Sent concurrently (bounded, paced); all outcomes recorded in one transaction.
+        outcomes = await asyncio.gather(*(self._attempt(item) for item in claimed))
+
+        def record(conn: Connection) -> None:
+            for apply in outcomes:
+                apply(conn)
+
+        await self._writer.run(record)
+        return done + len(claimed)
 
     async def _reconcile(self, now: datetime) -> int:
         """Ambiguous sends, once their grace has passed: look the message up at Plivo (List
@@ -166,29 +173,35 @@ class Dispatcher:
                 return
             await asyncio.sleep(wait)
 
-    async def _attempt(self, item: Claimed) -> None:
-        started = datetime.now(UTC)
-        try:
-            accepted = await self._client.send(
-                dst=item.to.lstrip("+"),
-                src=None if item.src.startswith("powerpack:") else item.src,
-                powerpack_uuid=item.src.removeprefix("powerpack:")
-                if item.src.startswith("powerpack:")
-                else None,
-                text=item.text,
-                type_=item.type,
-                media_urls=item.media_urls,
-                url=self._callback_url,
-            )
-        except SendError as exc:
-            await self._failed(item, started, exc)
-            return
+    async def _attempt(self, item: Claimed) -> Callable[[Connection], None]:
+        """Send one message (outside any transaction); returns how to record the outcome."""
+        async with self._in_flight:
+            await self._pace()
+            started = datetime.now(UTC)
+            try:
+                accepted = await self._client.send(
+                    dst=item.to.lstrip("+"),
+                    src=None if item.src.startswith("powerpack:") else item.src,
+                    powerpack_uuid=item.src.removeprefix("powerpack:")
+                    if item.src.startswith("powerpack:")
+                    else None,
+                    text=item.text,
+                    type_=item.type,
+                    media_urls=item.media_urls,
+                    url=self._callback_url,
+                )
+            except SendError as exc:
+                return self._failed(item, started, exc)
         uuid = accepted.message_uuids[0]
         now = datetime.now(UTC)
-        await self._writer.run(lambda conn: repo.record_accepted(conn, item, uuid, started, now))
-        log.info("outbox.sent", message_id=item.message_id, message_uuid=uuid)
+        log.debug("outbox.sent", message_id=item.message_id, message_uuid=uuid)
+        return functools.partial(
+            repo.record_accepted, c=item, message_uuid=uuid, started=started, now=now
+        )
 
-    async def _failed(self, item: Claimed, started: datetime, exc: SendError) -> None:
+    def _failed(
+        self, item: Claimed, started: datetime, exc: SendError
+    ) -> Callable[[Connection], None]:
         now = datetime.now(UTC)
         elapsed = (now - (item.first_attempt_at or started)).total_seconds()
         decision = self._policy.decide(
@@ -207,19 +220,27 @@ class Dispatcher:
             self._paused_until = time.monotonic() + UNAUTHORIZED_PAUSE
             log.error("dispatcher.unauthorized", pause_seconds=UNAUTHORIZED_PAUSE)
         if decision.action == Action.RETRY:
-            await self._writer.run(
-                lambda conn: repo.record_retry(
-                    conn, item, started, now, decision.delay, exc.status, detail
-                )
+            return functools.partial(
+                repo.record_retry,
+                c=item,
+                started=started,
+                now=now,
+                delay=decision.delay,
+                status=exc.status,
+                detail=detail,
             )
-        elif decision.action == Action.RECONCILE:
-            await self._writer.run(
-                lambda conn: repo.record_ambiguous(conn, item, started, now, detail, self._grace)
+        if decision.action == Action.RECONCILE:
+            return functools.partial(
+                repo.record_ambiguous,
+                c=item,
+                started=started,
+                now=now,
+                detail=detail,
+                grace=self._grace,
             )
-        else:
-            await self._writer.run(
-                lambda conn: repo.record_failed(conn, item, started, now, exc.status, detail)
-            )
+        return functools.partial(
+            repo.record_failed, c=item, started=started, now=now, status=exc.status, detail=detail
+        )
 
 
 def make_dispatcher(

@@ -279,14 +279,14 @@ def known_uuids(conn: Connection, uuids: list[str]) -> set[str]:
     return set(rows.scalars())
 
 
-def release(conn: Connection, message_ids: list[int]) -> None:
-    """Give back leases that were never attempted (shutdown between claim and send)."""
-    if message_ids:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.message_id.in_(message_ids), outbox.c.state == "sending")
-            .values(state="pending", lease_owner=None, lease_until=None)
-        )
+def expire_leases(conn: Connection, now: datetime) -> None:
+    """A worker died holding leases: what it was sending may have reached Plivo, so those
+    messages are reconciled, never resent blindly; interrupted reconciliations start over."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.state.in_(("sending", "reconciling")), outbox.c.lease_until < now)
+        .values(state="reconcile", next_attempt_at=now, lease_owner=None, lease_until=None)
+    )
 
 
 def take_shared_tokens(conn: Connection, name: str, rate: float, now: float, want: float) -> float:
