@@ -312,6 +312,9 @@ def simulate(
     fail_status: Annotated[int, typer.Option(help="Status for those (500, 429, ...).")] = 500,
     latency: Annotated[float, typer.Option(help="Seconds before each send answers.")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible outcomes.")] = None,
+    callbacks: Annotated[
+        bool, typer.Option(help="Post status callbacks (off: Message API only, for load tests).")
+    ] = True,
 ) -> None:
     """Run the Plivo simulator standalone (Message API + signed callbacks) for tests and demos.
 
@@ -342,7 +345,7 @@ def simulate(
         settings.plivo_auth_id,
         settings.plivo_auth_token,
         Faults(fail_first=fail_first, fail_status=fail_status, latency=latency),
-        emitter=emitter,
+        emitter=emitter if callbacks else None,
     )
     uvicorn.run(
         create_simulator_app(state), host=host, port=port, access_log=False, log_level="warning"

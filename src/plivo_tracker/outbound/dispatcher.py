@@ -47,7 +47,7 @@ class Dispatcher:
         batch: int = 100,
         poll_interval: float = 1.0,
         reconcile_grace: float = RECONCILE_GRACE,
-        concurrency: int = 32,
+        concurrency: int = 4,
     ) -> None:
         self._grace = reconcile_grace
         self._writer = writer
@@ -103,8 +103,12 @@ class Dispatcher:
         # Sent concurrently (bounded, paced); all outcomes recorded in one transaction.
         outcomes = await asyncio.gather(*(self._attempt(item) for item in claimed))
 
+        accepted = [o for o in outcomes if isinstance(o, tuple)]
+        failures = [o for o in outcomes if not isinstance(o, tuple)]
+
         def record(conn: Connection) -> None:
-            for apply in outcomes:
+            repo.record_accepted_many(conn, accepted, datetime.now(UTC))
+            for apply in failures:
                 apply(conn)
 
         await self._writer.run(record)
@@ -173,8 +177,11 @@ class Dispatcher:
                 return
             await asyncio.sleep(wait)
 
-    async def _attempt(self, item: Claimed) -> Callable[[Connection], None]:
-        """Send one message (outside any transaction); returns how to record the outcome."""
+    async def _attempt(
+        self, item: Claimed
+    ) -> tuple[Claimed, str, datetime] | Callable[[Connection], None]:
+        """Send one message (outside any transaction); returns (item, uuid, started) when
+        Plivo accepted it, else how to record the failure."""
         async with self._in_flight:
             await self._pace()
             started = datetime.now(UTC)
@@ -193,11 +200,8 @@ class Dispatcher:
             except SendError as exc:
                 return self._failed(item, started, exc)
         uuid = accepted.message_uuids[0]
-        now = datetime.now(UTC)
         log.debug("outbox.sent", message_id=item.message_id, message_uuid=uuid)
-        return functools.partial(
-            repo.record_accepted, c=item, message_uuid=uuid, started=started, now=now
-        )
+        return (item, uuid, started)
 
     def _failed(
         self, item: Claimed, started: datetime, exc: SendError

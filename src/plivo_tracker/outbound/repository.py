@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from plivo_tracker.db.dialect import insert_ignore, lock_for_update, skip_locked
 from plivo_tracker.messages.models import (
@@ -207,6 +207,79 @@ def record_accepted(
             .where(messages.c.id == c.message_id)
             .values(status=MessageStatus.QUEUED.value, updated_at=now)
         )
+
+
+def record_accepted_many(
+    conn: Connection, accepted: list[tuple[Claimed, str, datetime]], now: datetime
+) -> None:
+    """`record_accepted` for a whole pass in a few statements. UUIDs that a fast callback already
+    holds as a placeholder (rare) go through the one-by-one adoption."""
+    if not accepted:
+        return
+    claim_rows = [
+        {
+            "message_uuid": uuid,
+            "origin": "claim",
+            "direction": "outbound",
+            "status": "accepted",
+            "has_conflict": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for _, uuid, _ in sorted(accepted, key=lambda a: a[1])
+    ]
+    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
+        messages.c.message_uuid
+    )
+    ours = set(conn.execute(stmt, claim_rows).scalars())
+    fast = [a for a in accepted if a[1] not in ours]
+    plain = [a for a in accepted if a[1] in ours]
+    for item, uuid, started in fast:
+        record_accepted(conn, item, uuid, started, now)
+    if not plain:
+        return
+    conn.execute(messages.delete().where(messages.c.message_uuid.in_([u for _, u, _ in plain])))
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("_id"))
+        .values(message_uuid=bindparam("_uuid"), status=MessageStatus.QUEUED.value, updated_at=now),
+        [{"_id": c.message_id, "_uuid": uuid} for c, uuid, _ in plain],
+    )
+    conn.execute(
+        send_attempts.insert(),
+        [
+            {
+                "message_id": c.message_id,
+                "attempt": c.attempts + 1,
+                "started_at": started,
+                "finished_at": now,
+                "outcome": "accepted",
+                "http_status": 202,
+                "detail": uuid,
+            }
+            for c, uuid, started in plain
+        ],
+    )
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == bindparam("_id"))
+        .values(
+            attempts=bindparam("_attempts"),
+            first_attempt_at=bindparam("_first"),
+            state="done",
+            last_error=None,
+            lease_owner=None,
+            lease_until=None,
+        ),
+        [
+            {
+                "_id": c.message_id,
+                "_attempts": c.attempts + 1,
+                "_first": c.first_attempt_at or started,
+            }
+            for c, _, started in plain
+        ],
+    )
 
 
 def record_retry(

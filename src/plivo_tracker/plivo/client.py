@@ -99,6 +99,9 @@ class PlivoClient:
             timeout=timeout,
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": "plivo-tracker"},
+            # httpcore checks every pooled connection on each request, so a small pool is
+            # faster: measured 460 sends/s with 4 in flight, 210/s with 16 (docs/benchmarks.md).
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
         )
 
     async def aclose(self) -> None:
