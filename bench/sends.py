@@ -115,6 +115,22 @@ async def run(
     return result
 
 
+async def client_only(base: str, n: int) -> float:
+    """Same-run baseline: the HTTP client alone, 4 sends in flight, no database."""
+    client = PlivoClient(base, AUTH_ID, TOKEN)
+    gate = asyncio.Semaphore(4)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.send(src="14155550100", dst=f"1415299{i % 10_000:04d}", text="bench")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return n / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -125,6 +141,8 @@ def main() -> None:
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     try:
+        baseline = asyncio.run(client_only(base, 2000))
+        print(f"baseline, client alone into the simulator (4 in flight): {baseline:,.0f}/s")
         off = asyncio.run(run(base, args.messages, None, None))
         print(
             f"MPS cap off: {off['sent']:,.0f} messages in {off['elapsed']:.1f} s "
