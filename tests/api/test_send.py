@@ -69,6 +69,7 @@ async def test_send_flows_to_a_final_status(sim_client: tuple[httpx.AsyncClient,
     assert resp.status_code == 202, resp.text
     created = resp.json()["messages"]
     assert [m["status"] for m in created] == ["accepted"] * 12
+    assert resp.json()["text"] == {"encoding": "GSM-7", "segments": 1}
     final = await _wait_final(client, [m["id"] for m in created])
     sim: SimulatedPlivo = app.state.sending.simulator
     assert sim.accepted == 12  # each message sent exactly once

@@ -83,3 +83,23 @@ def test_bad_config_is_refused() -> None:
         ScenarioConfig(speed=0)
     with pytest.raises(ValueError, match="exceed"):
         ScenarioConfig(fail_rate=0.6, undelivered_rate=0.6)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        ("x" * 160, "GSM-7", 1),
+        ("x" * 161, "GSM-7", 2),
+        ("{" * 80, "GSM-7", 1),  # extension characters count twice
+        ("{" * 81, "GSM-7", 2),
+        ("Grüße", "GSM-7", 1),  # ü and ß are in the GSM basic set
+        ("你好", "UCS-2", 1),
+        ("👋" * 35, "UCS-2", 1),  # a surrogate pair is two UCS-2 units
+        ("👋" * 36, "UCS-2", 2),
+    ],
+)
+def test_text_info(text: str, encoding: str, segments: int) -> None:
+    from plivo_tracker.messages.phone import text_info
+
+    info = text_info(text)
+    assert (info.encoding, info.segments) == (encoding, segments)

@@ -143,15 +143,17 @@ def submit(
         key, digest = idempotency
         previous = out_repo.claim_idempotency_key(conn, key, digest, now)
         if previous is not None:
-            stored_hash, response = previous
+            stored_hash, stored = previous
             if stored_hash != digest:
                 raise IdempotencyConflict(key)
-            return response
+            return stored
     created = []
     for to in v.recipients:
         message_id = out_repo.insert_outbound(conn, v, to, now)
         created.append({"id": message_id, "to": to, "status": "accepted"})
-    response = {"messages": created}
+    response: dict[str, Any] = {"messages": created}  # the 202 body
+    if v.segments is not None:
+        response["text"] = {"encoding": v.encoding, "segments": v.segments}
     if idempotency is not None:
         out_repo.store_idempotent_response(conn, idempotency[0], response)
     return response
