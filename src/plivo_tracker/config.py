@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     """Configuration from the environment or a `.env` file in the working directory."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # VAR= means unset (e.g. PLIVO_AUTH_TOKEN= for simulator mode)
     )
 
     database_url: str = DEFAULT_DATABASE_URL

@@ -30,7 +30,7 @@ class Server:
     """`plivo-tracker serve` as a subprocess, its output in a log file."""
 
     def __init__(self, tmp_path: Path, database_url: str, name: str, **extra_env: str) -> None:
-        self.port = free_port()
+        self.port = int(extra_env.get("PORT") or free_port())
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"{name}.log"
         env = dict(os.environ)
