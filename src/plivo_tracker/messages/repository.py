@@ -227,6 +227,19 @@ def insert_local_message(conn: Connection, values: Mapping[str, Any]) -> int:
     return int(result.scalar_one())
 
 
+def uuid_claim(uuid: str, now: datetime) -> dict[str, Any]:
+    """A short-lived row that reserves a MessageUUID inside the transaction adopting it."""
+    return {
+        "message_uuid": uuid,
+        "origin": "claim",
+        "direction": "outbound",
+        "status": "accepted",
+        "has_conflict": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime) -> bool:
     """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
     already created one: its events and parts move over and its status applies to ours.
@@ -237,16 +250,7 @@ def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime)
     local row takes the UUID, all in the caller's write transaction.
     """
     stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(messages.c.id)
-    claim = {
-        "message_uuid": uuid,
-        "origin": "claim",
-        "direction": "outbound",
-        "status": "accepted",
-        "has_conflict": False,
-        "created_at": now,
-        "updated_at": now,
-    }
-    ours = conn.execute(stmt, [claim]).first() is not None
+    ours = conn.execute(stmt, [uuid_claim(uuid, now)]).first() is not None
     found = (
         conn.execute(
             lock_for_update(conn.dialect, select(messages).where(messages.c.message_uuid == uuid))

@@ -20,7 +20,7 @@ from plivo_tracker.messages.models import (
     rate_limits,
     send_attempts,
 )
-from plivo_tracker.messages.repository import adopt_placeholder
+from plivo_tracker.messages.repository import adopt_placeholder, uuid_claim
 from plivo_tracker.messages.status import RANK, MessageStatus
 
 if TYPE_CHECKING:
@@ -151,6 +151,25 @@ def claim_due(
     ]
 
 
+def _attempt_row(
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    outcome: str,
+    status: int | None,
+    detail: str | None,
+) -> dict[str, Any]:
+    return {
+        "message_id": c.message_id,
+        "attempt": c.attempts + 1,
+        "started_at": started,
+        "finished_at": now,
+        "outcome": outcome,
+        "http_status": status,
+        "detail": detail,
+    }
+
+
 def _attempt(
     conn: Connection,
     c: Claimed,
@@ -160,20 +179,7 @@ def _attempt(
     status: int | None,
     detail: str | None,
 ) -> None:
-    conn.execute(
-        send_attempts.insert(),
-        [
-            {
-                "message_id": c.message_id,
-                "attempt": c.attempts + 1,
-                "started_at": started,
-                "finished_at": now,
-                "outcome": outcome,
-                "http_status": status,
-                "detail": detail,
-            }
-        ],
-    )
+    conn.execute(send_attempts.insert(), [_attempt_row(c, started, now, outcome, status, detail)])
 
 
 def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **values: Any) -> None:
@@ -216,18 +222,7 @@ def record_accepted_many(
     holds as a placeholder (rare) go through the one-by-one adoption."""
     if not accepted:
         return
-    claim_rows = [
-        {
-            "message_uuid": uuid,
-            "origin": "claim",
-            "direction": "outbound",
-            "status": "accepted",
-            "has_conflict": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for _, uuid, _ in sorted(accepted, key=lambda a: a[1])
-    ]
+    claim_rows = [uuid_claim(uuid, now) for _, uuid, _ in sorted(accepted, key=lambda a: a[1])]
     stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
         messages.c.message_uuid
     )
@@ -247,18 +242,7 @@ def record_accepted_many(
     )
     conn.execute(
         send_attempts.insert(),
-        [
-            {
-                "message_id": c.message_id,
-                "attempt": c.attempts + 1,
-                "started_at": started,
-                "finished_at": now,
-                "outcome": "accepted",
-                "http_status": 202,
-                "detail": uuid,
-            }
-            for c, uuid, started in plain
-        ],
+        [_attempt_row(c, started, now, "accepted", 202, uuid) for c, uuid, started in plain],
     )
     conn.execute(
         update(outbox)
