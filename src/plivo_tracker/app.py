@@ -81,16 +81,21 @@ def create_app(
             await upgrade(engine)
         spool = Spool(settings.spool_dir)
         writer = make_writer(engine)
-        committer = GroupCommitter(
-            engine, max_batch=settings.commit_batch_max, spool=spool.write, writer=writer
-        )
-        committer.start()
         nonlocal callbacks
         if loopback_callbacks:
             callbacks = httpx.AsyncClient(transport=httpx.ASGITransport(app=outer))
         sending = build_sending(
             settings, writer, engine.dialect, callbacks=callbacks, scenario=scenario
         )
+        committer = GroupCommitter(
+            engine,
+            max_batch=settings.commit_batch_max,
+            spool=spool.write,
+            writer=writer,
+            resend_codes=frozenset(settings.resend_error_codes),
+            on_resend=sending.dispatcher.wake if dispatch else None,
+        )
+        committer.start()
         app.state.ctx = Context(
             settings=settings,
             engine=engine,

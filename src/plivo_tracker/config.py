@@ -57,10 +57,12 @@ class Settings(BaseSettings):
     spool_dir: str = "./data/spool"
     # Group commit: the most callbacks one transaction takes.
     commit_batch_max: int = Field(default=256, ge=1, le=10_000)
+    # Final Plivo error codes after which a message is sent once more (off by default).
+    resend_error_codes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Random per process unless set: the simulator signs with it, the verifier accepts it.
     simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
-    @field_validator("plivo_auth_tokens_previous", "api_keys", mode="before")
+    @field_validator("plivo_auth_tokens_previous", "api_keys", "resend_error_codes", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

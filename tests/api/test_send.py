@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine, make_writer
-from plivo_tracker.messages.models import outbox, send_attempts
+from plivo_tracker.messages.models import messages, outbox, send_attempts
 from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
@@ -278,3 +278,54 @@ async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngin
     async with engine.connect() as conn:
         outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
     assert outcomes == ["not_found", "accepted"]
+
+
+async def test_configured_final_codes_are_resent_once(
+    make_settings: Callable[..., Settings], db_url: str
+) -> None:
+    """RESEND_ERROR_CODES: an undelivered message with a listed code gets exactly one more
+    attempt, linked to the original; the re-send failing again is not repeated."""
+    settings = make_settings(
+        database_url=db_url,
+        plivo_auth_id=None,
+        plivo_auth_token=None,
+        plivo_mps=1000,
+        resend_error_codes="20,30,70,80,100,200",  # every code the simulator uses for undelivered
+    )
+    scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=1.0, dup_rate=0.2)
+    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            resp = await client.post(
+                "/api/messages", json={"to": ["+14155550101", "+14155550102"], "text": "hi"}
+            )
+            originals = [m["id"] for m in resp.json()["messages"]]
+            await _wait_final(client, originals)
+            engine = app.state.ctx.engine
+            resends: list[Any] = []
+            for _ in range(400):  # the re-sends appear once the originals fail
+                async with engine.connect() as conn:
+                    ids = (
+                        (
+                            await conn.execute(
+                                select(messages.c.id).where(messages.c.attempt_of.is_not(None))
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
+                resends = [(await client.get(f"/api/messages/{i}")).json() for i in ids]
+                if len(resends) == 2 and all(m["status"] in FINAL for m in resends):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # time for a (wrong) third attempt to show up
+            async with engine.connect() as conn:
+                total = (
+                    await conn.execute(select(func.count()).select_from(messages))
+                ).scalar_one()
+            sim: SimulatedPlivo = app.state.sending.simulator
+    assert sorted(m["attempt_of"] for m in resends) == originals
+    assert all(m["status"] == "undelivered" for m in resends)
+    assert total == 4  # a re-send that fails is not re-sent again
+    assert sim.accepted == 4

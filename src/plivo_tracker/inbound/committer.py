@@ -57,7 +57,11 @@ class GroupCommitter:
         spool: Spooler | None = None,
         on_changes: ChangeListener | None = None,
         writer: Writer | None = None,
+        resend_codes: frozenset[str] = frozenset(),
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
+        self._resend_codes = resend_codes
+        self._on_resend = on_resend
         # A writer passed in is shared (and closed) by its owner.
         self._own_writer = writer is None
         self._writer = writer or make_writer(engine)
@@ -154,7 +158,12 @@ class GroupCommitter:
 
     async def _commit(self, items: list[CallbackItem]) -> BatchResult:
         now = datetime.now(UTC)
-        return await self._writer.run(lambda conn: ingest_batch(conn, items, now))
+        result = await self._writer.run(
+            lambda conn: ingest_batch(conn, items, now, self._resend_codes)
+        )
+        if result.resent and self._on_resend is not None:
+            self._on_resend()  # wake the dispatcher: new outbox rows are due
+        return result
 
     def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
         # The transaction is committed: publish its changes, then release the waiting requests.

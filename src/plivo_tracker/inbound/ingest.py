@@ -28,6 +28,7 @@ from plivo_tracker.messages.status import (
     parse_part_info,
     rollup,
 )
+from plivo_tracker.outbound import repository as outbound_repo
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
 
 
@@ -107,6 +108,7 @@ class StatusChange:
 class BatchResult:
     outcomes: list[Outcome]
     changes: list[StatusChange] = field(default_factory=list)
+    resent: list[int] = field(default_factory=list)  # new message ids queued for another attempt
 
 
 @dataclass(slots=True)
@@ -140,8 +142,16 @@ def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def ingest_batch(conn: Connection, items: list[CallbackItem], now: datetime) -> BatchResult:
-    """Store a batch of verified callbacks and apply their statuses; return per-item outcomes."""
+def ingest_batch(
+    conn: Connection,
+    items: list[CallbackItem],
+    now: datetime,
+    resend_codes: frozenset[str] = frozenset(),
+) -> BatchResult:
+    """Store a batch of verified callbacks and apply their statuses; return per-item outcomes.
+
+    A message of ours that becomes failed/undelivered with a code in `resend_codes` gets one
+    more attempt queued in the same transaction."""
     outcomes: list[Outcome | None] = [None] * len(items)
 
     # 1. Nonces: a nonce committed before (or earlier in this batch) is a replay: 200, no change.
@@ -264,6 +274,14 @@ def ingest_batch(conn: Connection, items: list[CallbackItem], now: datetime) -> 
                     at=now,
                 )
             )
+    if resend_codes:
+        again = [
+            c.message_id for c in changes if c.status in FAILURES and c.error_code in resend_codes
+        ]
+        if again:
+            resent = outbound_repo.resend(conn, sorted(set(again)), now)
+            result = BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes, resent)
+            return result
     return BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes)
 
 

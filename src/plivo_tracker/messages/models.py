@@ -7,6 +7,7 @@ rows to small dataclasses, so an ORM session would only add overhead.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -55,7 +56,12 @@ messages = Table(
     Column("encoding", String(8)),  # GSM-7 | UCS-2
     Column("segments", Integer),
     Column("error_detail", Text),  # why a send failed on our side (e.g. Plivo's 400 text)
+    # A re-send (RESEND_ERROR_CODES) points at the message it repeats. No foreign key on
+    # purpose: adding one makes SQLite rebuild the table, and dropping the old copy would
+    # cascade-delete the event history.
+    Column("attempt_of", BigInteger),
 )
+Index("ix_messages_attempt_of", messages.c.attempt_of)
 Index("ix_messages_status", messages.c.status)
 Index("ix_messages_created_at", messages.c.created_at)
 

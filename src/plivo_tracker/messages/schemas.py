@@ -55,6 +55,8 @@ class Message(BaseModel):
     mcc: str | None
     mnc: str | None
     has_conflict: bool
+    attempt_of: int | None = None  # the message this one re-sends (RESEND_ERROR_CODES)
+    text: str | None = None
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
@@ -96,6 +98,8 @@ def build_message(
         mcc=row["mcc"],
         mnc=row["mnc"],
         has_conflict=bool(row["has_conflict"]),
+        attempt_of=row.get("attempt_of"),
+        text=row.get("text"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],

@@ -93,6 +93,56 @@ class Claimed:
     type: str
 
 
+def resend(conn: Connection, message_ids: list[int], now: datetime) -> list[int]:
+    """Queue one more attempt of each of our messages that failed with a configured code: a new
+    message (`attempt_of` = the original) with its own outbox row. Only originals are repeated,
+    and each at most once; returns the new message ids."""
+    if not message_ids:
+        return []
+    already = select(messages.c.attempt_of).where(messages.c.attempt_of.in_(message_ids))
+    originals = conn.execute(
+        select(messages)
+        .where(
+            messages.c.id.in_(message_ids),
+            messages.c.origin == "api",
+            messages.c.attempt_of.is_(None),
+            messages.c.id.not_in(already.scalar_subquery()),
+        )
+        .order_by(messages.c.id)
+    ).mappings()
+    created: list[int] = []
+    for m in list(originals):
+        new_id = int(
+            conn.execute(
+                messages.insert().returning(messages.c.id),
+                [
+                    {
+                        "origin": "api",
+                        "direction": "outbound",
+                        "status": MessageStatus.ACCEPTED.value,
+                        "to_number": m["to_number"],
+                        "from_number": m["from_number"],
+                        "type": m["type"],
+                        "text": m["text"],
+                        "media_urls": m["media_urls"],
+                        "encoding": m["encoding"],
+                        "segments": m["segments"],
+                        "attempt_of": m["id"],
+                        "has_conflict": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ],
+            ).scalar_one()
+        )
+        conn.execute(
+            outbox.insert(),
+            [{"message_id": new_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
+        )
+        created.append(new_id)
+    return created
+
+
 def claim_due(
     conn: Connection,
     now: datetime,
