@@ -106,6 +106,8 @@ def create_app(
             default_src=sending.default_src,
         )
         app.state.sending = sending
+        if dispatch:
+            await sending.listen(settings.database_url)
         dispatcher = asyncio.create_task(sending.dispatcher.run()) if dispatch else None
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()

@@ -284,6 +284,7 @@ def worker() -> None:
         engine = make_engine(settings.database_url)
         writer = make_writer(engine)
         sending = build_sending(settings, writer, engine.dialect)
+        await sending.listen(settings.database_url)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, sending.dispatcher.stop)

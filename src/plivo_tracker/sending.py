@@ -9,11 +9,14 @@ are never switched off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import structlog
 from sqlalchemy.engine import Dialect
 
 from plivo_tracker.config import Settings
+from plivo_tracker.db.dialect import OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
@@ -23,6 +26,7 @@ from plivo_tracker.simulator.emitter import Emitter
 from plivo_tracker.simulator.scenario import ScenarioConfig
 
 SIMULATOR_SRC = "14155550100"
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -33,7 +37,26 @@ class Sending:
     emitter: Emitter | None = None
     default_src: str | None = None
 
+    listener: Any = None  # PostgreSQL LISTEN connection that wakes the dispatcher
+
+    async def listen(self, database_url: str) -> None:
+        """On PostgreSQL, wake this dispatcher when another process adds outbox rows."""
+        if not database_url.startswith("postgresql"):
+            return
+        import asyncpg
+
+        dsn = "postgresql://" + database_url.split("://", 1)[1]
+        try:
+            self.listener = await asyncpg.connect(dsn, timeout=5)
+            await self.listener.add_listener(OUTBOX_CHANNEL, lambda *_: self.dispatcher.wake())
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Not fatal: the dispatcher still polls every second.
+            log.warning("dispatcher.listen_failed", error=repr(exc))
+            self.listener = None
+
     async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
         self.dispatcher.stop()
         if self.emitter is not None:
             await self.emitter.close()
@@ -47,6 +70,7 @@ def build_sending(
     *,
     callbacks: httpx.AsyncClient | None = None,
     scenario: ScenarioConfig | None = None,
+    poll_interval: float = 1.0,
 ) -> Sending:
     """`callbacks`: the HTTP client the simulator posts with (tests route it in-process)."""
     callback_url = settings.public_base_url + CALLBACK_PATH
@@ -64,7 +88,12 @@ def build_sending(
             settings.plivo_api_url, settings.plivo_auth_id, settings.plivo_auth_token
         )
     dispatcher = make_dispatcher(
-        writer, client, dialect=dialect, callback_url=callback_url, mps=settings.plivo_mps
+        writer,
+        client,
+        dialect=dialect,
+        callback_url=callback_url,
+        mps=settings.plivo_mps,
+        poll_interval=poll_interval,
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
     return Sending(client, dispatcher, simulator, emitter, default_src)

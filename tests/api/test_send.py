@@ -329,3 +329,42 @@ async def test_configured_final_codes_are_resent_once(
     assert all(m["status"] == "undelivered" for m in resends)
     assert total == 4  # a re-send that fails is not re-sent again
     assert sim.accepted == 4
+
+
+async def test_postgresql_workers_wake_on_notify(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """A dispatcher in another process (here: its own engine and LISTEN connection) starts a
+    message submitted elsewhere at once, not at its next poll."""
+    import plivo_tracker.sending as sending_mod
+
+    settings = make_settings(database_url=pg_url, plivo_auth_id=None, plivo_auth_token=None)
+    worker_engine, api_engine = make_engine(pg_url), make_engine(pg_url)
+    worker_writer, api_writer = make_writer(worker_engine), make_writer(api_engine)
+    sending = sending_mod.build_sending(
+        settings, worker_writer, worker_engine.dialect, poll_interval=30.0
+    )
+    await sending.listen(pg_url)
+    assert sending.listener is not None
+    task = asyncio.create_task(sending.dispatcher.run())
+    try:
+        await asyncio.sleep(0.3)  # the worker is idle now, waiting up to 30 s
+        valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+        started = asyncio.get_running_loop().time()
+        await api_writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+        sim = sending.simulator
+        assert sim is not None
+        for _ in range(500):  # up to 10 s
+            if sim.accepted:
+                break
+            await asyncio.sleep(0.02)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await sending.close()
+        await task
+        for w in (worker_writer, api_writer):
+            await w.close()
+        for e in (worker_engine, api_engine):
+            await e.dispose()
+    assert sim.accepted == 1
+    assert waited < 5.0  # woken by NOTIFY, far sooner than the 30 s poll

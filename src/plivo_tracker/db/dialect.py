@@ -33,6 +33,15 @@ def shared_rate_limit(dialect: Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
+OUTBOX_CHANNEL = "plivo_tracker_outbox"
+
+
+def notify_outbox_sql(dialect: Dialect) -> str | None:
+    """Statement that wakes dispatchers in other processes when the transaction commits
+    (PostgreSQL NOTIFY is delivered on COMMIT); SQLite has one dispatching process."""
+    return f"NOTIFY {OUTBOX_CHANNEL}" if dialect.name == "postgresql" else None
+
+
 def lock_for_update(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
     """Row locks on PostgreSQL; SQLite already holds the database write lock (BEGIN IMMEDIATE)."""
     if dialect.name == "postgresql":

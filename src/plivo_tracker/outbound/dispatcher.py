@@ -255,6 +255,7 @@ def make_dispatcher(
     callback_url: str,
     mps: float | None,
     policy: RetryPolicy | None = None,
+    poll_interval: float = 1.0,
 ) -> Dispatcher:
     return Dispatcher(
         writer,
@@ -263,4 +264,5 @@ def make_dispatcher(
         mps=mps,
         shared_bucket=shared_rate_limit(dialect),
         policy=policy,
+        poll_interval=poll_interval,
     )

@@ -151,6 +151,7 @@ def submit(
     for to in v.recipients:
         message_id = out_repo.insert_outbound(conn, v, to, now)
         created.append({"id": message_id, "to": to, "status": "accepted"})
+    out_repo.notify_outbox(conn)
     response: dict[str, Any] = {"messages": created}  # the 202 body
     if v.segments is not None:
         response["text"] = {"encoding": v.encoding, "segments": v.segments}

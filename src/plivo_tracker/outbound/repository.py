@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from plivo_tracker.db.dialect import insert_ignore, lock_for_update, skip_locked
+from plivo_tracker.db.dialect import (
+    insert_ignore,
+    lock_for_update,
+    notify_outbox_sql,
+    skip_locked,
+)
 from plivo_tracker.messages.models import (
     idempotency_keys,
     messages,
@@ -49,6 +54,13 @@ def store_idempotent_response(conn: Connection, key: str, response: dict[str, An
         .where(idempotency_keys.c.key == key)
         .values(response=json.dumps(response))
     )
+
+
+def notify_outbox(conn: Connection) -> None:
+    """Wake dispatchers of other processes once this transaction commits (PostgreSQL)."""
+    sql = notify_outbox_sql(conn.dialect)
+    if sql is not None:
+        conn.exec_driver_sql(sql)
 
 
 def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> int:
@@ -140,6 +152,8 @@ def resend(conn: Connection, message_ids: list[int], now: datetime) -> list[int]
             [{"message_id": new_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
         )
         created.append(new_id)
+    if created:
+        notify_outbox(conn)
     return created
 
 
