@@ -63,34 +63,39 @@ def notify_outbox(conn: Connection) -> None:
         conn.exec_driver_sql(sql)
 
 
-def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> int:
-    message_id = int(
-        conn.execute(
-            messages.insert().returning(messages.c.id),
-            [
-                {
-                    "origin": "api",
-                    "direction": "outbound",
-                    "status": MessageStatus.ACCEPTED.value,
-                    "to_number": to,
-                    "from_number": v.src,
-                    "type": v.type,
-                    "text": v.text,
-                    "media_urls": json.dumps(v.media_urls) if v.media_urls else None,
-                    "encoding": v.encoding,
-                    "segments": v.segments,
-                    "has_conflict": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            ],
-        ).scalar_one()
-    )
+def _queue_message(conn: Connection, values: dict[str, Any], now: datetime) -> int:
+    """Insert a message of ours (status `accepted`) and its due outbox row; returns its id."""
+    row = {
+        "origin": "api",
+        "direction": "outbound",
+        "status": MessageStatus.ACCEPTED.value,
+        "has_conflict": False,
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+    message_id = int(conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one())
     conn.execute(
         outbox.insert(),
         [{"message_id": message_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
     )
     return message_id
+
+
+def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> int:
+    return _queue_message(
+        conn,
+        {
+            "to_number": to,
+            "from_number": v.src,
+            "type": v.type,
+            "text": v.text,
+            "media_urls": json.dumps(v.media_urls) if v.media_urls else None,
+            "encoding": v.encoding,
+            "segments": v.segments,
+        },
+        now,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,36 +127,11 @@ def resend(conn: Connection, message_ids: list[int], now: datetime) -> list[int]
         )
         .order_by(messages.c.id)
     ).mappings()
-    created: list[int] = []
-    for m in list(originals):
-        new_id = int(
-            conn.execute(
-                messages.insert().returning(messages.c.id),
-                [
-                    {
-                        "origin": "api",
-                        "direction": "outbound",
-                        "status": MessageStatus.ACCEPTED.value,
-                        "to_number": m["to_number"],
-                        "from_number": m["from_number"],
-                        "type": m["type"],
-                        "text": m["text"],
-                        "media_urls": m["media_urls"],
-                        "encoding": m["encoding"],
-                        "segments": m["segments"],
-                        "attempt_of": m["id"],
-                        "has_conflict": False,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                ],
-            ).scalar_one()
-        )
-        conn.execute(
-            outbox.insert(),
-            [{"message_id": new_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
-        )
-        created.append(new_id)
+    copied = ("to_number", "from_number", "type", "text", "media_urls", "encoding", "segments")
+    created = [
+        _queue_message(conn, {**{c: m[c] for c in copied}, "attempt_of": m["id"]}, now)
+        for m in list(originals)
+    ]
     if created:
         notify_outbox(conn)
     return created
