@@ -88,16 +88,22 @@ async def _migrate(url: str) -> None:
         await engine.dispose()
 
 
-def new_pg_database() -> str:
-    """Create and migrate a fresh PostgreSQL database; returns its SQLAlchemy URL."""
-    name = f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}"
+def create_pg_database(name: str) -> str:
+    """Create an empty PostgreSQL database; returns its SQLAlchemy URL. The one place that
+    decides what a missing server means: fail under CI, skip on a machine without one."""
     try:
         asyncio.run(_pg_create(name))
     except (OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {PG_ADMIN_DSN} is required under CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    url = "postgresql+asyncpg://" + _pg_dsn(name).split("://", 1)[1]
+    return "postgresql+asyncpg://" + _pg_dsn(name).split("://", 1)[1]
+
+
+def new_pg_database() -> str:
+    """Create and migrate a fresh PostgreSQL database; returns its SQLAlchemy URL."""
+    name = f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}"
+    url = create_pg_database(name)
     asyncio.run(_migrate(url))
     return url
 

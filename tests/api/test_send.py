@@ -114,17 +114,18 @@ async def test_idempotency_key_replay_and_conflict(
     assert app.state.sending.simulator.accepted == 1
 
 
+def _sim_client(sim: SimulatedPlivo, token: str = TOKEN) -> PlivoClient:
+    """The Message API client talking to `sim` in process."""
+    transport = httpx.ASGITransport(app=create_simulator_app(sim))
+    return PlivoClient("http://simulator", AUTH_ID, token, transport=transport)
+
+
 async def _dispatch_against(
     engine: AsyncEngine, sim: SimulatedPlivo, token: str, passes: int
 ) -> list[dict[str, Any]]:
     """Submit one message and run the dispatcher `passes` times against `sim`."""
     writer = make_writer(engine)
-    client = PlivoClient(
-        "http://simulator",
-        AUTH_ID,
-        token,
-        transport=httpx.ASGITransport(app=create_simulator_app(sim)),
-    )
+    client = _sim_client(sim, token)
     policy = RetryPolicy(base=0.001, cap=0.001, max_attempts=5)
     dispatcher = Dispatcher(
         writer,
@@ -254,12 +255,7 @@ async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngin
     first (it may have been sent) and only then sent."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
     writer = make_writer(engine)
-    client = PlivoClient(
-        "http://simulator",
-        AUTH_ID,
-        TOKEN,
-        transport=httpx.ASGITransport(app=create_simulator_app(sim)),
-    )
+    client = _sim_client(sim)
     dispatcher = Dispatcher(
         writer, client, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False
     )

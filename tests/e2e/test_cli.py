@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.messages.models import callback_nonces
-from tests.conftest import _pg_create, _pg_drop, callback_fields, new_uuid, signed_form
+from tests.conftest import _pg_drop, callback_fields, create_pg_database, new_uuid, signed_form
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
@@ -116,13 +116,7 @@ async def test_sigterm_finishes_in_flight_callbacks(tmp_path: Path) -> None:
 
 async def test_db_upgrade_then_serve_on_postgresql(tmp_path: Path) -> None:
     name = f"plivo_tracker_cli_{os.getpid()}"
-    try:
-        await _pg_create(name)
-    except OSError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    url = f"postgresql+asyncpg://127.0.0.1:5432/{name}"
+    url = await asyncio.to_thread(create_pg_database, name)
     try:
         upgraded = _cli("db", "upgrade", cwd=tmp_path, DATABASE_URL=url)
         assert upgraded.returncode == 0, upgraded.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import AUTH_ID, TOKEN, _pg_create, _pg_drop, free_port
+from tests.conftest import AUTH_ID, TOKEN, _pg_drop, create_pg_database, free_port
 from tests.e2e.server import Server, server_cmd
 
 pytestmark = pytest.mark.slow
@@ -44,13 +44,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
         return
     name = f"plivo_tracker_e2e_{os.getpid()}_{int(time.time())}"
-    try:
-        asyncio.run(_pg_create(name))
-    except OSError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    url = f"postgresql+asyncpg://127.0.0.1:5432/{name}"
+    url = create_pg_database(name)
     env = {**os.environ, "DATABASE_URL": url}
     try:
         subprocess.run(
