@@ -13,17 +13,21 @@ from fastapi import FastAPI
 
 from plivo_tracker import __version__
 from plivo_tracker.config import Settings
+from plivo_tracker.db.dialect import EVENTS_CHANNEL
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.live.hub import database_hub
+from plivo_tracker.live.notify import Listener
+from plivo_tracker.live.routes import router as live_router
 from plivo_tracker.messages.routes import router as messages_router
 from plivo_tracker.outbound.routes import router as outbound_router
 from plivo_tracker.sending import build_sending
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from plivo_tracker.web import errors
+from plivo_tracker.web import dashboard, errors
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.limits import BodySizeLimit
 from plivo_tracker.web.ops import router as ops_router
@@ -96,6 +100,14 @@ def create_app(
             on_resend=sending.dispatcher.wake if dispatch else None,
         )
         committer.start()
+        hub = database_hub(
+            engine,
+            queue_size=settings.live_queue_size,
+            poll_interval=settings.live_poll_seconds,
+        )
+        with contextlib.suppress(Exception):  # database not answering: hub.run() retries
+            await hub.start()
+        writer.on_commit = hub.wake
         app.state.ctx = Context(
             settings=settings,
             engine=engine,
@@ -104,10 +116,16 @@ def create_app(
             spool=spool,
             dispatcher=sending.dispatcher if dispatch else None,
             default_src=sending.default_src,
+            hub=hub,
         )
         app.state.sending = sending
         if dispatch:
-            await sending.listen(settings.database_url)
+            listener = await sending.listen(settings.database_url, {EVENTS_CHANNEL: hub.wake})
+        else:
+            listener = Listener(settings.database_url, {EVENTS_CHANNEL: hub.wake})
+            await listener.start()
+        hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
+        live_feed = asyncio.create_task(hub.run())
         dispatcher = asyncio.create_task(sending.dispatcher.run()) if dispatch else None
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()
@@ -121,6 +139,9 @@ def create_app(
             yield
         finally:
             # In-flight requests are done (the server waits for them); commit what is queued.
+            hub.stop()
+            await live_feed
+            await listener.close()
             sending.dispatcher.stop()
             if dispatcher is not None:
                 await dispatcher
@@ -147,5 +168,8 @@ def create_app(
     app.include_router(messages_router)
     app.include_router(ops_router)
     app.include_router(outbound_router)
+    app.include_router(live_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     outer = CallbackEndpoint(app)
     return outer

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     commit_batch_max: int = Field(default=256, ge=1, le=10_000)
     # Final Plivo error codes after which a message is sent once more (off by default).
     resend_error_codes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Live stream: idle heartbeat, frames a slow client may lag before it is dropped, and how
+    # often the feed looks for changes other processes committed (besides LISTEN/NOTIFY).
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
+    live_queue_size: int = Field(default=10_000, ge=10, le=1_000_000)
+    live_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # Random per process unless set: the simulator signs with it, the verifier accepts it.
     simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 

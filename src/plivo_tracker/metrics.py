@@ -33,3 +33,9 @@ COMMIT_QUEUE = Gauge(
     "plivo_tracker_commit_queue_depth", "Callbacks waiting for their group commit."
 )
 SPOOL_FILES = Gauge("plivo_tracker_spool_files", "Spool files waiting to be replayed.")
+
+LIVE_SUBSCRIBERS = Gauge("plivo_tracker_live_subscribers", "WebSocket clients subscribed now.")
+LIVE_FRAMES = Counter("plivo_tracker_live_changes", "Status changes published to the live hub.")
+LIVE_DROPPED = Counter(
+    "plivo_tracker_live_dropped", "WebSocket clients dropped because they read too slowly."
+)

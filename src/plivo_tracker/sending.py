@@ -8,8 +8,8 @@ are never switched off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import structlog
@@ -19,6 +19,7 @@ from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.routes import CALLBACK_PATH
+from plivo_tracker.live.notify import Listener
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
@@ -37,22 +38,18 @@ class Sending:
     emitter: Emitter | None = None
     default_src: str | None = None
 
-    listener: Any = None  # PostgreSQL LISTEN connection that wakes the dispatcher
+    listener: Listener | None = None  # PostgreSQL LISTEN: wakes the dispatcher (and others)
 
-    async def listen(self, database_url: str) -> None:
-        """On PostgreSQL, wake this dispatcher when another process adds outbox rows."""
-        if not database_url.startswith("postgresql"):
-            return
-        import asyncpg
-
-        dsn = "postgresql://" + database_url.split("://", 1)[1]
-        try:
-            self.listener = await asyncpg.connect(dsn, timeout=5)
-            await self.listener.add_listener(OUTBOX_CHANNEL, lambda *_: self.dispatcher.wake())
-        except (OSError, asyncpg.PostgresError) as exc:
-            # Not fatal: the dispatcher still polls every second.
-            log.warning("dispatcher.listen_failed", error=repr(exc))
-            self.listener = None
+    async def listen(
+        self, database_url: str, also: dict[str, Callable[[], None]] | None = None
+    ) -> Listener:
+        """On PostgreSQL, wake this dispatcher when another process adds outbox rows (and call
+        the `also` functions on their channels). Not fatal when it fails: everything polls."""
+        self.listener = Listener(
+            database_url, {OUTBOX_CHANNEL: self.dispatcher.wake, **(also or {})}
+        )
+        await self.listener.start()
+        return self.listener
 
     async def close(self) -> None:
         if self.listener is not None:

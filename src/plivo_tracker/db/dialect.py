@@ -42,6 +42,27 @@ def notify_outbox_sql(dialect: Dialect) -> str | None:
     return f"NOTIFY {OUTBOX_CHANNEL}" if dialect.name == "postgresql" else None
 
 
+EVENTS_CHANNEL = "plivo_tracker_events"
+# Any constant: the advisory lock that makes status-event ids ascend in commit order.
+EVENT_ORDER_LOCK = 7_083_745_260_101
+
+
+def event_order_sql(dialect: Dialect) -> str | None:
+    """First statement of every transaction that inserts status events (docs/adr/0006).
+
+    PostgreSQL: a transaction-scoped advisory lock, held until COMMIT, so event ids are drawn
+    and made visible one transaction at a time: a reader that sees id N sees every id below N
+    for good. The same statement queues a NOTIFY (delivered on COMMIT, dropped on rollback)
+    that wakes the live feed of every server process. SQLite: BEGIN IMMEDIATE already admits
+    one writer at a time, and one process's writer wakes its own feed.
+    """
+    if dialect.name == "postgresql":
+        return (
+            f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', '')"
+        )
+    return None
+
+
 def lock_for_update(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
     """Row locks on PostgreSQL; SQLite already holds the database write lock (BEGIN IMMEDIATE)."""
     if dialect.name == "postgresql":

@@ -87,6 +87,9 @@ class DatabaseUnavailable(RuntimeError):
 class Writer(Protocol):
     """Runs a synchronous function inside one write transaction and commits it."""
 
+    # Called on the event loop after every successful COMMIT (wakes the live feed).
+    on_commit: Callable[[], None] | None
+
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def close(self) -> None: ...
@@ -115,10 +118,14 @@ class ThreadWriter:
         # One write transaction at a time: a second one would wait for SQLite's write lock
         # inside BEGIN IMMEDIATE, on the event loop.
         self._lock = asyncio.Lock()
+        self.on_commit: Callable[[], None] | None = None
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         async with self._lock:
-            return await self._run(fn)
+            result = await self._run(fn)
+        if self.on_commit is not None:
+            self.on_commit()
+        return result
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         try:
@@ -149,6 +156,7 @@ class AsyncWriter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.on_commit: Callable[[], None] | None = None
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         conn = self._engine.connect()
@@ -159,9 +167,12 @@ class AsyncWriter:
         try:
             await writer(conn)
             async with conn.begin():
-                return await conn.run_sync(fn)
+                result = await conn.run_sync(fn)
         finally:
             await conn.close()
+        if self.on_commit is not None:
+            self.on_commit()
+        return result
 
     async def close(self) -> None:
         return None

@@ -153,6 +153,7 @@ def ingest_batch(
     A message of ours that becomes failed/undelivered with a code in `resend_codes` gets one
     more attempt queued in the same transaction."""
     outcomes: list[Outcome | None] = [None] * len(items)
+    repo.begin_status_writes(conn)
 
     # 1. Nonces: a nonce committed before (or earlier in this batch) is a replay: 200, no change.
     first_by_nonce: dict[str, int] = {}
@@ -243,9 +244,10 @@ def ingest_batch(
                     "_id": inserted[events[i].dedupe_key],
                     "effect": plan.effects[i][0].value,
                     "previous_status": plan.effects[i][1],
+                    "message_status": plan.effects[i][2],
                 }
                 for i in stored
-                if plan.effects[i][:2] != old.effects[i][:2]
+                if plan.effects[i] != old.effects[i]
             ],
         )
         todo = stored
@@ -292,12 +294,13 @@ def _event(item: CallbackItem) -> CallbackEvent:
 
 def _event_row(item: CallbackItem, msgs: dict[str, Row], plan: _Plan, i: int) -> dict[str, Any]:
     ev = _event(item)
-    effect, previous, _ = plan.effects[i]
+    effect, previous, message_status = plan.effects[i]
     return {
         "message_id": msgs[ev.message_key].id,
         "message_uuid": ev.message_uuid,
         "status": ev.status.value,
         "previous_status": previous,
+        "message_status": message_status,
         "sequence": ev.sequence,
         "error_code": ev.error_code,
         "effect": effect.value,

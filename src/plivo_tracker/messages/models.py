@@ -62,7 +62,9 @@ messages = Table(
     Column("attempt_of", BigInteger),
 )
 Index("ix_messages_attempt_of", messages.c.attempt_of)
-Index("ix_messages_status", messages.c.status)
+Index("ix_messages_status_id", messages.c.status, messages.c.id)
+Index("ix_messages_to_number_id", messages.c.to_number, messages.c.id)
+Index("ix_messages_from_number_id", messages.c.from_number, messages.c.id)
 Index("ix_messages_created_at", messages.c.created_at)
 
 message_parts = Table(
@@ -84,12 +86,16 @@ Index("ix_message_parts_message_id", message_parts.c.message_id)
 status_events = Table(
     "status_events",
     metadata,
-    # The event id: the cursor of the live stream (ascending in commit order on SQLite).
+    # The event id: the cursor of the live stream, ascending in commit order on both databases
+    # (PostgreSQL: writers take an ordering lock first, see docs/adr/0006).
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
     Column("message_id", ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("message_uuid", String(64)),  # the UUID the callback carried (a part's own UUID)
     Column("status", String(16), nullable=False),
-    Column("previous_status", String(16)),
+    Column("previous_status", String(16)),  # the message's status before this event
+    # The message's status after it (for a part: the roll-up). A change when it differs from
+    # previous_status; changes are what WS /ws streams.
+    Column("message_status", String(16)),
     Column("sequence", Integer),
     Column("error_code", String(16)),
     Column("effect", String(16), nullable=False),

@@ -10,6 +10,7 @@ only fair referee under concurrency).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.dialect import (
+    event_order_sql,
     from_driver_time,
     insert_ignore,
     insert_ignore_returning_sql,
@@ -186,6 +188,47 @@ def load_parts(conn: Connection, message_ids: Iterable[int]) -> dict[int, dict[s
     return out
 
 
+def begin_status_writes(conn: Connection) -> None:
+    """Call first in a write transaction that may insert status events: it orders event ids by
+    commit and wakes the live feeds of other processes (see `event_order_sql`)."""
+    sql = event_order_sql(conn.dialect)
+    if sql is not None:
+        conn.exec_driver_sql(sql)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChange:
+    """A status change we make ourselves (a send stored, accepted or refused by Plivo)."""
+
+    message_id: int
+    status: str
+    previous_status: str | None
+    detail: dict[str, Any]
+
+
+def insert_local_events(conn: Connection, changes: Sequence[LocalChange], now: datetime) -> None:
+    """Record our own status changes in the history, so the timeline and the live stream show
+    every change, not only those callbacks make. One per message and status."""
+    if not changes:
+        return
+    rows = [
+        {
+            "message_id": c.message_id,
+            "message_uuid": None,
+            "status": c.status,
+            "previous_status": c.previous_status,
+            "message_status": c.status,
+            "effect": "applied",
+            "dedupe_key": f"local:{c.message_id}:{c.status}",
+            "source": "local",
+            "received_at": now,
+            "payload": json.dumps(c.detail),
+        }
+        for c in changes
+    ]
+    conn.execute(insert_ignore(conn.dialect, status_events, ["dedupe_key"]), rows)
+
+
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Insert events, skipping known dedupe keys; return {dedupe_key: event id} of the new ones."""
     if not rows:
@@ -199,13 +242,18 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[s
 
 
 def update_event_effects(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Correct effect/previous_status of events (rows: _id, effect, previous_status)."""
+    """Correct the effect and statuses of events (rows: _id, effect, previous_status,
+    message_status)."""
     if not rows:
         return
     stmt = (
         update(status_events)
         .where(status_events.c.id == bindparam("_id"))
-        .values(effect=bindparam("effect"), previous_status=bindparam("previous_status"))
+        .values(
+            effect=bindparam("effect"),
+            previous_status=bindparam("previous_status"),
+            message_status=bindparam("message_status"),
+        )
     )
     conn.execute(stmt, list(rows))
 
@@ -334,3 +382,80 @@ async def nonces_stored(conn: AsyncConnection, nonces: Sequence[str]) -> set[str
         stmt = select(callback_nonces.c.nonce).where(callback_nonces.c.nonce.in_(chunk))
         found.update((await conn.execute(stmt)).scalars().all())
     return found
+
+
+# ---- the live stream and the list --------------------------------------------------------
+
+
+async def events_after(
+    conn: AsyncConnection, after: int, limit: int, message_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Events with an id above `after`, oldest first, with their message's UUID (the stream's
+    source: the hub and every ?since= replay read through here)."""
+    e = status_events
+    stmt = (
+        select(
+            e.c.id,
+            e.c.message_id,
+            messages.c.message_uuid,
+            e.c.message_status,
+            e.c.previous_status,
+            e.c.error_code,
+            e.c.received_at,
+        )
+        .join(messages, messages.c.id == e.c.message_id)
+        .where(e.c.id > after)
+        .order_by(e.c.id)
+        .limit(limit)
+    )
+    if message_id is not None:
+        stmt = stmt.where(e.c.message_id == message_id)
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def newest_event_id(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.max(status_events.c.id)))).scalar() or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """Filters of GET /api/messages (all optional; combined with AND)."""
+
+    statuses: tuple[str, ...] = ()
+    to: tuple[str, ...] = ()  # spellings of one number ("+1415…", "1415…")
+    from_: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    before_id: int | None = None  # the cursor: newest first, ids below this one
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_messages(conn: AsyncConnection, q: MessageQuery, limit: int) -> list[dict[str, Any]]:
+    """Messages matching `q`, newest first (by id), at most `limit`."""
+    m = messages
+    stmt = select(m).where(m.c.origin != "claim").order_by(m.c.id.desc()).limit(limit)
+    if q.statuses:
+        stmt = stmt.where(m.c.status.in_(q.statuses))
+    if q.to:
+        stmt = stmt.where(m.c.to_number.in_(q.to))
+    if q.from_:
+        stmt = stmt.where(m.c.from_number.in_(q.from_))
+    if q.since is not None:
+        stmt = stmt.where(m.c.created_at >= q.since)
+    if q.until is not None:
+        stmt = stmt.where(m.c.created_at < q.until)
+    if q.before_id is not None:
+        stmt = stmt.where(m.c.id < q.before_id)
+    if q.text:
+        pattern = f"%{_like_escaped(q.text.lower())}%"
+        stmt = stmt.where(
+            or_(
+                func.lower(m.c.text).like(pattern, escape="\\"),
+                func.lower(m.c.message_uuid).like(pattern, escape="\\"),
+            )
+        )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from plivo_tracker.messages import phone
+from plivo_tracker.messages.repository import begin_status_writes
 from plivo_tracker.outbound import repository as out_repo
 
 MAX_RECIPIENTS = 1000
@@ -139,6 +140,7 @@ def submit(
     idempotency: tuple[str, str] | None,
 ) -> dict[str, Any]:
     """Store the messages and their outbox rows; returns the 202 body (stored with the key)."""
+    begin_status_writes(conn)
     if idempotency is not None:
         key, digest = idempotency
         previous = out_repo.claim_idempotency_key(conn, key, digest, now)

@@ -25,7 +25,13 @@ from plivo_tracker.messages.models import (
     rate_limits,
     send_attempts,
 )
-from plivo_tracker.messages.repository import adopt_placeholder, uuid_claim
+from plivo_tracker.messages.repository import (
+    LocalChange,
+    adopt_placeholder,
+    begin_status_writes,
+    insert_local_events,
+    uuid_claim,
+)
 from plivo_tracker.messages.status import RANK, MessageStatus
 
 if TYPE_CHECKING:
@@ -79,6 +85,8 @@ def _queue_message(conn: Connection, values: dict[str, Any], now: datetime) -> i
         outbox.insert(),
         [{"message_id": message_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
     )
+    detail = {"attempt_of": values["attempt_of"]} if values.get("attempt_of") else {}
+    insert_local_events(conn, [LocalChange(message_id, MessageStatus.ACCEPTED, None, detail)], now)
     return message_id
 
 
@@ -244,6 +252,7 @@ def record_accepted(
     conn: Connection, c: Claimed, message_uuid: str, started: datetime, now: datetime
 ) -> None:
     """Plivo queued it: store the UUID (adopting a placeholder a fast callback made)."""
+    begin_status_writes(conn)
     _attempt(conn, c, started, now, "accepted", 202, message_uuid)
     _outbox_after_attempt(conn, c, started, state="done", last_error=None)
     adopt_placeholder(conn, c.message_id, message_uuid, now)
@@ -257,6 +266,12 @@ def record_accepted(
             .where(messages.c.id == c.message_id)
             .values(status=MessageStatus.QUEUED.value, updated_at=now)
         )
+        current = MessageStatus.QUEUED.value
+    # A fast callback's placeholder may have brought the status further already.
+    change = LocalChange(
+        c.message_id, current, MessageStatus.ACCEPTED, {"message_uuid": message_uuid}
+    )
+    insert_local_events(conn, [change], now)
 
 
 def record_accepted_many(
@@ -266,6 +281,7 @@ def record_accepted_many(
     holds as a placeholder (rare) go through the one-by-one adoption."""
     if not accepted:
         return
+    begin_status_writes(conn)
     claim_rows = [uuid_claim(uuid, now) for _, uuid, _ in sorted(accepted, key=lambda a: a[1])]
     stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
         messages.c.message_uuid
@@ -288,6 +304,11 @@ def record_accepted_many(
         send_attempts.insert(),
         [_attempt_row(c, started, now, "accepted", 202, uuid) for c, uuid, started in plain],
     )
+    queued = [
+        LocalChange(c.message_id, MessageStatus.QUEUED, MessageStatus.ACCEPTED, {"message_uuid": u})
+        for c, u, _ in plain
+    ]
+    insert_local_events(conn, queued, now)
     conn.execute(
         update(outbox)
         .where(outbox.c.message_id == bindparam("_id"))
@@ -334,13 +355,19 @@ def record_failed(
     conn: Connection, c: Claimed, started: datetime, now: datetime, status: int | None, detail: str
 ) -> None:
     """Permanent: the message is failed with the reason (it never reached a carrier)."""
+    begin_status_writes(conn)
     _attempt(conn, c, started, now, "failed", status, detail)
     _outbox_after_attempt(conn, c, started, state="failed", last_error=detail)
-    conn.execute(
+    result = conn.execute(
         update(messages)
         .where(messages.c.id == c.message_id, messages.c.status == MessageStatus.ACCEPTED.value)
         .values(status=MessageStatus.FAILED.value, error_detail=detail, updated_at=now)
     )
+    if result.rowcount:
+        change = LocalChange(
+            c.message_id, MessageStatus.FAILED, MessageStatus.ACCEPTED, {"detail": detail}
+        )
+        insert_local_events(conn, [change], now)
 
 
 def record_ambiguous(

@@ -12,6 +12,7 @@ from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.live.hub import LiveHub
 from plivo_tracker.outbound.dispatcher import Dispatcher
 
 
@@ -24,6 +25,7 @@ class Context:
     spool: Spool
     dispatcher: Dispatcher | None = None
     default_src: str | None = None  # the simulator's number in simulator mode
+    hub: LiveHub | None = None
 
 
 def get_context(request: Request) -> Context:

@@ -1,0 +1,1 @@
+"""The live stream: committed status changes fanned out to WebSocket clients."""

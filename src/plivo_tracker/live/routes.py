@@ -1,0 +1,185 @@
+"""WS /ws: auth, subscribe, replay ?since= from the database, then stream live; heartbeats.
+
+The seam between replay and live is safe because the subscription starts *before* the replay:
+anything committed after the replay's last read is in the subscriber's queue, anything before it
+was read by the replay, and frames are sent only when their id is above the last one sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from plivo_tracker.live.hub import PAGE, Filter, LiveHub, Subscriber, is_change, to_frame
+from plivo_tracker.messages import repository as repo
+from plivo_tracker.messages.status import MessageStatus
+from plivo_tracker.web.auth import key_matches
+from plivo_tracker.web.deps import Context
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+AUTH_TIMEOUT = 5.0
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+CLOSE_GOING_AWAY = 1001
+SLOW = "this client read too slowly and was dropped; reconnect with ?since=<last id>"
+_STATUSES = frozenset(s.value for s in MessageStatus)
+
+
+class Refused(Exception):
+    def __init__(self, close_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.close_code, self.code, self.message = close_code, code, message
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _header_key(ws: WebSocket) -> str | None:
+    given = ws.headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = ws.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            given = token.strip()
+    return given or ws.query_params.get("api_key")
+
+
+async def _authenticate(ws: WebSocket, keys: list[str]) -> None:
+    """A key in a header or ?api_key=, else a first message {"type": "auth", "api_key": …}."""
+    if not keys:
+        return
+    given = _header_key(ws)
+    if given is None:
+        try:
+            first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT)
+            msg = json.loads(first)
+            given = (
+                msg.get("api_key") if isinstance(msg, dict) and msg.get("type") == "auth" else None
+            )
+        except (TimeoutError, ValueError, KeyError):
+            given = None
+    if not isinstance(given, str) or not key_matches(given, keys):
+        raise Refused(CLOSE_UNAUTHORIZED, "unauthorized", "a valid API key is required")
+
+
+async def _parse(ws: WebSocket, ctx: Context) -> tuple[int | None, Filter]:
+    params = ws.query_params
+    since: int | None = None
+    if params.get("since"):
+        raw = params["since"]
+        if not raw.isdigit():
+            raise Refused(CLOSE_BAD_REQUEST, "bad_since", "since must be an event id (digits)")
+        since = int(raw)
+    statuses: frozenset[str] | None = None
+    if params.get("status"):
+        statuses = frozenset(s.strip().lower() for s in params["status"].split(",") if s.strip())
+        unknown = sorted(statuses - _STATUSES)
+        if unknown:
+            raise Refused(CLOSE_BAD_REQUEST, "bad_status", f"unknown status {', '.join(unknown)}")
+    message_id: int | None = None
+    if params.get("message_id"):
+        ref = params["message_id"].strip()[:64]
+        async with ctx.engine.connect() as conn:
+            row = await repo.find_message(conn, ref)
+        if row is None:
+            raise Refused(CLOSE_BAD_REQUEST, "not_found", f"no message with id {ref!r}")
+        message_id = int(row["id"])
+    return since, Filter(message_id, statuses)
+
+
+async def _replay(ws: WebSocket, ctx: Context, since: int, flt: Filter) -> int:
+    """Send every change above `since` from the database; returns the last id read."""
+    last = since
+    while True:
+        async with ctx.engine.connect() as conn:
+            rows = await repo.events_after(conn, last, PAGE, flt.message_id)
+        for row in rows:
+            if is_change(row):
+                frame = to_frame(row)
+                if flt(frame):
+                    await ws.send_text(frame.text)
+        if rows:
+            last = rows[-1]["id"]
+        if len(rows) < PAGE:
+            return last
+
+
+async def _stream(ws: WebSocket, sub: Subscriber, last: int, hub: LiveHub, beat: float) -> None:
+    """Send queued frames above `last` for ever, and a heartbeat when idle for `beat` s."""
+    queue = sub.queue
+    while True:
+        if queue.empty():
+            try:
+                frame = await asyncio.wait_for(queue.get(), beat)
+            except TimeoutError:
+                heartbeat = {"type": "heartbeat", "at": _now(), "last_id": hub.last_id}
+                await ws.send_text(json.dumps(heartbeat))
+                continue
+        else:
+            frame = queue.get_nowait()  # a backlog: no timer per frame
+        if frame.id > last:
+            await ws.send_text(frame.text)
+            last = frame.id
+
+
+async def _drain_incoming(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a closed socket is noticed at once."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+@router.websocket("/ws")
+async def live(ws: WebSocket) -> None:
+    ctx: Context = ws.app.state.ctx
+    hub = ctx.hub
+    await ws.accept()
+    try:
+        await _authenticate(ws, ctx.settings.api_keys)
+        since, flt = await _parse(ws, ctx)
+    except Refused as exc:
+        await ws.send_text(json.dumps({"type": "error", "code": exc.code, "message": exc.message}))
+        await ws.close(exc.close_code)
+        return
+    except WebSocketDisconnect:
+        return
+    assert hub is not None
+    sub = hub.subscribe(flt)
+    tasks: set[asyncio.Future[Any]] = {
+        asyncio.ensure_future(_drain_incoming(ws)),
+        asyncio.ensure_future(sub.ended.wait()),
+    }
+    try:
+        last = hub.last_id if since is None else await _replay(ws, ctx, since, flt)
+        await ws.send_text(json.dumps({"type": "ready", "last_id": last}))
+        beat = ctx.settings.live_heartbeat_seconds
+        tasks.add(asyncio.ensure_future(_stream(ws, sub, last, hub, beat)))
+        done, _ = await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
+        for task in done:
+            task.result()  # the streamer's send error, if that is what ended it
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away mid-send
+    finally:
+        hub.unsubscribe(sub)
+        for task in tasks:
+            task.cancel()
+    if sub.reason is None or ws.client_state is not WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+        if sub.reason == "overflow":
+            error = {"type": "error", "code": "too_slow", "message": SLOW}
+            # A client this far behind may not read the close either: don't wait on it for long.
+            await asyncio.wait_for(ws.send_text(json.dumps(error)), 1.0)
+            await asyncio.wait_for(ws.close(CLOSE_TOO_SLOW), 1.0)
+        else:
+            await asyncio.wait_for(ws.close(CLOSE_GOING_AWAY), 1.0)
+    log.info("live.closed", reason=sub.reason)

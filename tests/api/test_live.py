@@ -1,0 +1,283 @@
+"""WS /ws over a real port (uvicorn + the websockets client), on real SQLite and PostgreSQL:
+commit order, resume with ?since= and no gap or duplicate at the seam, auth, filters, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from sqlalchemy import select
+from websockets.asyncio.client import ClientConnection
+
+from plivo_tracker.app import create_app
+from plivo_tracker.config import Settings
+from plivo_tracker.messages.models import status_events
+from tests.conftest import callback_fields, free_port, new_uuid, signed_form
+
+Serve = Callable[..., Any]
+
+
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[str]:
+    port = free_port()
+    app = create_app(settings, migrate=False, dispatch=False)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("server did not start")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def serve(
+    make_settings: Callable[..., Settings], db_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """serve(**settings) → an async context manager yielding "host:port" of a live server."""
+
+    def _serve(**overrides: Any) -> Any:
+        return _serving(make_settings(database_url=db_url, **overrides))
+
+    yield _serve
+
+
+@pytest.fixture
+async def host(serve: Serve) -> AsyncIterator[str]:
+    async with serve() as h:
+        yield h
+
+
+async def _callback(
+    http: httpx.AsyncClient, uuid: str, status: str, seq: int, **extra: str
+) -> None:
+    target, body, headers = signed_form(callback_fields(uuid, status, Sequence=str(seq), **extra))
+    resp = await http.post(target, content=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+
+
+async def _journey(http: httpx.AsyncClient, uuid: str) -> None:
+    """queued → sent → delivered, plus a late duplicate `sent` that changes nothing."""
+    for seq, status in enumerate(("queued", "sent", "delivered"), start=1):
+        await _callback(http, uuid, status, seq)
+    await _callback(http, uuid, "sent", 9)
+
+
+async def _frames(ws: ClientConnection, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The next n status frames (control frames skipped)."""
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "status":
+                out.append(frame)
+    return out
+
+
+async def _ready(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "ready":
+                return frame  # type: ignore[no-any-return]
+            assert frame["type"] == "status"
+
+
+async def _changes_in_db(db_url: str) -> list[tuple[int, str, str | None]]:
+    """(event id, message status after, before) of every change, in id order: the truth."""
+    from plivo_tracker.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    status_events.c.id,
+                    status_events.c.message_status,
+                    status_events.c.previous_status,
+                ).order_by(status_events.c.id)
+            )
+            return [(r[0], r[1], r[2]) for r in rows if r[1] != r[2]]
+    finally:
+        await engine.dispose()
+
+
+def _http(host: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://{host}", timeout=10)
+
+
+async def test_frames_are_committed_changes_in_order(host: str, db_url: str) -> None:
+    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+        await _ready(ws)
+        uuids = [new_uuid() for _ in range(3)]
+        await asyncio.gather(*(_journey(http, u) for u in uuids))
+        frames = await _frames(ws, 9)  # 3 changes each; the late `sent` is not a change
+    ids = [f["id"] for f in frames]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [(f["id"], f["status"], f["previous_status"]) for f in frames] == await _changes_in_db(
+        db_url
+    )
+    for uuid in uuids:
+        mine = [f for f in frames if f["message_uuid"] == uuid]
+        assert [f["status"] for f in mine] == ["queued", "sent", "delivered"]
+        assert mine[0]["previous_status"] is None
+        assert {f["message_id"] for f in mine} == {mine[0]["message_id"]}
+        assert mine[-1]["at"].endswith("Z")
+
+
+async def test_failure_frame_carries_the_error_code(host: str) -> None:
+    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+        await _ready(ws)
+        await _callback(http, new_uuid(), "undelivered", 1, ErrorCode="30")
+        [frame] = await _frames(ws, 1)
+    assert frame["status"] == "undelivered" and frame["error_code"] == "30"
+
+
+async def test_resume_with_since_has_no_gap_and_no_duplicate(host: str, db_url: str) -> None:
+    async with _http(host) as http:
+        async with websockets.connect(f"ws://{host}/ws") as ws:
+            await _ready(ws)
+            await _journey(http, new_uuid())
+            first = await _frames(ws, 3)
+        # Disconnected: these changes happen while nobody listens.
+        missed = [new_uuid() for _ in range(2)]
+        for u in missed:
+            await _journey(http, u)
+        async with websockets.connect(f"ws://{host}/ws?since={first[-1]['id']}") as ws:
+            ready_task = asyncio.ensure_future(_frames(ws, 6 + 3))
+            await asyncio.sleep(0.05)
+            await _journey(http, new_uuid())  # and live ones after the replay
+            rest = await ready_task
+    got = [(f["id"], f["status"], f["previous_status"]) for f in first + rest]
+    assert got == await _changes_in_db(db_url)
+
+
+async def test_resume_seam_under_concurrent_writes(host: str, db_url: str) -> None:
+    """Clients reconnect with ?since= while callbacks keep committing: every client ends with
+    exactly the database's changes above its cursor, in order."""
+    async with _http(host) as http:
+        writers = asyncio.ensure_future(
+            asyncio.gather(*(_journey(http, new_uuid()) for _ in range(15)))
+        )
+        cursor = 0
+        seen: list[int] = []
+        while not writers.done():
+            async with websockets.connect(f"ws://{host}/ws?since={cursor}") as ws:
+                try:
+                    async with asyncio.timeout(0.15):
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] == "status":
+                                seen.append(frame["id"])
+                                cursor = frame["id"]
+                except TimeoutError:
+                    pass  # drop the connection mid-stream and resume
+        await writers
+        async with websockets.connect(f"ws://{host}/ws?since={cursor}") as ws:
+            ready = await _ready_collecting(ws, seen)
+        assert ready["last_id"] >= cursor
+    assert seen == [c[0] for c in await _changes_in_db(db_url)]
+
+
+async def _ready_collecting(ws: ClientConnection, seen: list[int]) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "ready":
+                return frame  # type: ignore[no-any-return]
+            seen.append(frame["id"])
+
+
+async def test_filters_by_message_and_status(host: str) -> None:
+    async with _http(host) as http:
+        target, other = new_uuid(), new_uuid()
+        await _callback(http, target, "queued", 1)
+        async with (
+            websockets.connect(f"ws://{host}/ws?message_id={target}") as by_message,
+            websockets.connect(f"ws://{host}/ws?status=delivered") as by_status,
+        ):
+            await _ready(by_message)
+            await _ready(by_status)
+            await _journey(http, other)
+            await _journey(http, target)
+            mine = await _frames(by_message, 2)
+            delivered = await _frames(by_status, 2)
+    assert [f["status"] for f in mine] == ["sent", "delivered"]
+    assert {f["message_uuid"] for f in mine} == {target}
+    assert [f["message_uuid"] for f in delivered] == [other, target]
+
+
+async def test_bad_parameters_are_refused_with_a_reason(host: str) -> None:
+    for query, code in (("since=abc", "bad_since"), ("status=nope", "bad_status")):
+        async with websockets.connect(f"ws://{host}/ws?{query}") as ws:
+            frame = json.loads(await ws.recv())
+            assert frame == {"type": "error", "code": code, "message": frame["message"]}
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+async def test_heartbeats_when_idle(serve: Serve) -> None:
+    async with serve(live_heartbeat_seconds=0.1) as host:
+        async with websockets.connect(f"ws://{host}/ws") as ws:
+            ready = await _ready(ws)
+            async with asyncio.timeout(5):
+                beat = json.loads(await ws.recv())
+    assert beat["type"] == "heartbeat" and beat["last_id"] == ready["last_id"]
+
+
+@pytest.mark.parametrize("how", ["query", "first_message", "bearer"])
+async def test_api_key_accepted(serve: Serve, how: str) -> None:
+    async with serve(api_keys="k-live-1,k-live-2") as host:
+        url, headers = f"ws://{host}/ws", {}
+        if how == "query":
+            url += "?api_key=k-live-2"
+        elif how == "bearer":
+            headers = {"Authorization": "Bearer k-live-1"}
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            if how == "first_message":
+                await ws.send(json.dumps({"type": "auth", "api_key": "k-live-1"}))
+            ready = await _ready(ws)
+    assert ready["type"] == "ready"
+
+
+@pytest.mark.parametrize("send", [None, {"type": "auth", "api_key": "wrong"}, "not json"])
+async def test_api_key_refused(serve: Serve, send: object) -> None:
+    async with serve(api_keys="k-live-1") as host:
+        async with websockets.connect(f"ws://{host}/ws?since=0") as ws:
+            if send is not None:
+                await ws.send(send if isinstance(send, str) else json.dumps(send))
+            frame = json.loads(await ws.recv())
+            assert frame["type"] == "error" and frame["code"] == "unauthorized"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_sends_stream_their_local_changes(serve: Serve) -> None:
+    """A message sent through the API shows up as `accepted` before Plivo is ever called."""
+    async with serve() as host, _http(host) as http:
+        async with websockets.connect(f"ws://{host}/ws") as ws:
+            await _ready(ws)
+            resp = await http.post(
+                "/api/messages", json={"to": "+14155550123", "text": "hi", "from": "+14155550100"}
+            )
+            assert resp.status_code == 202
+            [frame] = await _frames(ws, 1)
+    assert frame["status"] == "accepted" and frame["previous_status"] is None
+    assert frame["message_id"] == resp.json()["messages"][0]["id"]
