@@ -1,17 +1,81 @@
-"""GET /api/messages/{id}: one message with its status, error meaning, parts and timeline."""
+"""GET /api/messages (filters, cursor pagination) and GET /api/messages/{id} (one message with
+its status, error meaning, parts and timeline)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
-from plivo_tracker.messages.service import get_message
+from plivo_tracker.messages.repository import MessageQuery
+from plivo_tracker.messages.service import BadWindow, compute_stats, get_message, list_messages
+from plivo_tracker.messages.status import MessageStatus
 from plivo_tracker.web.auth import require_api_key
 from plivo_tracker.web.deps import ContextDep
-from plivo_tracker.web.errors import NotFound
+from plivo_tracker.web.errors import InvalidParameter, NotFound
 
 router = APIRouter(prefix="/api", tags=["messages"], dependencies=[Depends(require_api_key)])
+
+
+def _statuses(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    wanted = tuple(dict.fromkeys(s.strip().lower() for s in raw.split(",") if s.strip()))
+    known = {s.value for s in MessageStatus}
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise InvalidParameter(
+            f"unknown status {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            parameter="status",
+        )
+    return wanted
+
+
+def _spellings(number: str | None) -> tuple[str, ...]:
+    """A number as we store it: E.164 for what we sent, Plivo's digits for callback-only ones."""
+    if not number:
+        return ()
+    digits = "".join(ch for ch in number if ch.isdigit())
+    if not digits:
+        raise InvalidParameter(f"not a phone number: {number!r}", parameter="to/from")
+    return (f"+{digits}", digits)
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidParameter(
+            f"{name} needs a time zone (e.g. 2026-11-23T10:00:00Z)", parameter=name
+        )
+    return value
+
+
+@router.get("/messages", summary="Messages, newest first, with filters and cursor pagination")
+async def list_recent(
+    ctx: ContextDep,
+    status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
+    to: Annotated[str | None, Query(max_length=32)] = None,
+    from_: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="text or UUID contains")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+) -> dict[str, Any]:
+    query = MessageQuery(
+        statuses=_statuses(status),
+        to=_spellings(to),
+        from_=_spellings(from_),
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
+        text=q.strip() if q and q.strip() else None,
+        before_id=int(cursor) if cursor else None,
+    )
+    page, next_id = await list_messages(ctx.engine, query, limit)
+    return {
+        "messages": [m.model_dump_public() for m in page],
+        "next_cursor": str(next_id) if next_id is not None else None,
+    }
 
 
 @router.get("/messages/{ref}", summary="A message by local id or Plivo MessageUUID")
@@ -23,3 +87,16 @@ async def read_message(
     if message is None:
         raise NotFound(f"no message with id or MessageUUID {ref!r}")
     return message.model_dump_public()
+
+
+@router.get("/stats", summary="Delivery statistics of the messages created in a window")
+async def read_stats(
+    ctx: ContextDep,
+    window: Annotated[str, Query(max_length=8, description="15m, 1h, 24h, 7d … (max 90d)")] = "24h",
+) -> dict[str, Any]:
+    try:
+        return await ctx.stats_cache.get(
+            window, lambda: compute_stats(ctx.engine, window, datetime.now(UTC))
+        )
+    except BadWindow as exc:
+        raise InvalidParameter(str(exc), parameter="window") from exc

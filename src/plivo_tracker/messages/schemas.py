@@ -15,6 +15,7 @@ class Event(BaseModel):
     id: int
     status: str
     previous_status: str | None
+    message_status: str | None = None  # the message's status after this event
     effect: str
     sequence: int | None
     error_code: str | None
@@ -38,7 +39,9 @@ class Part(BaseModel):
     updated_at: datetime
 
 
-class Message(BaseModel):
+class MessageSummary(BaseModel):
+    """A message without its parts and timeline (the rows of GET /api/messages)."""
+
     id: int
     message_uuid: str | None
     status: str
@@ -61,8 +64,6 @@ class Message(BaseModel):
     updated_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
-    parts: list[Part]
-    events: list[Event]
 
     model_config = {"populate_by_name": True}
 
@@ -72,16 +73,19 @@ class Message(BaseModel):
         return data
 
 
+class Message(MessageSummary):
+    parts: list[Part]
+    events: list[Event]
+
+
 def _meaning(code: str | None) -> str | None:
     info = describe(code)
     return info.meaning if info else None
 
 
-def build_message(
-    row: dict[str, Any], parts: list[dict[str, Any]], events: list[dict[str, Any]]
-) -> Message:
+def _summary_fields(row: dict[str, Any]) -> dict[str, Any]:
     info = describe(row["error_code"])
-    return Message(
+    return dict(
         id=row["id"],
         message_uuid=row["message_uuid"],
         status=row["status"],
@@ -104,6 +108,18 @@ def build_message(
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],
         delivered_at=row["delivered_at"],
+    )
+
+
+def build_summary(row: dict[str, Any]) -> MessageSummary:
+    return MessageSummary(**_summary_fields(row))
+
+
+def build_message(
+    row: dict[str, Any], parts: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> Message:
+    return Message(
+        **_summary_fields(row),
         parts=[
             Part(
                 part_uuid=p["part_uuid"],
@@ -121,6 +137,7 @@ def build_message(
                 id=e["id"],
                 status=e["status"],
                 previous_status=e["previous_status"],
+                message_status=e.get("message_status"),
                 effect=e["effect"],
                 sequence=e["sequence"],
                 error_code=e["error_code"],

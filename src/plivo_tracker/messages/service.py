@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages.schemas import Message, build_message
+from plivo_tracker.messages import stats
+from plivo_tracker.messages.schemas import Message, MessageSummary, build_message, build_summary
+from plivo_tracker.messages.status import FAILURES, MessageStatus
+from plivo_tracker.plivo.error_codes import describe
 
 
 async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
@@ -17,3 +27,123 @@ async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
         parts = await repo.message_parts_of(conn, row["id"])
         events = await repo.message_events(conn, row["id"])
     return build_message(row, parts, events)
+
+
+async def list_messages(
+    engine: AsyncEngine, query: repo.MessageQuery, limit: int
+) -> tuple[list[MessageSummary], int | None]:
+    """One page of messages, newest first, and the cursor of the next page (None: last page)."""
+    async with engine.connect() as conn:
+        rows = await repo.list_messages(conn, query, limit + 1)
+    page = [build_summary(r) for r in rows[:limit]]
+    return page, (page[-1].id if len(rows) > limit else None)
+
+
+WINDOW_RE = re.compile(r"^(\d{1,5})([mhd])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW = timedelta(days=90)
+SERIES_POINTS = 60
+
+
+class BadWindow(ValueError):
+    """`window` is not <n>m, <n>h or <n>d between a minute and 90 days."""
+
+
+def parse_window(text: str) -> timedelta:
+    match = WINDOW_RE.match(text.strip().lower())
+    if match is None:
+        raise BadWindow(f"window must look like 15m, 24h or 7d, not {text!r}")
+    span = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    if not timedelta(minutes=1) <= span <= MAX_WINDOW:
+        raise BadWindow("window must be between 1m and 90d")
+    return span
+
+
+def _rate(delivered: int, failed: int) -> float | None:
+    final = delivered + failed
+    return round(delivered / final, 4) if final else None
+
+
+async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict[str, Any]:
+    """GET /api/stats: everything the dashboard charts, for messages created in the window."""
+    span = parse_window(window)
+    w = stats.Window(since=now - span, until=now, step=span.total_seconds() / SERIES_POINTS)
+    async with engine.connect() as conn:
+        cells = await stats.buckets(conn, w)
+        errors = await stats.error_codes(conn, w)
+        carriers = await stats.carriers(conn, w)
+        sent = await stats.latency(conn, w, "sent_at")
+        delivered = await stats.latency(conn, w, "delivered_at")
+    by_status = {s.value: 0 for s in MessageStatus}
+    counts = [[0, 0, 0] for _ in range(SERIES_POINTS)]  # total, delivered, failed
+    for index, status, count in cells:
+        by_status[status] = by_status.get(status, 0) + count
+        cell = counts[min(max(index, 0), SERIES_POINTS - 1)]
+        cell[0] += count
+        if status == MessageStatus.DELIVERED:
+            cell[1] += count
+        elif status in _FAILURE_VALUES:
+            cell[2] += count
+    points = [
+        {
+            "t": w.since + timedelta(seconds=i * w.step),
+            "total": total,
+            "delivered": ok,
+            "failed": failed,
+            "delivery_rate": _rate(ok, failed),
+        }
+        for i, (total, ok, failed) in enumerate(counts)
+    ]
+    failed_total = sum(by_status[s] for s in _FAILURE_VALUES)
+    return {
+        "window": window.strip().lower(),
+        "since": w.since,
+        "until": w.until,
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "delivery_rate": _rate(by_status[MessageStatus.DELIVERED], failed_total),
+        "errors": [
+            {"code": code, "meaning": _meaning(code), "count": count} for code, count in errors
+        ],
+        "latency": {"time_to_sent": _latency(sent), "time_to_delivered": _latency(delivered)},
+        "carriers": [{**c, "delivery_rate": _rate(c["delivered"], c["failed"])} for c in carriers],
+        "series": {"step_seconds": w.step, "points": points},
+    }
+
+
+_FAILURE_VALUES = frozenset(s.value for s in FAILURES)
+
+
+def _meaning(code: str) -> str | None:
+    info = describe(code)
+    return info.meaning if info else None
+
+
+def _latency(result: tuple[int, list[float | None]]) -> dict[str, Any]:
+    count, values = result
+    out: dict[str, Any] = {"count": count}
+    for p, v in zip(stats.PERCENTILES, values, strict=True):
+        out[f"p{round(p * 100)}"] = None if v is None else round(v, 3)
+    return out
+
+
+class StatsCache:
+    """Stats per window, computed at most once every `ttl` seconds however many dashboards ask
+    (concurrent requests share one computation): a big window scans many rows."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+
+    async def get(
+        self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < now or (entry[1].done() and entry[1].exception()):
+            future = asyncio.ensure_future(compute())
+            self._entries[key] = (now + self._ttl, future)
+            if len(self._entries) > 64:  # windows are free text: keep the dict small
+                self._entries = {key: self._entries[key]}
+            entry = self._entries[key]
+        return await asyncio.shield(entry[1])

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 
+from plivo_tracker.messages.phone import text_info
 from plivo_tracker.outbound.outbox import (
     IdempotencyConflict,
     InvalidRequest,
@@ -21,6 +22,27 @@ from plivo_tracker.web.deps import ContextDep
 from plivo_tracker.web.errors import error_response
 
 router = APIRouter(prefix="/api", tags=["messages"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/messages/validate",
+    summary="Check a send without sending: normalised recipients, encoding, segments, problems",
+)
+async def validate_send(body: SendRequest, ctx: ContextDep) -> dict[str, Any]:
+    info = text_info(body.text) if body.text else None
+    out: dict[str, Any] = {
+        "valid": True,
+        "recipients": [],
+        "encoding": info.encoding if info else None,
+        "segments": info.segments if info else None,
+        "problems": [],
+    }
+    try:
+        out["recipients"] = validate(body, ctx.settings.plivo_src or ctx.default_src).recipients
+    except InvalidRequest as exc:
+        out["valid"] = False
+        out["problems"] = [p.as_dict() for p in exc.problems]
+    return out
 
 
 @router.post(

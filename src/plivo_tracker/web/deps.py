@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub
+from plivo_tracker.messages.service import StatsCache
 from plivo_tracker.outbound.dispatcher import Dispatcher
 
 
@@ -26,6 +27,7 @@ class Context:
     dispatcher: Dispatcher | None = None
     default_src: str | None = None  # the simulator's number in simulator mode
     hub: LiveHub | None = None
+    stats_cache: StatsCache = field(default_factory=StatsCache)
 
 
 def get_context(request: Request) -> Context:

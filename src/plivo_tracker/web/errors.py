@@ -40,6 +40,11 @@ class Forbidden(AppError):
     code = "forbidden"
 
 
+class InvalidParameter(AppError):
+    status = 422
+    code = "invalid_parameter"
+
+
 class Unavailable(AppError):
     status = 503
     code = "unavailable"
