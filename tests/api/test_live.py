@@ -54,7 +54,7 @@ async def serve(
     def _serve(**overrides: Any) -> Any:
         return _serving(make_settings(database_url=db_url, **overrides))
 
-    yield _serve
+    return _serve
 
 
 @pytest.fixture
@@ -78,10 +78,10 @@ async def _journey(http: httpx.AsyncClient, uuid: str) -> None:
     await _callback(http, uuid, "sent", 9)
 
 
-async def _frames(ws: ClientConnection, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+async def _frames(ws: ClientConnection, n: int, within: float = 10.0) -> list[dict[str, Any]]:
     """The next n status frames (control frames skipped)."""
     out: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while len(out) < n:
             frame = json.loads(await ws.recv())
             if frame["type"] == "status":
@@ -128,7 +128,8 @@ async def test_frames_are_committed_changes_in_order(host: str, db_url: str) -> 
         await asyncio.gather(*(_journey(http, u) for u in uuids))
         frames = await _frames(ws, 9)  # 3 changes each; the late `sent` is not a change
     ids = [f["id"] for f in frames]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     assert [(f["id"], f["status"], f["previous_status"]) for f in frames] == await _changes_in_db(
         db_url
     )
@@ -145,7 +146,8 @@ async def test_failure_frame_carries_the_error_code(host: str) -> None:
         await _ready(ws)
         await _callback(http, new_uuid(), "undelivered", 1, ErrorCode="30")
         [frame] = await _frames(ws, 1)
-    assert frame["status"] == "undelivered" and frame["error_code"] == "30"
+    assert frame["status"] == "undelivered"
+    assert frame["error_code"] == "30"
 
 
 async def test_resume_with_since_has_no_gap_and_no_duplicate(host: str, db_url: str) -> None:
@@ -229,7 +231,8 @@ async def test_bad_parameters_are_refused_with_a_reason(host: str) -> None:
             assert frame == {"type": "error", "code": code, "message": frame["message"]}
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4400
 
 
 async def test_heartbeats_when_idle(serve: Serve) -> None:
@@ -238,7 +241,8 @@ async def test_heartbeats_when_idle(serve: Serve) -> None:
             ready = await _ready(ws)
             async with asyncio.timeout(5):
                 beat = json.loads(await ws.recv())
-    assert beat["type"] == "heartbeat" and beat["last_id"] == ready["last_id"]
+    assert beat["type"] == "heartbeat"
+    assert beat["last_id"] == ready["last_id"]
 
 
 @pytest.mark.parametrize("how", ["query", "first_message", "bearer"])
@@ -263,10 +267,12 @@ async def test_api_key_refused(serve: Serve, send: object) -> None:
             if send is not None:
                 await ws.send(send if isinstance(send, str) else json.dumps(send))
             frame = json.loads(await ws.recv())
-            assert frame["type"] == "error" and frame["code"] == "unauthorized"
+            assert frame["type"] == "error"
+            assert frame["code"] == "unauthorized"
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
 
 
 async def test_sends_stream_their_local_changes(serve: Serve) -> None:
@@ -279,5 +285,6 @@ async def test_sends_stream_their_local_changes(serve: Serve) -> None:
             )
             assert resp.status_code == 202
             [frame] = await _frames(ws, 1)
-    assert frame["status"] == "accepted" and frame["previous_status"] is None
+    assert frame["status"] == "accepted"
+    assert frame["previous_status"] is None
     assert frame["message_id"] == resp.json()["messages"][0]["id"]
