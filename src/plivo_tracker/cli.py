@@ -1,4 +1,4 @@
-"""The `plivo-tracker` command: serve, db upgrade, status, spool replay."""
+"""The `plivo-tracker` command: serve, worker, send, status, tail, simulate, db, spool."""
 
 from __future__ import annotations
 
@@ -265,6 +265,81 @@ def _follow(base: str, headers: dict[str, str], ids: list[int], timeout: float) 
             time.sleep(0.25)
     if any(r["status"] != "delivered" for r in rows):
         raise typer.Exit(3)
+
+
+def _ws_url(base: str) -> str:
+    return "ws" + base[len("http") :] if base.startswith("http") else base
+
+
+def _frame_line(frame: dict[str, Any]) -> str:
+    colour = _COLOURS.get(frame["status"], "white")
+    before = frame["previous_status"] or "-"
+    error = f"  error {frame['error_code']}" if frame.get("error_code") else ""
+    return (
+        f"[dim]#{frame['id']}[/]  {frame['at']}  message [bold]{frame['message_id']}[/]  "
+        f"{frame['message_uuid'] or '-'}  {before} → [bold {colour}]{frame['status']}[/]{error}"
+    )
+
+
+@app.command()
+def tail(
+    since: Annotated[
+        int | None, typer.Option(help="Replay every change after this event id first.")
+    ] = None,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="Only these statuses (comma-separated).")
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option(help="Only this message (local id or MessageUUID).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Exit after this many changes.", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON frame per line.")] = False,
+    server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
+) -> None:
+    """Follow every committed status change (WS /ws); reconnects and resumes by itself."""
+    import time
+
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+    from websockets.sync.client import connect
+
+    settings = _settings()
+    base = _ws_url(_server_url(settings, server))
+    headers = _client_headers(settings, api_key)
+    cursor, seen, backoff = since, 0, 0.5
+    while True:
+        params = {"since": cursor, "status": status_filter, "message_id": message}
+        query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        url = f"{base}/ws" + (f"?{query}" if query else "")
+        try:
+            with connect(url, additional_headers=headers, open_timeout=10) as ws:
+                for raw in ws:
+                    frame = json.loads(raw)
+                    if frame["type"] == "error" and frame["code"] == "too_slow":
+                        break  # dropped for lagging: resume from the cursor at once
+                    if frame["type"] == "error":
+                        _fail(f"{frame['code']}: {frame['message']}", 1)
+                    if frame["type"] == "ready":
+                        backoff = 0.5
+                        if cursor is None:
+                            cursor = frame["last_id"]
+                    if frame["type"] != "status":
+                        continue
+                    cursor = frame["id"]
+                    if as_json:
+                        sys.stdout.write(json.dumps(frame) + "\n")
+                        sys.stdout.flush()
+                    else:
+                        out.print(_frame_line(frame), highlight=False, soft_wrap=True)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+        except KeyboardInterrupt:
+            return
+        except (OSError, ConnectionClosed, InvalidStatus, WebSocketException, TimeoutError) as exc:
+            err.print(f"[yellow]reconnecting[/] after {exc.__class__.__name__} (from #{cursor})")
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
 
 
 @app.command()

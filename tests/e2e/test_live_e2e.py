@@ -123,3 +123,45 @@ def test_change_ingested_by_b_reaches_a_client_of_a(two_servers: tuple[Server, S
     with _ws(b, f"?since={middle}") as on_b:
         replayed = _until_ready(on_b)
     assert [f["id"] for f in replayed] == [f["id"] for f in frames[6:]] + [accepted["id"]]
+
+
+def _tail(server: Server, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "plivo_tracker", "tail", "--server", server.base, *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_tail_follows_and_resumes(tmp_path: Path) -> None:
+    server = Server(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'tail.db'}", "tail", API_KEYS="k1")
+    try:
+        server.wait_healthy()
+        uuid = new_uuid()
+        _callback(server.base, uuid, "queued", 1)
+        live = _tail(server, "--count", "2", "--json", PLIVO_TRACKER_API_KEY="k1")
+        time.sleep(1.5)  # let it connect: it starts live, after the `queued` change
+        _callback(server.base, uuid, "sent", 2)
+        _callback(server.base, uuid, "delivered", 3)
+        stdout, stderr = live.communicate(timeout=60)
+        assert live.returncode == 0, stderr
+        frames = [json.loads(line) for line in stdout.splitlines()]
+        assert [f["status"] for f in frames] == ["sent", "delivered"]
+
+        # --since replays from the database; the human format names the transition.
+        replay = _tail(server, "--since", "0", "--count", "3", "--api-key", "k1")
+        stdout, stderr = replay.communicate(timeout=60)
+        assert replay.returncode == 0, stderr
+        lines = stdout.splitlines()
+        assert len(lines) == 3
+        assert "- → queued" in lines[0]
+        assert "sent → delivered" in lines[2]
+
+        refused = _tail(server, "--count", "1", "--api-key", "wrong")
+        _, stderr = refused.communicate(timeout=60)
+        assert refused.returncode == 1
+        assert "unauthorized" in stderr
+    finally:
+        server.stop(graceful=True)
