@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from plivo_tracker import __version__
 from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL
-from plivo_tracker.db.engine import make_engine, make_writer
+from plivo_tracker.db.engine import Writer, make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CallbackEndpoint
@@ -24,8 +24,10 @@ from plivo_tracker.live.hub import database_hub
 from plivo_tracker.live.notify import Listener
 from plivo_tracker.live.routes import router as live_router
 from plivo_tracker.messages.routes import router as messages_router
+from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.routes import router as outbound_router
 from plivo_tracker.sending import build_sending
+from plivo_tracker.simulator.demo import run_demo
 from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web import dashboard, errors
 from plivo_tracker.web.deps import Context
@@ -58,6 +60,22 @@ def _tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _start_demo(
+    settings: Settings,
+    writer: Writer,
+    dispatcher: Dispatcher,
+    src: str | None,
+    dispatch: bool,
+) -> asyncio.Task[None] | None:
+    if settings.demo_interval_seconds <= 0:
+        return None
+    if not settings.simulator_mode or src is None or not dispatch:
+        log.warning("demo.off", reason="demo traffic runs only in simulator mode, with dispatch")
+        return None
+    log.info("demo.on", interval_seconds=settings.demo_interval_seconds)
+    return asyncio.create_task(run_demo(writer, dispatcher, src, settings.demo_interval_seconds))
 
 
 def create_app(
@@ -127,6 +145,7 @@ def create_app(
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         live_feed = asyncio.create_task(hub.run())
         dispatcher = asyncio.create_task(sending.dispatcher.run()) if dispatch else None
+        demo = _start_demo(settings, writer, sending.dispatcher, sending.default_src, dispatch)
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()
         log.info(
@@ -139,6 +158,10 @@ def create_app(
             yield
         finally:
             # In-flight requests are done (the server waits for them); commit what is queued.
+            if demo is not None:
+                demo.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo
             hub.stop()
             await live_feed
             await listener.close()

@@ -45,9 +45,15 @@ def _settings(**overrides: Any) -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (PORT).")] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Simulator mode only: send a demo message every ~3 s (dashboard)."),
+    ] = False,
 ) -> None:
-    """Run the HTTP service (callbacks, API, ops endpoints). Migrates SQLite by itself."""
-    settings = _settings(host=host, port=port)
+    """Run the HTTP service (callbacks, API, dashboard, ops endpoints). Migrates SQLite itself."""
+    settings = _settings(host=host, port=port, demo_interval_seconds=3.0 if demo else None)
+    if demo and not settings.simulator_mode:
+        _fail("--demo sends messages: it runs only in simulator mode (no PLIVO_AUTH_ID/TOKEN)")
     if not settings.binds_loopback and not settings.api_keys:
         _fail(f"HOST: refusing to listen on {settings.host} without API_KEYS (set API_KEYS)")
 

@@ -7,7 +7,7 @@ import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     commit_batch_max: int = Field(default=256, ge=1, le=10_000)
     # Final Plivo error codes after which a message is sent once more (off by default).
     resend_error_codes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Simulator mode only: queue a demo message about every N seconds (0: off; `serve --demo`).
+    demo_interval_seconds: float = Field(default=0.0, ge=0, le=3600)
     # Live stream: idle heartbeat, frames a slow client may lag before it is dropped, and how
     # often the feed looks for changes other processes committed (besides LISTEN/NOTIFY).
     live_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
@@ -76,6 +78,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_public_url(self) -> Settings:
+        # Unset: this server's own address, so the simulator's callbacks find it on any PORT.
+        if "public_base_url" not in self.model_fields_set:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = f"[{host}]" if ":" in host else host
+            self.public_base_url = f"http://{host}:{self.port}"
+        return self
 
     @field_validator("public_base_url")
     @classmethod
