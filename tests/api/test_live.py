@@ -288,3 +288,17 @@ async def test_sends_stream_their_local_changes(serve: Serve) -> None:
     assert frame["status"] == "accepted"
     assert frame["previous_status"] is None
     assert frame["message_id"] == resp.json()["messages"][0]["id"]
+
+
+async def test_cross_site_pages_cannot_open_the_stream(host: str) -> None:
+    evil = {"Origin": "https://evil.example.com"}
+    async with websockets.connect(f"ws://{host}/ws", additional_headers=evil) as ws:
+        frame = json.loads(await ws.recv())
+        assert frame["code"] == "forbidden_origin"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+    own = {"Origin": f"http://{host}"}  # the dashboard itself
+    async with websockets.connect(f"ws://{host}/ws", additional_headers=own) as ws:
+        assert (await _ready(ws))["type"] == "ready"

@@ -12,6 +12,7 @@ import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -29,6 +30,7 @@ router = APIRouter()
 AUTH_TIMEOUT = 5.0
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408
 CLOSE_GOING_AWAY = 1001
 SLOW = "this client read too slowly and was dropped; reconnect with ?since=<last id>"
@@ -52,6 +54,18 @@ def _header_key(ws: WebSocket) -> str | None:
         if scheme.lower() == "bearer" and token:
             given = token.strip()
     return given or ws.query_params.get("api_key")
+
+
+def _check_origin(ws: WebSocket, public_base_url: str) -> None:
+    """Browsers let any page open a WebSocket to any host (no CORS): a page from another site
+    must not read the stream of a dashboard running on localhost. Clients that are not
+    browsers send no Origin and are not affected."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return
+    allowed = {ws.headers.get("host", ""), urlsplit(public_base_url).netloc}
+    if urlsplit(origin).netloc not in allowed:
+        raise Refused(CLOSE_FORBIDDEN, "forbidden_origin", f"WebSocket from {origin} refused")
 
 
 async def _authenticate(ws: WebSocket, keys: list[str]) -> None:
@@ -144,6 +158,7 @@ async def live(ws: WebSocket) -> None:
     hub = ctx.hub
     await ws.accept()
     try:
+        _check_origin(ws, ctx.settings.public_base_url)
         await _authenticate(ws, ctx.settings.api_keys)
         since, flt = await _parse(ws, ctx)
     except Refused as exc:
