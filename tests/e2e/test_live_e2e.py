@@ -17,33 +17,10 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import _pg_drop, callback_fields, create_pg_database, new_uuid, signed_form
+from tests.conftest import callback_fields, new_uuid, signed_form
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
-        return
-    import asyncio
-
-    name = f"plivo_tracker_live_{os.getpid()}_{int(time.time())}"
-    url = create_pg_database(name)
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "plivo_tracker", "db", "upgrade"],
-            env={**os.environ, "DATABASE_URL": url},
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield url
-    finally:
-        asyncio.run(_pg_drop(name))
 
 
 @pytest.fixture

@@ -1,0 +1,38 @@
+"""Fixtures shared by the end-to-end tests (real server processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _pg_drop, create_pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for server processes: a new SQLite file (the server migrates it), or a
+    new PostgreSQL database migrated with `plivo-tracker db upgrade`, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+        return
+    name = f"plivo_tracker_e2e_{os.getpid()}_{time.time_ns()}"
+    url = create_pg_database(name)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "plivo_tracker", "db", "upgrade"],
+            env={**os.environ, "DATABASE_URL": url},
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield url
+    finally:
+        asyncio.run(_pg_drop(name))
