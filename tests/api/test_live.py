@@ -302,3 +302,41 @@ async def test_cross_site_pages_cannot_open_the_stream(host: str) -> None:
     own = {"Origin": f"http://{host}"}  # the dashboard itself
     async with websockets.connect(f"ws://{host}/ws", additional_headers=own) as ws:
         assert (await _ready(ws))["type"] == "ready"
+
+
+async def test_a_send_that_adopts_a_placeholder_names_the_id_that_is_gone(
+    host: str, db_url: str
+) -> None:
+    """A callback that beats the send's answer makes a placeholder message (its own id on the
+    stream); when the send's answer adopts it, the frame says which id was merged away."""
+    from datetime import UTC, datetime, timedelta
+
+    from plivo_tracker.db.engine import make_engine, make_writer
+    from plivo_tracker.outbound import repository as out_repo
+
+    uuid = new_uuid()
+    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+        await _ready(ws)
+        body = {"to": "+14155550123", "text": "hi", "from": "+14155550100"}
+        sent_id = (await http.post("/api/messages", json=body)).json()["messages"][0]["id"]
+        await _callback(http, uuid, "sent", 2)
+        accepted, early = await _frames(ws, 2)
+        assert accepted["message_id"] == sent_id
+        assert early["message_id"] != sent_id
+        assert early["status"] == "sent"
+        engine = make_engine(db_url)
+        writer = make_writer(engine)
+        now = datetime.now(UTC)
+        try:
+            [claim] = await writer.run(
+                lambda c: out_repo.claim_due(c, now, "test", timedelta(seconds=30), 1)
+            )
+            await writer.run(lambda c: out_repo.record_accepted(c, claim, uuid, now, now))
+        finally:
+            await writer.close()
+            await engine.dispose()
+        [merged] = await _frames(ws, 1)  # another process's commit: seen at the next poll
+    assert merged["message_id"] == sent_id
+    assert merged["merged_from"] == early["message_id"]
+    assert (merged["previous_status"], merged["status"]) == ("accepted", "sent")
+    assert merged["message_uuid"] == uuid

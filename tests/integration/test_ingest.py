@@ -297,14 +297,17 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     now = datetime.now(UTC)
     writer = make_writer(engine)
 
-    def send_recorded(conn: Connection) -> tuple[int, bool]:
+    def send_recorded(conn: Connection) -> tuple[int, int | None]:
         local = repo.insert_local_message(
             conn, {"to_number": "14155550101", "created_at": now, "updated_at": now}
         )
         return local, repo.adopt_placeholder(conn, local, uuid, now)
 
+    placeholder = await get_message(engine, uuid)
+    assert placeholder is not None
     local_id, adopted = await writer.run(send_recorded)
-    assert adopted
+    assert adopted == placeholder.id
+    assert await get_message(engine, str(placeholder.id)) is None  # merged away
     msg = await get_message(engine, uuid)
     assert msg is not None
     assert msg.id == local_id
@@ -315,12 +318,12 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     await committer.submit(item(callback_fields(uuid, "delivered", Sequence="3")))
     assert await status_of(engine, str(local_id)) == "delivered"
 
-    def unknown_uuid(conn: Connection) -> bool:
+    def unknown_uuid(conn: Connection) -> int | None:
         other = repo.insert_local_message(conn, {"created_at": now, "updated_at": now})
         return repo.adopt_placeholder(conn, other, new_uuid(), now)
 
     try:
-        assert not await writer.run(unknown_uuid)
+        assert await writer.run(unknown_uuid) is None
     finally:
         await writer.close()
 

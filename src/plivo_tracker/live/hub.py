@@ -64,6 +64,10 @@ def to_frame(row: dict[str, Any]) -> Frame:
         "error_code": error_code,
         "at": at.isoformat().replace("+00:00", "Z"),
     }
+    detail = row.get("detail")
+    if detail and "merged_from" in detail:
+        # A send adopted the placeholder a fast callback had made: that message id is gone.
+        body["merged_from"] = json.loads(detail).get("merged_from")
     return Frame(row["id"], row["message_id"], status, json.dumps(body, separators=(",", ":")))
 
 

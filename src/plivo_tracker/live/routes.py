@@ -175,8 +175,9 @@ async def live(ws: WebSocket) -> None:
     }
     try:
         last = hub.last_id if since is None else await _replay(ws, ctx, since, flt)
-        await ws.send_text(json.dumps({"type": "ready", "last_id": last}))
         beat = ctx.settings.live_heartbeat_seconds
+        ready = {"type": "ready", "last_id": last, "heartbeat_seconds": beat}
+        await ws.send_text(json.dumps(ready))
         tasks.add(asyncio.ensure_future(_stream(ws, sub, last, hub, beat)))
         done, _ = await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
         for task in done:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.dialect import (
@@ -288,14 +288,15 @@ def uuid_claim(uuid: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime) -> bool:
+def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime) -> int | None:
     """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
     already created one: its events and parts move over and its status applies to ours.
 
-    Returns True when a callback's placeholder was adopted. Race-free with concurrent callback
-    batches: the UUID is first claimed with an insert-if-absent (which waits for a batch that is
-    inserting the same UUID to commit), then its row is locked, merged and deleted before the
-    local row takes the UUID, all in the caller's write transaction.
+    Returns the id of the callback's placeholder when one was adopted (that row is gone).
+    Race-free with concurrent callback batches: the UUID is first claimed with an
+    insert-if-absent (which waits for a batch that is inserting the same UUID to commit), then
+    its row is locked, merged and deleted before the local row takes the UUID, all in the
+    caller's write transaction.
     """
     stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(messages.c.id)
     ours = conn.execute(stmt, [uuid_claim(uuid, now)]).first() is not None
@@ -329,7 +330,7 @@ def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime)
         values["updated_at"] = now
     conn.execute(messages.delete().where(messages.c.id == placeholder_id))
     conn.execute(update(messages).where(messages.c.id == local_id).values(values))
-    return not ours
+    return None if ours else int(placeholder_id)
 
 
 # ---- reads -------------------------------------------------------------------------------
@@ -402,6 +403,9 @@ async def events_after(
             e.c.previous_status,
             e.c.error_code,
             e.c.received_at,
+            # Our own events carry a small JSON detail (e.g. the placeholder a send adopted);
+            # callbacks' payloads stay out of the stream's reads.
+            case((e.c.source == "local", e.c.payload), else_=None).label("detail"),
         )
         .join(messages, messages.c.id == e.c.message_id)
         .where(e.c.id > after)

@@ -255,7 +255,7 @@ def record_accepted(
     begin_status_writes(conn)
     _attempt(conn, c, started, now, "accepted", 202, message_uuid)
     _outbox_after_attempt(conn, c, started, state="done", last_error=None)
-    adopt_placeholder(conn, c.message_id, message_uuid, now)
+    merged = adopt_placeholder(conn, c.message_id, message_uuid, now)
     # 202 means "queued at Plivo": move `accepted` forward unless callbacks already did more.
     current = conn.execute(
         select(messages.c.status).where(messages.c.id == c.message_id)
@@ -268,9 +268,10 @@ def record_accepted(
         )
         current = MessageStatus.QUEUED.value
     # A fast callback's placeholder may have brought the status further already.
-    change = LocalChange(
-        c.message_id, current, MessageStatus.ACCEPTED, {"message_uuid": message_uuid}
-    )
+    detail: dict[str, Any] = {"message_uuid": message_uuid}
+    if merged is not None:
+        detail["merged_from"] = merged  # the placeholder's id: clients drop that message
+    change = LocalChange(c.message_id, current, MessageStatus.ACCEPTED, detail)
     insert_local_events(conn, [change], now)
 
 
