@@ -432,6 +432,7 @@ class MessageQuery:
     until: datetime | None = None
     text: str | None = None
     before_id: int | None = None  # the cursor: newest first, ids below this one
+    ids: tuple[int, ...] = ()  # only these messages (the dashboard fetching rows it lacks)
 
 
 def _like_escaped(text: str) -> str:
@@ -454,6 +455,8 @@ async def list_messages(conn: AsyncConnection, q: MessageQuery, limit: int) -> l
         stmt = stmt.where(m.c.created_at < q.until)
     if q.before_id is not None:
         stmt = stmt.where(m.c.id < q.before_id)
+    if q.ids:
+        stmt = stmt.where(m.c.id.in_(q.ids))
     if q.text:
         pattern = f"%{_like_escaped(q.text.lower())}%"
         stmt = stmt.where(

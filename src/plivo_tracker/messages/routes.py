@@ -61,6 +61,15 @@ async def list_recent(
     q: Annotated[str | None, Query(max_length=200, description="text or UUID contains")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    ids: Annotated[
+        str | None,
+        Query(
+            max_length=4000,
+            pattern=r"^[0-9]{1,18}(,[0-9]{1,18}){0,199}$",
+            description="only these local ids, comma-separated (at most 200); ids that do not "
+            "exist (any more) are simply absent",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     query = MessageQuery(
         statuses=_statuses(status),
@@ -70,6 +79,7 @@ async def list_recent(
         until=_utc(until, "until"),
         text=q.strip() if q and q.strip() else None,
         before_id=int(cursor) if cursor else None,
+        ids=tuple(sorted({int(i) for i in ids.split(",")})) if ids else (),
     )
     page, next_id = await list_messages(ctx.engine, query, limit)
     return {
