@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from plivo_tracker import __version__
 from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL
-from plivo_tracker.db.engine import Writer, make_engine, make_writer
+from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CallbackEndpoint
@@ -118,8 +118,9 @@ def create_app(
             on_resend=sending.dispatcher.wake if dispatch else None,
         )
         committer.start()
+        reader = make_reader(engine)
         hub = database_hub(
-            engine,
+            reader,
             queue_size=settings.live_queue_size,
             poll_interval=settings.live_poll_seconds,
         )
@@ -135,6 +136,7 @@ def create_app(
             dispatcher=sending.dispatcher if dispatch else None,
             default_src=sending.default_src,
             hub=hub,
+            reader=reader,
         )
         app.state.sending = sending
         if dispatch:
@@ -176,6 +178,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await replayer
             await writer.close()
+            await reader.close()
             await engine.dispose()
             log.info("app.stopped")
 

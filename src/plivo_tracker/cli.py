@@ -79,6 +79,9 @@ def serve(
         log_level=settings.log_level,
         server_header=False,
         timeout_graceful_shutdown=30,
+        # Frames are ~200 bytes: compressing each one per client cost more CPU than it saved
+        # (bench/live.py).
+        ws_per_message_deflate=False,
         proxy_headers=False,  # the signed URL comes from PUBLIC_BASE_URL, never from headers
     )
 

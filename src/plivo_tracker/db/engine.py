@@ -178,6 +178,59 @@ class AsyncWriter:
         return None
 
 
+class Reader(Protocol):
+    """Runs a short synchronous read function (the live feed's hot read)."""
+
+    async def run(self, fn: Callable[[Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class LoopReader:
+    """SQLite: the live feed's reads run right here on the event loop over a synchronous
+    connection. A WAL reader never waits for the writer, and a read of new events takes well
+    under a millisecond; through aiosqlite the same read waited 35-60 ms for its thread
+    hand-offs on a busy loop (bench/live.py), most of the commit → WebSocket latency."""
+
+    def __init__(self, url: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite")
+        self._engine = create_engine(
+            sync_url, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        _sqlite_events(self._engine)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            conn = self._engine.connect()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        with conn:
+            return fn(conn)
+
+    async def close(self) -> None:
+        self._engine.dispose()
+
+
+class AsyncReader:
+    """PostgreSQL: the same synchronous read code through `run_sync` over asyncpg."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        return None
+
+
+def make_reader(engine: AsyncEngine) -> Reader:
+    if engine.dialect.name == "sqlite":
+        return LoopReader(engine.url.render_as_string(hide_password=False))
+    return AsyncReader(engine)
+
+
 def make_writer(engine: AsyncEngine) -> Writer:
     """The write path for batches: a writer thread on SQLite, the async engine on PostgreSQL."""
     if engine.dialect.name == "sqlite":

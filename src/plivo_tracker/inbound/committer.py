@@ -67,7 +67,7 @@ class GroupCommitter:
         self._writer = writer or make_writer(engine)
         self._max_batch = max_batch
         self._spool = spool
-        self._on_changes = on_changes
+        self.on_changes = on_changes
         self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -110,8 +110,8 @@ class GroupCommitter:
             except Exception as exc:  # noqa: BLE001 - keep the file, try the others
                 failures.append(f"{path.name}: {exc!r}")
                 continue
-            if result.changes and self._on_changes is not None:
-                self._on_changes(result.changes)
+            if result.changes and self.on_changes is not None:
+                self.on_changes(result.changes)
             spool.remove(path)
             count += len(items)
         if failures:
@@ -167,9 +167,9 @@ class GroupCommitter:
 
     def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
         # The transaction is committed: publish its changes, then release the waiting requests.
-        if result.changes and self._on_changes is not None:
+        if result.changes and self.on_changes is not None:
             try:
-                self._on_changes(result.changes)
+                self.on_changes(result.changes)
             except Exception:  # noqa: BLE001 - a listener must never fail a committed batch
                 log.exception("committer.listener_failed")
         for (_, fut), outcome in zip(batch, result.outcomes, strict=True):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker import metrics
+from plivo_tracker.db.engine import Reader
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.status import FAILURES, MessageStatus
 
@@ -193,15 +194,13 @@ class LiveHub:
         sub.ended.set()
 
 
-def database_hub(engine: AsyncEngine, *, queue_size: int, poll_interval: float) -> LiveHub:
+def database_hub(reader: Reader, *, queue_size: int, poll_interval: float) -> LiveHub:
     """A hub fed from `status_events` through the repository."""
 
     async def read_after(after: int, limit: int) -> list[dict[str, Any]]:
-        async with engine.connect() as conn:
-            return await repo.events_after(conn, after, limit)
+        return await reader.run(functools.partial(repo.events_after, after=after, limit=limit))
 
     async def read_head() -> int:
-        async with engine.connect() as conn:
-            return await repo.newest_event_id(conn)
+        return await reader.run(repo.newest_event_id)
 
     return LiveHub(read_after, read_head, queue_size=queue_size, poll_interval=poll_interval)

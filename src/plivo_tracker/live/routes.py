@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -115,8 +116,10 @@ async def _replay(ws: WebSocket, ctx: Context, since: int, flt: Filter) -> int:
     """Send every change above `since` from the database; returns the last id read."""
     last = since
     while True:
-        async with ctx.engine.connect() as conn:
-            rows = await repo.events_after(conn, last, PAGE, flt.message_id)
+        assert ctx.reader is not None
+        rows = await ctx.reader.run(
+            functools.partial(repo.events_after, after=last, limit=PAGE, message_id=flt.message_id)
+        )
         for row in rows:
             if is_change(row):
                 frame = to_frame(row)

@@ -388,11 +388,11 @@ async def nonces_stored(conn: AsyncConnection, nonces: Sequence[str]) -> set[str
 # ---- the live stream and the list --------------------------------------------------------
 
 
-async def events_after(
-    conn: AsyncConnection, after: int, limit: int, message_id: int | None = None
+def events_after(
+    conn: Connection, after: int, limit: int, message_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Events with an id above `after`, oldest first, with their message's UUID (the stream's
-    source: the hub and every ?since= replay read through here)."""
+    source: the hub and every ?since= replay read through here, on a `Reader`)."""
     e = status_events
     stmt = (
         select(
@@ -414,11 +414,11 @@ async def events_after(
     )
     if message_id is not None:
         stmt = stmt.where(e.c.message_id == message_id)
-    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+    return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-async def newest_event_id(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.max(status_events.c.id)))).scalar() or 0)
+def newest_event_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.max(status_events.c.id))).scalar() or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import Writer
+from plivo_tracker.db.engine import Reader, Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub
@@ -27,6 +27,7 @@ class Context:
     dispatcher: Dispatcher | None = None
     default_src: str | None = None  # the simulator's number in simulator mode
     hub: LiveHub | None = None
+    reader: Reader | None = None  # the live feed's fast reads
     stats_cache: StatsCache = field(default_factory=StatsCache)
 
 
