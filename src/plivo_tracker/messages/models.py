@@ -6,6 +6,8 @@ rows to small dataclasses, so an ORM session would only add overhead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -184,4 +186,43 @@ rate_limits = Table(
     Column("name", String(32), primary_key=True),
     Column("tokens", Float, nullable=False),
     Column("updated", Float, nullable=False),  # epoch seconds
+)
+
+# ---- statistics rollups (GET /api/stats) ----------------------------------------------------
+# Counts of the messages created in one block of `grain` minutes (1, 60 or 1440) starting at
+# `minute` (minutes since 1970-01-01 UTC, a multiple of `grain`), kept by triggers on `messages`.
+# The triggers (and PostgreSQL's trigger functions) live only in migration 0004, which also
+# documents the rules; these definitions keep the metadata (and autogenerate) in step.
+# `origin = 'claim'` rows never count; rows whose counts fell to 0 stay and are ignored by reads.
+
+
+def _rollup(name: str, *keys: Column[Any], counters: tuple[str, ...] = ("n",)) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("grain", Integer, primary_key=True, autoincrement=False),
+        Column("minute", BigInteger, primary_key=True, autoincrement=False),
+        *keys,
+        *(Column(c, BigInteger, nullable=False) for c in counters),
+        sqlite_with_rowid=False,
+    )
+
+
+stats_status = _rollup("stats_status", Column("status", String(16), primary_key=True))
+# Only messages with an error code.
+stats_errors = _rollup("stats_errors", Column("error_code", String(16), primary_key=True))
+# Only messages with an MCC (a missing MNC is ''): all of them, the delivered ones, and the
+# failed, undelivered or rejected ones.
+stats_carriers = _rollup(
+    "stats_carriers",
+    Column("mcc", String(8), primary_key=True),
+    Column("mnc", String(8), primary_key=True),
+    counters=("total", "delivered", "failed"),
+)
+# Latency histogram of our own sends (origin 'api'): kind 'sent' | 'delivered', bucket_ms = the
+# milliseconds from created_at to sent_at / delivered_at rounded down to 3 significant digits.
+stats_latency = _rollup(
+    "stats_latency",
+    Column("kind", String(16), primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True, autoincrement=False),
 )

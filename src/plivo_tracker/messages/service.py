@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,21 +64,43 @@ def _rate(delivered: int, failed: int) -> float | None:
     return round(delivered / final, 4) if final else None
 
 
+_MINUTE = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stats_window(span: timedelta, now: datetime) -> stats.Window:
+    """The window's whole minutes: `until` is `now` rounded up to a whole minute (so messages
+    created in the current minute count), `since` is `span` before it; series points of
+    ⌈minutes / SERIES_POINTS⌉ minutes from `since` (windows under an hour: one point a minute)."""
+    elapsed = now - _EPOCH
+    until = elapsed // _MINUTE + (1 if elapsed % _MINUTE else 0)
+    minutes = span // _MINUTE
+    return stats.Window(since=until - minutes, until=until, step=-(-minutes // SERIES_POINTS))
+
+
+def _minute_time(minute: int) -> datetime:
+    return _EPOCH + minute * _MINUTE
+
+
 async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict[str, Any]:
-    """GET /api/stats: everything the dashboard charts, for messages created in the window."""
-    span = parse_window(window)
-    w = stats.Window(since=now - span, until=now, step=span.total_seconds() / SERIES_POINTS)
+    """GET /api/stats: everything the dashboard charts, for messages created in the window.
+
+    Read from the rollup tables (messages/stats.py), so the window is whole minutes: it ends at
+    `now` rounded up to the next whole minute and starts `window` before that; `since` and
+    `until` in the answer are those bounds. Latency percentiles are the lower bounds of
+    3-significant-digit millisecond buckets (< 1 % below the exact nearest-rank value).
+    """
+    w = stats_window(parse_window(window), now)
     async with engine.connect() as conn:
         cells = await stats.buckets(conn, w)
         errors = await stats.error_codes(conn, w)
         carriers = await stats.carriers(conn, w)
-        sent = await stats.latency(conn, w, "sent_at")
-        delivered = await stats.latency(conn, w, "delivered_at")
+        latency = await stats.latency(conn, w)
     by_status = {s.value: 0 for s in MessageStatus}
-    counts = [[0, 0, 0] for _ in range(SERIES_POINTS)]  # total, delivered, failed
+    counts = [[0, 0, 0] for _ in range(w.points)]  # total, delivered, failed
     for index, status, count in cells:
         by_status[status] = by_status.get(status, 0) + count
-        cell = counts[min(max(index, 0), SERIES_POINTS - 1)]
+        cell = counts[index]
         cell[0] += count
         if status == MessageStatus.DELIVERED:
             cell[1] += count
@@ -86,7 +108,7 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
             cell[2] += count
     points = [
         {
-            "t": w.since + timedelta(seconds=i * w.step),
+            "t": _minute_time(w.since + i * w.step),
             "total": total,
             "delivered": ok,
             "failed": failed,
@@ -97,17 +119,20 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
     failed_total = sum(by_status[s] for s in _FAILURE_VALUES)
     return {
         "window": window.strip().lower(),
-        "since": w.since,
-        "until": w.until,
+        "since": _minute_time(w.since),
+        "until": _minute_time(w.until),
         "total": sum(by_status.values()),
         "by_status": by_status,
         "delivery_rate": _rate(by_status[MessageStatus.DELIVERED], failed_total),
         "errors": [
             {"code": code, "meaning": _meaning(code), "count": count} for code, count in errors
         ],
-        "latency": {"time_to_sent": _latency(sent), "time_to_delivered": _latency(delivered)},
+        "latency": {
+            "time_to_sent": _latency(latency["sent"]),
+            "time_to_delivered": _latency(latency["delivered"]),
+        },
         "carriers": [{**c, "delivery_rate": _rate(c["delivered"], c["failed"])} for c in carriers],
-        "series": {"step_seconds": w.step, "points": points},
+        "series": {"step_seconds": w.step * 60, "points": points},
     }
 
 
@@ -123,7 +148,7 @@ def _latency(result: tuple[int, list[float | None]]) -> dict[str, Any]:
     count, values = result
     out: dict[str, Any] = {"count": count}
     for p, v in zip(stats.PERCENTILES, values, strict=True):
-        out[f"p{round(p * 100)}"] = None if v is None else round(v, 3)
+        out[f"p{p}"] = None if v is None else round(v, 3)
     return out
 
 
