@@ -208,10 +208,17 @@ async def _ready_collecting(ws: ClientConnection, seen: list[int]) -> dict[str, 
 async def test_filters_by_message_and_status(host: str) -> None:
     async with _http(host) as http:
         target, other = new_uuid(), new_uuid()
-        await _callback(http, target, "queued", 1)
+        # The target message must exist to filter on it; its first change is the cursor. (A
+        # socket opened without ?since= starts at what its process had published, which may
+        # be just before a change committed a moment earlier.)
+        async with websockets.connect(f"ws://{host}/ws") as everything:
+            await _ready(everything)
+            await _callback(http, target, "queued", 1)
+            [queued] = await _frames(everything, 1)
+        after = f"since={queued['id']}"
         async with (
-            websockets.connect(f"ws://{host}/ws?message_id={target}") as by_message,
-            websockets.connect(f"ws://{host}/ws?status=delivered") as by_status,
+            websockets.connect(f"ws://{host}/ws?message_id={target}&{after}") as by_message,
+            websockets.connect(f"ws://{host}/ws?status=delivered&{after}") as by_status,
         ):
             await _ready(by_message)
             await _ready(by_status)
