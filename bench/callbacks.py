@@ -390,6 +390,14 @@ def log_problems(path: Path) -> list[str]:
 # ---- report ------------------------------------------------------------------------------
 
 
+def append_section(target: Path, section: str) -> None:
+    """Append a dated run section to a results file (docs/benchmarks.md by convention)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    existing = target.read_text() if target.exists() else "# Benchmarks\n"
+    target.write_text(existing.rstrip("\n") + "\n\n" + section)
+    print(f"\nappended to {target}")
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -642,11 +650,7 @@ def main() -> int:
                 "",
             ]
         )
-        target = Path(args.write)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        existing = target.read_text() if target.exists() else "# Benchmarks\n"
-        target.write_text(existing.rstrip("\n") + "\n\n" + section)
-        print(f"\nappended to {target}")
+        append_section(Path(args.write), section)
 
     if args.keep:
         print(f"\nkept {work}")

@@ -87,7 +87,15 @@ from urllib.parse import urlencode
 
 import httpx
 
-from callbacks import Proc, cpu_seconds, free_port, git_commit, machine, serve_command
+from callbacks import (
+    Proc,
+    append_section,
+    cpu_seconds,
+    free_port,
+    git_commit,
+    machine,
+    serve_command,
+)
 from plivo_tracker.plivo.signature import signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -885,11 +893,7 @@ def main() -> int:
                 "",
             ]
         )
-        target = Path(args.write)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        existing = target.read_text() if target.exists() else "# Benchmarks\n"
-        target.write_text(existing.rstrip("\n") + "\n\n" + section)
-        print(f"\nappended to {target}")
+        append_section(Path(args.write), section)
 
     if args.keep:
         print(f"\nkept {work}")
