@@ -27,7 +27,7 @@ import structlog
 from plivo_tracker import metrics
 from plivo_tracker.db.engine import Reader
 from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages.status import FAILURES, MessageStatus
+from plivo_tracker.messages.status import FAILURES
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ def to_frame(row: dict[str, Any]) -> Frame:
     return Frame(row["id"], row["message_id"], status, json.dumps(body, separators=(",", ":")))
 
 
-_FAILURE_NAMES = frozenset(s.value for s in FAILURES) | {MessageStatus.FAILED.value}
+_FAILURE_NAMES = frozenset(s.value for s in FAILURES)
 
 
 @dataclass(frozen=True, slots=True)
