@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -100,6 +100,21 @@ class Subscriber:
 ReadAfter = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
 
 
+async def pages_of_changes(
+    read_after: ReadAfter, after: int
+) -> AsyncIterator[tuple[list[Frame], int]]:
+    """Every change above `after` in id order, a page at a time, each with the last event id
+    read (events that changed nothing are read past, not streamed). The hub's feed and every
+    ?since= replay read the same way."""
+    while True:
+        rows = await read_after(after, PAGE)
+        if rows:
+            after = rows[-1]["id"]
+        yield [to_frame(r) for r in rows if is_change(r)], after
+        if len(rows) < PAGE:
+            return
+
+
 class LiveHub:
     def __init__(
         self,
@@ -174,13 +189,9 @@ class LiveHub:
 
     async def catch_up(self) -> None:
         """Publish every committed change above `last_id`, in id order."""
-        while True:
-            rows = await self._read_after(self.last_id, PAGE)
-            self.publish([to_frame(r) for r in rows if is_change(r)])
-            if rows:
-                self.last_id = rows[-1]["id"]
-            if len(rows) < PAGE:
-                return
+        async for frames, last in pages_of_changes(self._read_after, self.last_id):
+            self.publish(frames)
+            self.last_id = last
 
     def stop(self) -> None:
         """End every subscription (sockets close with 1001) and the feed."""

@@ -19,10 +19,10 @@ import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from plivo_tracker.live.hub import PAGE, Filter, LiveHub, Subscriber, is_change, to_frame
+from plivo_tracker.live.hub import Filter, LiveHub, Subscriber, pages_of_changes
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.status import MessageStatus
-from plivo_tracker.web.auth import key_matches
+from plivo_tracker.web.auth import key_from_headers, key_matches
 from plivo_tracker.web.deps import Context
 
 log = structlog.get_logger(__name__)
@@ -48,15 +48,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _header_key(ws: WebSocket) -> str | None:
-    given = ws.headers.get("x-api-key")
-    if given is None:
-        scheme, _, token = ws.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token:
-            given = token.strip()
-    return given or ws.query_params.get("api_key")
-
-
 def _check_origin(ws: WebSocket, public_base_url: str) -> None:
     """Browsers let any page open a WebSocket to any host (no CORS): a page from another site
     must not read the stream of a dashboard running on localhost. Clients that are not
@@ -73,7 +64,7 @@ async def _authenticate(ws: WebSocket, keys: list[str]) -> None:
     """A key in a header or ?api_key=, else a first message {"type": "auth", "api_key": …}."""
     if not keys:
         return
-    given = _header_key(ws)
+    given = key_from_headers(ws.headers) or ws.query_params.get("api_key")
     if given is None:
         try:
             first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT)
@@ -114,21 +105,22 @@ async def _parse(ws: WebSocket, ctx: Context) -> tuple[int | None, Filter]:
 
 async def _replay(ws: WebSocket, ctx: Context, since: int, flt: Filter) -> int:
     """Send every change above `since` from the database; returns the last id read."""
-    last = since
-    while True:
-        assert ctx.reader is not None
-        rows = await ctx.reader.run(
-            functools.partial(repo.events_after, after=last, limit=PAGE, message_id=flt.message_id)
+    reader = ctx.reader
+    assert reader is not None
+
+    async def read_after(after: int, limit: int) -> list[dict[str, Any]]:
+        read = functools.partial(
+            repo.events_after, after=after, limit=limit, message_id=flt.message_id
         )
-        for row in rows:
-            if is_change(row):
-                frame = to_frame(row)
-                if flt(frame):
-                    await ws.send_text(frame.text)
-        if rows:
-            last = rows[-1]["id"]
-        if len(rows) < PAGE:
-            return last
+        return await reader.run(read)
+
+    last = since
+    async for frames, read_up_to in pages_of_changes(read_after, since):
+        for frame in frames:
+            if flt(frame):
+                await ws.send_text(frame.text)
+        last = read_up_to
+    return last
 
 
 async def _stream(ws: WebSocket, sub: Subscriber, last: int, hub: LiveHub, beat: float) -> None:

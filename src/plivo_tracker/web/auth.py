@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from fastapi import Request
+from starlette.datastructures import Headers
 
 from plivo_tracker.web.errors import Unauthorized
 
@@ -18,15 +19,19 @@ def key_matches(given: str | None, keys: list[str]) -> bool:
     return ok
 
 
+def key_from_headers(headers: Headers) -> str | None:
+    """The key a client sent: `X-API-Key: KEY` or `Authorization: Bearer KEY`."""
+    given = headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            given = token.strip()
+    return given
+
+
 def require_api_key(request: Request) -> None:
     keys: list[str] = request.app.state.ctx.settings.api_keys
     if not keys:
         return  # only allowed on loopback: `serve` refuses other hosts without keys
-    given = request.headers.get("x-api-key")
-    if given is None:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            given = token.strip()
-    if not key_matches(given, keys):
+    if not key_matches(key_from_headers(request.headers), keys):
         raise Unauthorized("a valid API key is required (Authorization: Bearer KEY or X-API-Key)")
