@@ -31,6 +31,7 @@ from plivo_tracker.simulator.demo import run_demo
 from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web import dashboard, errors
 from plivo_tracker.web.deps import Context
+from plivo_tracker.web.hygiene import SafeJSONResponse
 from plivo_tracker.web.limits import BodySizeLimit
 from plivo_tracker.web.ops import router as ops_router
 
@@ -187,6 +188,7 @@ def create_app(
         version=__version__,
         summary="Send SMS/MMS through Plivo and track every message's delivery status.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     errors.register(app)
     app.add_middleware(BodySizeLimit)

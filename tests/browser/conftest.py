@@ -27,7 +27,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import free_port
+from plivo_tracker.plivo.signature import signed_headers
+from tests.conftest import callback_fields, free_port, new_nonce
 from tests.e2e.server import Server
 
 CHROMIUM = os.environ.get("PLIVO_TRACKER_CHROMIUM", "/usr/bin/chromium")
@@ -124,6 +125,19 @@ class Dashboard:
         body = {"to": list(numbers), "text": text, "type": "sms"}
         answer = self.api("POST", "/api/messages", base=base, json=body)
         return [int(m["id"]) for m in answer["messages"]]
+
+    def callback(self, uuid: str, status: str, sequence: int) -> None:
+        """Post a status callback signed as the simulator signs (Plivo's wire format).
+
+        Lets a test decide exactly when a message changes status: a callback for a UUID we
+        never sent makes a message known only from callbacks.
+        """
+        fields = callback_fields(uuid, status, Sequence=str(sequence))
+        url = self.base + "/plivo/callback"
+        form = {k: [v] for k, v in fields.items()}
+        headers = signed_headers("POST", url, form, SIMULATOR_TOKEN, new_nonce())
+        resp = httpx.post(url, data=fields, headers=headers, timeout=10.0)
+        assert resp.status_code == 200, resp.text
 
     def wait_dispatched(self, timeout: float = 60.0) -> None:
         """Until no message waits in `accepted` (each has its MessageUUID from Plivo)."""

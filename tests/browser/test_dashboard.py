@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from tests.browser.conftest import Dashboard
+from tests.conftest import new_uuid
 
 pytestmark = pytest.mark.slow
 
@@ -306,7 +307,9 @@ def test_stats_page_draws_the_numbers_of_the_api(dashboard: Dashboard) -> None:
 def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Dashboard) -> None:
     [special] = dashboard.send("+14155550199", text="Find me 7731")
     bulk = dashboard.send(*[f"+1415555{i:04d}" for i in range(100, 155)], text="bulk hello")
-    dashboard.wait_dispatched()  # no more placeholder messages coming and going
+    # Every earlier message has its final status before the page loads: the only change that
+    # can arrive after the status filter below is the late message's own.
+    dashboard.wait_final([special, *bulk])
     page = dashboard.open()
     go_live(page)
     rows = page.locator("#messages-body tr")
@@ -352,6 +355,49 @@ def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Da
         expect(late_row).to_have_count(0)
     shown = rows.evaluate_all("els => els.map((e) => e.dataset.status)")
     assert set(shown) == {"delivered"}
+    assert shown_ids(page) == sorted(shown_ids(page), reverse=True)
+    assert dashboard.problems == []
+
+
+def shown_ids(page: Page) -> list[int]:
+    return [
+        int(i)
+        for i in page.locator("#messages-body tr").evaluate_all(
+            "els => els.map((e) => e.dataset.messageId)"
+        )
+    ]
+
+
+@sqlite_only
+def test_rows_stay_newest_first_whatever_order_changes_arrive_in(dashboard: Dashboard) -> None:
+    # Four messages known only from signed callbacks, so that the test alone decides when each
+    # one changes status: two queued, two delivered, interleaved by id.
+    uuids = [new_uuid() for _ in range(4)]
+    for uuid, status in zip(uuids, ["queued", "delivered", "queued", "delivered"], strict=True):
+        dashboard.callback(uuid, status, sequence=1 if status == "queued" else 3)
+    ids = [dashboard.api("GET", f"/api/messages/{u}")["id"] for u in uuids]
+    assert ids == sorted(ids)
+    page = dashboard.open()
+    go_live(page)
+    with page.expect_request(lambda r: "status=delivered" in r.url):
+        page.get_by_label("Status").select_option("delivered")
+    rows = page.locator("#messages-body tr")
+    expect(rows).to_have_count(2)
+    assert shown_ids(page) == [ids[3], ids[1]]
+
+    # The older messages are delivered now, in an order that is not theirs: each row goes where
+    # a fresh list query would put it, not on top.
+    dashboard.callback(uuids[2], "delivered", sequence=3)
+    expect(rows).to_have_count(3)
+    assert shown_ids(page) == [ids[3], ids[2], ids[1]]
+    dashboard.callback(uuids[0], "delivered", sequence=3)
+    expect(rows).to_have_count(4)
+    assert shown_ids(page) == [ids[3], ids[2], ids[1], ids[0]]
+    page.reload()
+    go_live(page)
+    page.get_by_label("Status").select_option("delivered")
+    expect(rows).to_have_count(4)
+    assert shown_ids(page) == [ids[3], ids[2], ids[1], ids[0]]
     assert dashboard.problems == []
 
 
@@ -438,8 +484,15 @@ def test_a_silent_socket_is_dropped_and_4408_resumes_at_once(dashboard: Dashboar
     """Heartbeats missing for 2 × 15 s: the page drops the socket and reconnects with since;
     closed with 4408 (too slow), it reconnects at once with since. The socket is a stand-in
     (page.route_web_socket) and page time stands still unless the test moves it (so "at once"
-    means: without any timer); the HTTP API is the real one."""
-    [message_id] = dashboard.send("+14155550101")
+    means: without any timer); the HTTP API is the real one.
+
+    The message is known only from one signed `queued` callback, so that nothing changes it in
+    the database while the stand-in socket tells the page its own story; the stand-in's frame
+    brings no error code, which would make the page fetch the message's meaning from the real
+    API (and see the database's status, not the stand-in's)."""
+    uuid = new_uuid()
+    dashboard.callback(uuid, "queued", sequence=1)
+    message_id = dashboard.api("GET", f"/api/messages/{uuid}")["id"]
     page = dashboard.new_page()
     page.add_init_script(STATE_LOG)
     start = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -459,8 +512,8 @@ def test_a_silent_socket_is_dropped_and_4408_resumes_at_once(dashboard: Dashboar
                 "message_id": message_id,
                 "message_uuid": None,
                 "status": "rejected",
-                "previous_status": "accepted",
-                "error_code": "30",
+                "previous_status": "queued",
+                "error_code": None,
                 "at": "2026-11-23T15:20:11.123456Z",
             }
             ws.send(json.dumps(frame))

@@ -27,6 +27,7 @@ from plivo_tracker.inbound.ingest import make_item
 from plivo_tracker.plivo import signature
 from plivo_tracker.plivo.callback import parse_form
 from plivo_tracker.web.deps import Context
+from plivo_tracker.web.hygiene import NOSNIFF, InputGuard, SecurityHeaders
 from plivo_tracker.web.limits import MAX_BODY
 
 log = structlog.get_logger(__name__)
@@ -166,6 +167,7 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            NOSNIFF,
         ],
     }
     await send(start)
@@ -173,10 +175,12 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
 
 
 class CallbackEndpoint:
-    """ASGI wrapper: serves /plivo/callback itself and hands everything else to the app."""
+    """ASGI wrapper: serves /plivo/callback itself and hands everything else to the app,
+    behind the URL guard and the security headers (web/hygiene.py)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._rest = SecurityHeaders(InputGuard(app))
 
     @property
     def state(self) -> Any:
@@ -184,7 +188,7 @@ class CallbackEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != CALLBACK_PATH:
-            await self.app(scope, receive, send)
+            await self._rest(scope, receive, send)
             return
         method = scope["method"]
         if method not in ("POST", "GET"):
@@ -226,7 +230,7 @@ async def _via_fastapi(request: Request) -> Response:
     status, payload = await handle_callback(
         request.app.state.ctx, request.method, request.url.query, headers, body
     )
-    return Response(payload, status_code=status, media_type="application/json")
+    return Response(payload, status_code=status, media_type="application/json")  # nosniff: outer
 
 
 @router.post(CALLBACK_PATH, summary="Plivo status callback (form, multipart or JSON)", **_DOC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
@@ -61,3 +62,26 @@ def text_info(text: str) -> TextInfo:
 
 MAX_GSM_CHARS = 1600
 MAX_UCS2_CHARS = 737
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 controls and DEL, except tab, line feed and carriage return (a text may hold lines).
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_IN_LINE = re.compile("[\x00-\x1f\x7f]")
+
+
+def text_problem(value: str, *, multiline: bool = True) -> str | None:
+    """Why `value` cannot be stored or sent as text, or None when it can.
+
+    NUL is refused by PostgreSQL in text columns and other control characters have no use in
+    an SMS; a lone surrogate (legal in a JSON escape) cannot be encoded as UTF-8. The reason
+    never repeats the value.
+    """
+    if _SURROGATE.search(value):
+        return "contains a lone surrogate (not valid Unicode text)"
+    found = (_CONTROL_IN_TEXT if multiline else _CONTROL_IN_LINE).search(value)
+    if found:
+        char = found.group()
+        name = "NUL" if char == "\x00" else f"U+{ord(char):04X}"
+        return f"contains a control character ({name})"
+    return None

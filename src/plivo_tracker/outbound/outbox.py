@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
@@ -19,8 +19,13 @@ from sqlalchemy import Connection
 from plivo_tracker.messages import phone
 from plivo_tracker.messages.repository import begin_status_writes
 from plivo_tracker.outbound import repository as out_repo
+from plivo_tracker.web.hygiene import CleanLine, CleanText
 
 MAX_RECIPIENTS = 1000
+# Text fields refuse NUL, control characters and lone surrogates (web/hygiene.py), and are
+# bounded: a phone number is never longer than 64 characters, nor a media URL than 2048.
+Number = Annotated[CleanLine, Field(max_length=64)]
+MediaURL = Annotated[CleanLine, Field(max_length=2048)]
 
 
 class SendRequest(BaseModel):
@@ -28,11 +33,11 @@ class SendRequest(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    to: str | list[str] = Field(description="E.164 number or a list of them (max 1000)")
-    text: str | None = Field(default=None, max_length=1600)
-    media_urls: list[str] | None = Field(default=None, max_length=10)
+    to: Number | list[Number] = Field(description="E.164 number or a list of them (max 1000)")
+    text: CleanText | None = Field(default=None, max_length=1600)
+    media_urls: list[MediaURL] | None = Field(default=None, max_length=10)
     type: Literal["sms", "mms"] = "sms"
-    from_: str | None = Field(default=None, alias="from", max_length=64)
+    from_: CleanLine | None = Field(default=None, alias="from", max_length=64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,14 @@ async def validate_send(body: SendRequest, ctx: ContextDep) -> dict[str, Any]:
 async def send_messages(
     body: SendRequest,
     ctx: ContextDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            pattern=r"^[\x20-\x7e]+$",
+            description="any printable ASCII string up to 200 characters",
+        ),
+    ] = None,
 ) -> Any:
     try:
         valid = validate(body, ctx.settings.plivo_src or ctx.default_src)

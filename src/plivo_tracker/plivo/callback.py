@@ -8,6 +8,7 @@ a MessageUUID or with a status we do not know raises `UnparseableCallback`; the 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ class CallbackEvent:
         return self.delivery_report_time or self.sent_time or self.queued_time or self.message_time
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Longest value stored per field (column sizes); longer means not a Plivo callback we understand.
 MAX_LENGTHS = {
     "MessageUUID": 64,
@@ -139,6 +141,10 @@ def parse_callback(fields: Fields) -> CallbackEvent:
     first: dict[str, str] = {}
     for key, values in fields.items():
         if values and (stripped := values[0].strip()):
+            # No text column takes NUL (PostgreSQL) or a lone surrogate (a JSON body's escape):
+            # such a payload is kept raw instead.
+            if "\x00" in stripped or (not stripped.isascii() and _SURROGATE.search(stripped)):
+                raise UnparseableCallback(f"{key[:32]!r} holds NUL or a lone surrogate")
             first[key] = stripped
     get = first.get
     uuid = get("MessageUUID")

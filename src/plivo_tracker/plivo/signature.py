@@ -24,7 +24,10 @@ V3_NONCE = "x-plivo-signature-v3-nonce"
 
 
 def _mac(token: str, data: str) -> bytes:
-    return hmac.new(token.encode("utf-8"), data.encode("utf-8"), hashlib.sha256).digest()
+    # surrogatepass: a lone surrogate (a JSON escape) cannot match, but must not raise either.
+    return hmac.new(
+        token.encode("utf-8"), data.encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).digest()
 
 
 def _b64(digest: bytes) -> str:

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from plivo_tracker.web.hygiene import SafeJSONResponse
+
 log = structlog.get_logger(__name__)
 
 
@@ -51,7 +53,7 @@ class Unavailable(AppError):
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    return JSONResponse(
+    return SafeJSONResponse(
         {"error": {"code": code, "message": message, **details}}, status_code=status
     )
 
@@ -67,6 +69,11 @@ _HTTP_CODES = {
 }
 
 
+def _public_loc(loc: Any) -> list[str | int]:
+    """Where a problem is, without pydantic's internal union tags ("function-after[...]")."""
+    return [p for p in loc if isinstance(p, int) or ("[" not in p and "(" not in p)]
+
+
 def register(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
@@ -75,7 +82,8 @@ def register(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
+            {"loc": _public_loc(e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
         ]
         return error_response(422, "validation_error", "request is not valid", problems=problems)
 

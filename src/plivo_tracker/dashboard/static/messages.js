@@ -160,7 +160,7 @@ export class MessageTable {
   /** Messages just created by the send form (POST answer), before any frame about them. */
   addCreated(created, request) {
     const now = new Date().toISOString();
-    for (const item of created) { // in order: the last one ends up on top
+    for (const item of created) {
       if (this.rows.has(item.id)) continue;
       const message = {
         id: item.id,
@@ -172,7 +172,7 @@ export class MessageTable {
         created_at: now,
         updated_at: now,
       };
-      if (this.matches(message)) this.upsert(message, "top");
+      if (this.matches(message)) this.upsert(message, "sorted");
     }
     this.refreshChrome();
   }
@@ -266,15 +266,14 @@ export class MessageTable {
     api(`/api/messages?ids=${ids.join(",")}&limit=${ids.length}`)
       .then((page) => {
         if (generation !== this.generation) return;
-        for (const message of [...page.messages].reverse()) {
-          // Oldest first, so the newest ends up on top.
+        for (const message of page.messages) {
           if (!this.matches(message) || this.adopted(message)) continue;
           const existing = this.rows.get(message.id);
           if (existing) {
             Object.assign(existing.data, message);
             this.render(existing, false);
           } else {
-            this.upsert(message, "top");
+            this.upsert(message, "sorted");
           }
         }
         this.refreshChrome();
@@ -298,10 +297,13 @@ export class MessageTable {
     const data = { ...message };
     delete data.events;
     delete data.parts;
+    if (where === "sorted" && !this.placeable(data.id)) return null; // it belongs to a later page
     row = { data, tr: this.createRow(data) };
     this.rows.set(data.id, row);
-    if (where === "top") {
-      this.body.prepend(row.tr);
+    if (where === "sorted") {
+      // Newest first by id, whatever order changes arrive in: a message of an older send that
+      // just started to match the filters goes where the list query would have put it.
+      this.body.insertBefore(row.tr, this.firstOlderThan(data.id));
       row.tr.classList.add("row-new");
       this.trim();
     } else {
@@ -309,6 +311,25 @@ export class MessageTable {
     }
     this.render(row, false);
     return row;
+  }
+
+  /** The first row (in table order) with a smaller id than `id`, or null for "at the end". */
+  firstOlderThan(id) {
+    for (const tr of this.body.children) {
+      if (Number(tr.dataset.messageId) < id) return tr;
+    }
+    return null;
+  }
+
+  /**
+   * Whether a message not yet shown can be placed now. Older than every row while more pages
+   * wait behind "Load more" (or after trimming), it would sit above rows of those pages: it
+   * comes with its own page instead.
+   */
+  placeable(id) {
+    const last = this.body.lastElementChild;
+    if (!last || id > Number(last.dataset.messageId)) return true;
+    return !this.nextCursor && !this.trimmed;
   }
 
   trim() {

@@ -1,0 +1,171 @@
+"""Hostile input in, safe output out: text rules, the URL guard, safe JSON, security headers.
+
+Every route that takes text gets the same rules, so that no input can reach the database or a
+response encoder in a shape that makes it fail (a 500 instead of a 4xx):
+
+- `text_problem` (pure, in messages/phone.py) names what is wrong with a string: NUL and other
+  control characters (PostgreSQL refuses NUL in text; Plivo and phones have no use for them)
+  and lone surrogates (valid in a JSON escape, not encodable as UTF-8). `CleanText` and
+  `CleanLine` apply it to request fields.
+- `InputGuard` refuses a path or query string that is not valid UTF-8 or carries NUL or a lone
+  surrogate once percent-decoded (400, or close 4400 on /ws) before any route parses it. Plivo's
+  own routes are left to their handler: an authentic callback is kept raw, never refused.
+- `SafeJSONResponse` never fails to encode: a lone surrogate that a message echoes is replaced
+  by U+FFFD.
+- `SecurityHeaders` adds `X-Content-Type-Options: nosniff` to every HTTP response, and turns an
+  exception that escaped the app (already logged by the error handler) into nothing more: the
+  server's own "Exception in ASGI application" never fires.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
+
+import structlog
+from pydantic import AfterValidator
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from plivo_tracker.messages.phone import text_problem
+
+log = structlog.get_logger(__name__)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+PLIVO_PREFIX = "/plivo/"
+
+
+def _clean_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _clean_line(value: str) -> str:
+    problem = text_problem(value, multiline=False)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# Pydantic field types: the error message says what is wrong, never repeats the value.
+CleanText = Annotated[str, AfterValidator(_clean_text)]
+CleanLine = Annotated[str, AfterValidator(_clean_line)]
+
+
+def url_problem(raw: bytes) -> str | None:
+    """Why a raw path or query string is unacceptable, or None (pure)."""
+    decoded = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not valid UTF-8 once percent-decoded"
+    if "\x00" in text:
+        return "contains NUL"
+    return None
+
+
+def _dumps(content: Any) -> bytes:
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from the input, echoed: replace it
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSONResponse that can encode anything json can serialise (the default response class)."""
+
+    def render(self, content: Any) -> bytes:
+        return _dumps(content)
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return _dumps({"error": {"code": code, "message": message}})
+
+
+class InputGuard:
+    """Refuse URLs that no route could handle safely, before routing (plain ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(PLIVO_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        for part, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
+            problem = url_problem(raw)
+            if problem is None:
+                continue
+            if scope["type"] == "websocket":
+                await receive()  # websocket.connect
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 4400, "reason": f"{part} {problem}"})
+                return
+            body = _error_body("invalid_encoding", f"the {part} {problem}")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        NOSNIFF,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """nosniff on every HTTP response; an escaped exception ends here, answered or logged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                    headers.append(NOSNIFF)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:  # noqa: BLE001 - the client gets JSON, the log gets the trace
+            if started:
+                # The error handler has answered 500 and logged the traceback; a response
+                # that failed half-way is worth a line too.
+                log.warning("http.failed_after_response", path=scope.get("path"), error=repr(exc))
+                return
+            log.error("http.unhandled", path=scope.get("path"), exc_info=exc)
+            body = _error_body("internal_error", "internal error")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        NOSNIFF,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
