@@ -29,6 +29,7 @@ from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.messages.models import (
     callback_nonces,
+    dispatch_state,
     idempotency_keys,
     message_parts,
     messages,
@@ -56,6 +57,7 @@ ALL_TABLES = (
     outbox,
     idempotency_keys,
     rate_limits,
+    dispatch_state,
     messages,
 )
 

@@ -1,4 +1,5 @@
-"""The `plivo-tracker` command: serve, worker, send, status, tail, simulate, db, spool."""
+"""The `plivo-tracker` command: serve, worker, send, status, tail, simulate, db, spool, dispatch,
+resolve."""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 spool_app = typer.Typer(help="The local spool of callbacks kept while the database was down.")
+dispatch_app = typer.Typer(
+    help="Pause, resume or inspect sending, for every worker (works on DATABASE_URL directly).",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(spool_app, name="spool")
+app.add_typer(dispatch_app, name="dispatch")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
@@ -393,9 +399,71 @@ def simulate(
     undelivered_rate: Annotated[float, typer.Option(help="Share undelivered.")] = 0.05,
     dup_rate: Annotated[float, typer.Option(help="Share of callbacks sent twice.")] = 0.02,
     reorder_rate: Annotated[float, typer.Option(help="Share of DLRs that beat `sent`.")] = 0.02,
-    fail_first: Annotated[int, typer.Option(help="Answer the first N sends with an error.")] = 0,
-    fail_status: Annotated[int, typer.Option(help="Status for those (500, 429, ...).")] = 500,
+    callback_drop_rate: Annotated[
+        float,
+        typer.Option(
+            help="Share of messages whose every callback (retries too) is lost; "
+            "Get/List Messages still show their real state."
+        ),
+    ] = 0.0,
+    sent_final_rate: Annotated[
+        float, typer.Option(help="Share of messages that end at `sent` (no delivery receipt).")
+    ] = 0.0,
+    sent_final_prefix: Annotated[
+        list[str] | None,
+        typer.Option(help="Destinations starting with these digits always end at `sent`; repeat."),
+    ] = None,
+    per_part_callbacks: Annotated[
+        bool,
+        typer.Option(
+            help="Old multipart behaviour: one UUID and one set of callbacks per part "
+            "(ParentMessageUUID, PartInfo 'k of N') instead of one DLR with Units."
+        ),
+    ] = False,
+    signature_mode: Annotated[
+        str,
+        typer.Option(
+            help="Callback signature headers: both (V2+V3), v2, v3, or ma (both plus "
+            "Ma-V2/Ma-V3 signed with --main-token)."
+        ),
+    ] = "both",
+    main_token: Annotated[
+        str | None,
+        typer.Option(help="Main-account token for --signature-mode ma (PLIVO_MAIN_AUTH_TOKEN)."),
+    ] = None,
+    fail_first: Annotated[
+        int, typer.Option(help="Answer the first N sends with an error, creating nothing.")
+    ] = 0,
+    fail_status: Annotated[
+        int, typer.Option(help="Status of the failing sends (500, 502, 503, 429, ...).")
+    ] = 500,
+    retry_after: Annotated[
+        int, typer.Option(help="Retry-After seconds when --fail-status is 429.")
+    ] = 1,
+    fail_after_create: Annotated[
+        int,
+        typer.Option(help="The next N sends create the message, then answer --fail-status."),
+    ] = 0,
+    timeout_after_create: Annotated[
+        int,
+        typer.Option(
+            help="The next N sends create the message, then answer only after --hang-seconds."
+        ),
+    ] = 0,
+    hang_seconds: Annotated[
+        float, typer.Option(help="How long --timeout-after-create sends hang.")
+    ] = 30.0,
+    garbage_after_create: Annotated[
+        int,
+        typer.Option(help="The next N sends create the message, then answer 202 with HTML."),
+    ] = 0,
     latency: Annotated[float, typer.Option(help="Seconds before each send answers.")] = 0.0,
+    list_per_minute: Annotated[
+        int, typer.Option(help="List Messages requests per rolling minute (0 = unlimited).")
+    ] = 20,
+    api_per_5s: Annotated[
+        int, typer.Option(help="API requests of any kind per rolling 5 s (0 = unlimited).")
+    ] = 300,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible outcomes.")] = None,
     callbacks: Annotated[
         bool, typer.Option(help="Post status callbacks (off: Message API only, for load tests).")
@@ -403,7 +471,11 @@ def simulate(
 ) -> None:
     """Run the Plivo simulator standalone (Message API + signed callbacks) for tests and demos.
 
-    It accepts the account PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN (point PLIVO_API_URL at it)."""
+    It accepts the account PLIVO_AUTH_ID/PLIVO_AUTH_TOKEN (point PLIVO_API_URL at it). The send
+    faults apply in order: --fail-first, then (the message exists) --fail-after-create,
+    --timeout-after-create, --garbage-after-create. Tests change faults while it runs with
+    PUT /_simulator/faults (JSON, e.g. {"unauthorized": true}) and read counters at
+    GET /_simulator/stats."""
     settings = _settings()
     if not settings.plivo_auth_id or not settings.plivo_auth_token:
         _fail("PLIVO_AUTH_ID: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the simulated account")
@@ -422,14 +494,36 @@ def simulate(
             undelivered_rate=undelivered_rate,
             dup_rate=dup_rate,
             reorder_rate=reorder_rate,
+            callback_drop_rate=callback_drop_rate,
+            sent_final_rate=sent_final_rate,
+            sent_final_prefixes=tuple(sent_final_prefix or ()),
+            per_part_callbacks=per_part_callbacks,
+        )
+        faults = Faults(
+            fail_first=fail_first,
+            fail_status=fail_status,
+            retry_after=retry_after,
+            latency=latency,
+            fail_after_create=fail_after_create,
+            timeout_after_create=timeout_after_create,
+            hang_seconds=hang_seconds,
+            garbage_after_create=garbage_after_create,
+            list_per_minute=list_per_minute,
+            api_per_5s=api_per_5s,
+        )
+        emitter = Emitter(
+            settings.plivo_auth_token,
+            scenario,
+            seed=seed,
+            signature_mode=signature_mode,
+            main_token=main_token or settings.plivo_main_auth_token,
         )
     except ValueError as exc:
         _fail(f"simulate: {exc}")
-    emitter = Emitter(settings.plivo_auth_token, scenario, seed=seed)
     state = SimulatedPlivo(
         settings.plivo_auth_id,
         settings.plivo_auth_token,
-        Faults(fail_first=fail_first, fail_status=fail_status, latency=latency),
+        faults,
         emitter=emitter if callbacks else None,
     )
     uvicorn.run(
@@ -456,6 +550,108 @@ def spool_replay() -> None:
             await engine.dispose()
 
     out.print(f"replayed {asyncio.run(_run())} callbacks")
+
+
+def _on_database(settings: Settings, work: Any) -> Any:
+    """Run `work(conn)` in one write transaction on DATABASE_URL (operator commands)."""
+    from plivo_tracker.db.engine import make_engine, make_writer
+
+    async def _run() -> Any:
+        engine = make_engine(settings.database_url)
+        writer = make_writer(engine)
+        try:
+            return await writer.run(work)
+        finally:
+            await writer.close()
+            await engine.dispose()
+
+    try:
+        return asyncio.run(_run())
+    except OSError as exc:
+        _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
+
+
+def _print_pause(state: Any) -> None:
+    if not state.paused:
+        out.print("dispatching: [bold green]running[/]")
+        return
+    out.print(f"dispatching: [bold red]paused[/] by {state.paused_by} since {state.since}")
+    out.print(f"reason: {state.reason}", highlight=False)
+    if state.paused_by == "auto":
+        out.print(f"next probe of Plivo: {state.next_probe_at} (after {state.probes} failed)")
+
+
+@dispatch_app.command("status")
+def dispatch_status() -> None:
+    """Whether sending is paused, by whom, why and since when."""
+    from plivo_tracker.outbound.repository import pause_state
+
+    _print_pause(_on_database(_settings(), pause_state))
+
+
+@dispatch_app.command("pause")
+def dispatch_pause(
+    reason: Annotated[str, typer.Option(help="Shown in /ready and the dashboard.")] = (
+        "paused by an operator"
+    ),
+) -> None:
+    """Stop sending on every worker until `dispatch resume` (messages stay queued)."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.outbound.repository import pause_state, set_paused
+
+    def work(conn: Any) -> Any:
+        now = datetime.now(UTC)
+        set_paused(conn, by="operator", reason=reason[:300], now=now, next_probe_at=None)
+        return pause_state(conn)
+
+    _print_pause(_on_database(_settings(), work))
+
+
+@dispatch_app.command("resume")
+def dispatch_resume() -> None:
+    """Resume sending (after an operator's pause, or at once after an automatic one)."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.outbound.repository import pause_state, resume
+
+    def work(conn: Any) -> Any:
+        resume(conn, datetime.now(UTC))
+        return pause_state(conn)
+
+    _print_pause(_on_database(_settings(), work))
+
+
+@app.command()
+def resolve(
+    message_id: Annotated[int, typer.Argument(help="Local id of a message in `unknown`.")],
+    adopt: Annotated[
+        str | None, typer.Option(help="Plivo has it: this MessageUUID (from Plivo's logs).")
+    ] = None,
+    resend: Annotated[bool, typer.Option(help="Plivo has nothing: send it again.")] = False,
+) -> None:
+    """Settle a message whose send outcome is unknown (docs/adr/0008): adopt or resend."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.outbound.repository import ResolveError, resolve_adopt, resolve_resend
+
+    if (adopt is None) == (not resend):
+        _fail("give exactly one of --adopt UUID and --resend")
+    uuid = adopt.strip() if adopt else None
+
+    def work(conn: Any) -> None:
+        now = datetime.now(UTC)
+        if uuid is not None:
+            resolve_adopt(conn, message_id, uuid, now)
+        else:
+            resolve_resend(conn, message_id, now)
+
+    try:
+        _on_database(_settings(), work)
+    except ResolveError as exc:
+        _fail(str(exc), 1)
+    action = f"adopted {uuid}" if uuid else "queued again"
+    out.print(f"message {message_id}: {action}")
 
 
 def main() -> None:

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     plivo_src: str | None = None
     plivo_api_url: str = "https://api.plivo.com"
     plivo_mps: float = Field(default=5.0, gt=0)
+    # Plivo's request limits (plivo-protocol.md §1.4), kept by every worker together.
+    plivo_api_per_5s: int = Field(default=300, ge=0, le=100_000)
+    plivo_list_per_minute: int = Field(default=20, ge=0, le=10_000)
+    # An ambiguous send is looked up this long after it (docs/adr/0008) ...
+    reconcile_after_seconds: float = Field(default=120.0, ge=0, le=86_400)
+    # ... and after this many undecided lookups it waits for an operator as `unknown`.
+    reconcile_max_lookups: int = Field(default=6, ge=1, le=100)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -39,3 +39,13 @@ LIVE_FRAMES = Counter("plivo_tracker_live_changes", "Status changes published to
 LIVE_DROPPED = Counter(
     "plivo_tracker_live_dropped", "WebSocket clients dropped because they read too slowly."
 )
+
+DISPATCH_PAUSED = Gauge(
+    "plivo_tracker_dispatch_paused",
+    "1 while dispatching is paused (Plivo refused the account or address, or an operator).",
+)
+RECONCILED = Counter(
+    "plivo_tracker_reconciled_total",
+    "Lookups of ambiguous sends by result (found, not_found, unknown).",
+    ["outcome"],
+)

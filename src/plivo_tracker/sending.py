@@ -20,6 +20,7 @@ from plivo_tracker.db.dialect import OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.live.notify import Listener
+from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
@@ -91,6 +92,13 @@ def build_sending(
         callback_url=callback_url,
         mps=settings.plivo_mps,
         poll_interval=poll_interval,
+        reconcile_grace=settings.reconcile_after_seconds,
+        max_lookups=settings.reconcile_max_lookups,
+        limits=Limits(
+            mps=settings.plivo_mps,
+            api_per_5s=settings.plivo_api_per_5s,
+            list_per_minute=settings.plivo_list_per_minute,
+        ),
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
     return Sending(client, dispatcher, simulator, emitter, default_src)

@@ -59,7 +59,7 @@ async def test_wrong_token_is_unauthorised_and_creates_nothing() -> None:
     assert sim.accepted == 0
 
 
-async def test_server_errors_then_success_creates_one_message() -> None:
+async def test_server_errors_are_ambiguous_then_success_creates_one_message() -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_first=2, fail_status=500))
     client = _client(sim)
     failures = []
@@ -71,7 +71,7 @@ async def test_server_errors_then_success_creates_one_message() -> None:
                 failures.append(exc.failure)
     finally:
         await client.aclose()
-    assert failures == [Failure.SERVER_ERROR, Failure.SERVER_ERROR]
+    assert failures == [Failure.AMBIGUOUS, Failure.AMBIGUOUS]
     assert sim.send_requests == 3
     assert sim.accepted == 1
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine, make_writer
-from plivo_tracker.messages.models import messages, outbox, send_attempts
+from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
 from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
@@ -134,6 +134,7 @@ async def _dispatch_against(
         mps=None,
         shared_bucket=False,
         policy=policy,
+        reconcile_grace=0.0,
     )
     valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
     try:
@@ -149,23 +150,32 @@ async def _dispatch_against(
         return [dict(r._mapping) for r in rows]
 
 
-async def test_server_errors_are_retried_and_sent_once(engine: AsyncEngine) -> None:
+async def test_server_errors_are_reconciled_before_each_resend(engine: AsyncEngine) -> None:
+    """A 500 may mean the message exists: each one is looked up (List Messages) and only a
+    lookup that positively finds nothing allows the next attempt."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_first=3, fail_status=500))
-    attempts = await _dispatch_against(engine, sim, TOKEN, passes=6)
-    assert [a["outcome"] for a in attempts] == ["retry", "retry", "retry", "accepted"]
+    attempts = await _dispatch_against(engine, sim, TOKEN, passes=8)
+    assert [a["outcome"] for a in attempts] == [
+        *["ambiguous", "not_found"] * 3,
+        "accepted",
+    ]
     assert sim.accepted == 1
     async with engine.connect() as conn:
         state = (await conn.execute(select(outbox.c.state))).scalar_one()
     assert state == "done"
 
 
-async def test_unauthorized_fails_the_message_without_retrying(engine: AsyncEngine) -> None:
+async def test_unauthorized_pauses_dispatching_and_fails_nothing(engine: AsyncEngine) -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
     attempts = await _dispatch_against(engine, sim, "wrong-token", passes=4)
-    assert attempts == [{"outcome": "failed", "http_status": 401}]
+    # One attempt, not counted; later passes are paused (the probe waits 5 s first).
+    assert attempts == [{"outcome": "paused", "http_status": 401}]
     async with engine.connect() as conn:
-        count = (await conn.execute(select(func.count()).select_from(send_attempts))).scalar_one()
-    assert count == 1
+        state = (await conn.execute(select(outbox.c.state))).scalar_one()
+        status = (await conn.execute(select(messages.c.status))).scalar_one()
+        paused = (await conn.execute(select(dispatch_state.c.paused_by))).scalar_one()
+    assert (state, status, paused) == ("pending", "accepted", "auto")
+    assert sim.accepted == 0
 
 
 async def test_several_dispatchers_send_each_message_once(engine: AsyncEngine, db_url: str) -> None:
@@ -243,7 +253,7 @@ async def test_ambiguous_send_is_reconciled_not_resent(
     async with engine.connect() as conn:
         outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
         state = (await conn.execute(select(outbox.c.state))).scalar_one()
-    assert outcomes == ["ambiguous", "accepted"]
+    assert outcomes == ["ambiguous", "reconciled"]
     assert state == "done"
     msg = await get_message(engine, "1")
     assert msg is not None

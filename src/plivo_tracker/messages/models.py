@@ -58,6 +58,9 @@ messages = Table(
     Column("encoding", String(8)),  # GSM-7 | UCS-2
     Column("segments", Integer),
     Column("error_detail", Text),  # why a send failed on our side (e.g. Plivo's 400 text)
+    # Why a message without a final status counts as settled ("no_receipt": Plivo still says
+    # `sent` long after; the sweeper sets it), else NULL.
+    Column("settled_reason", String(32)),
     # A re-send (RESEND_ERROR_CODES) points at the message it repeats. No foreign key on
     # purpose: adding one makes SQLite rebuild the table, and dropping the old copy would
     # cascade-delete the event history.
@@ -142,7 +145,9 @@ outbox = Table(
     "outbox",
     metadata,
     Column("message_id", ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
-    # pending → sending (leased) → done | failed | reconcile (ambiguous outcome, look it up)
+    # pending → sending (leased) → done | failed | reconcile (ambiguous outcome, look it up:
+    # reconciling while leased) → done (adopted) | pending (positively not found) | unknown
+    # (undecidable: an operator adopts a UUID or resends; docs/adr/0008)
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime(), nullable=False),
@@ -151,6 +156,7 @@ outbox = Table(
     Column("lease_until", UTCDateTime()),
     Column("last_error", Text),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("lookups", Integer, nullable=False, server_default="0"),  # reconciliation lookups
 )
 Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_at)
 
@@ -166,8 +172,25 @@ send_attempts = Table(
     Column("outcome", String(16), nullable=False),
     Column("http_status", Integer),
     Column("detail", Text),
+    Column("api_id", String(64)),  # Plivo's request id: what Plivo support asks for
 )
 Index("ix_send_attempts_message_id", send_attempts.c.message_id)
+
+# Whether dispatching is paused, for every worker: one row. `paused_by` is "auto" (the Message
+# API answered 401/403/404/405: probed on a backoff, resumes by itself) or "operator"
+# (`plivo-tracker dispatch pause`: only `dispatch resume` ends it).
+dispatch_state = Table(
+    "dispatch_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("paused_by", String(16)),
+    Column("reason", Text),
+    Column("since", UTCDateTime()),
+    Column("next_probe_at", UTCDateTime()),
+    Column("probes", Integer, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
 
 # Idempotency-Key of POST /api/messages: same key + same body → same answer, never a second send.
 idempotency_keys = Table(

@@ -36,6 +36,7 @@ from plivo_tracker.messages.models import (
     message_parts,
     messages,
     quarantine,
+    send_attempts,
     status_events,
 )
 
@@ -204,6 +205,7 @@ class LocalChange:
     status: str
     previous_status: str | None
     detail: dict[str, Any]
+    key: str = ""  # tells apart a second visit of the same status (an operator's resend)
 
 
 def insert_local_events(conn: Connection, changes: Sequence[LocalChange], now: datetime) -> None:
@@ -219,7 +221,7 @@ def insert_local_events(conn: Connection, changes: Sequence[LocalChange], now: d
             "previous_status": c.previous_status,
             "message_status": c.status,
             "effect": "applied",
-            "dedupe_key": f"local:{c.message_id}:{c.status}",
+            "dedupe_key": f"local:{c.message_id}:{c.status}{':' + c.key if c.key else ''}",
             "source": "local",
             "received_at": now,
             "payload": json.dumps(c.detail),
@@ -352,6 +354,24 @@ async def message_parts_of(conn: AsyncConnection, message_id: int) -> list[dict[
         select(message_parts)
         .where(message_parts.c.message_id == message_id)
         .order_by(message_parts.c.part_index, message_parts.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def message_attempts(conn: AsyncConnection, message_id: int) -> list[dict[str, Any]]:
+    """Every attempt to send the message and every lookup of an ambiguous one, oldest first."""
+    stmt = (
+        select(
+            send_attempts.c.attempt,
+            send_attempts.c.started_at,
+            send_attempts.c.finished_at,
+            send_attempts.c.outcome,
+            send_attempts.c.http_status,
+            send_attempts.c.detail,
+            send_attempts.c.api_id,
+        )
+        .where(send_attempts.c.message_id == message_id)
+        .order_by(send_attempts.c.id)
     )
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 

@@ -8,7 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from plivo_tracker.messages.status import TERMINAL
 from plivo_tracker.plivo.error_codes import describe
+
+FINAL_STATUSES = frozenset(s.value for s in TERMINAL)
 
 
 class Event(BaseModel):
@@ -39,6 +42,18 @@ class Part(BaseModel):
     updated_at: datetime
 
 
+class Attempt(BaseModel):
+    """One try to hand the message to Plivo, or one lookup of an ambiguous one."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str  # accepted | retry | ambiguous | paused | failed | not_found | reconciled | ...
+    http_status: int | None
+    detail: str | None
+    api_id: str | None  # Plivo's request id: quote it to Plivo support
+
+
 class MessageSummary(BaseModel):
     """A message without its parts and timeline (the rows of GET /api/messages)."""
 
@@ -60,6 +75,12 @@ class MessageSummary(BaseModel):
     has_conflict: bool
     attempt_of: int | None = None  # the message this one re-sends (RESEND_ERROR_CODES)
     text: str | None = None
+    direction: str = "outbound"
+    # True for a final status, and for a message Plivo still calls `sent` long after it was
+    # sent ("no_receipt"); `unknown` and everything still moving are not settled.
+    settled: bool = False
+    settled_reason: str | None = None
+    error_detail: str | None = None  # our side's reason (a refused send, an unknown outcome)
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
@@ -76,6 +97,7 @@ class MessageSummary(BaseModel):
 class Message(MessageSummary):
     parts: list[Part]
     events: list[Event]
+    attempts: list[Attempt] = []
 
 
 def _meaning(code: str | None) -> str | None:
@@ -104,6 +126,10 @@ def _summary_fields(row: dict[str, Any]) -> dict[str, Any]:
         has_conflict=bool(row["has_conflict"]),
         attempt_of=row.get("attempt_of"),
         text=row.get("text"),
+        direction=row.get("direction") or "outbound",
+        settled=settled(row["status"], row.get("settled_reason")),
+        settled_reason=settled_reason(row["status"], row.get("settled_reason")),
+        error_detail=row.get("error_detail"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],
@@ -115,11 +141,26 @@ def build_summary(row: dict[str, Any]) -> MessageSummary:
     return MessageSummary(**_summary_fields(row))
 
 
+def settled(status: str, reason: str | None) -> bool:
+    """Nothing more is expected: a final status, or "sent, no receipt" (the sweeper)."""
+    return status in FINAL_STATUSES or reason is not None
+
+
+def settled_reason(status: str, reason: str | None) -> str | None:
+    if reason is not None:
+        return reason
+    return "final" if status in FINAL_STATUSES else None
+
+
 def build_message(
-    row: dict[str, Any], parts: list[dict[str, Any]], events: list[dict[str, Any]]
+    row: dict[str, Any],
+    parts: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    attempts: list[dict[str, Any]] | None = None,
 ) -> Message:
     return Message(
         **_summary_fields(row),
+        attempts=[Attempt(**a) for a in attempts or []],
         parts=[
             Part(
                 part_uuid=p["part_uuid"],

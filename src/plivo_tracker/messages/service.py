@@ -26,7 +26,8 @@ async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
             return None
         parts = await repo.message_parts_of(conn, row["id"])
         events = await repo.message_events(conn, row["id"])
-    return build_message(row, parts, events)
+        attempts = await repo.message_attempts(conn, row["id"])
+    return build_message(row, parts, events, attempts)
 
 
 async def list_messages(

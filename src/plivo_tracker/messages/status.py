@@ -16,6 +16,8 @@ from enum import StrEnum
 
 class MessageStatus(StrEnum):
     ACCEPTED = "accepted"  # local: stored in the outbox, not yet acknowledged by Plivo
+    # local: a send whose outcome no lookup could decide; an operator adopts a UUID or resends
+    UNKNOWN = "unknown"
     QUEUED = "queued"
     SENT = "sent"
     DELIVERED = "delivered"
@@ -28,6 +30,7 @@ class MessageStatus(StrEnum):
 
 RANK: dict[MessageStatus, int] = {
     MessageStatus.ACCEPTED: -1,
+    MessageStatus.UNKNOWN: -1,
     MessageStatus.QUEUED: 0,
     MessageStatus.RECEIVED: 0,
     MessageStatus.SENT: 1,
@@ -48,7 +51,7 @@ TERMINAL = frozenset(
 )
 FAILURES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.FAILED, MessageStatus.REJECTED})
 # Statuses a Plivo callback may carry (everything but our local ones).
-PLIVO_STATUSES = frozenset(MessageStatus) - {MessageStatus.ACCEPTED}
+PLIVO_STATUSES = frozenset(MessageStatus) - {MessageStatus.ACCEPTED, MessageStatus.UNKNOWN}
 
 
 class Effect(StrEnum):

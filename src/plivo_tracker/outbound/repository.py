@@ -6,6 +6,7 @@ Synchronous functions on the database writer (see db/engine.py), like the callba
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from plivo_tracker.db.dialect import (
     skip_locked,
 )
 from plivo_tracker.messages.models import (
+    dispatch_state,
     idempotency_keys,
     messages,
     outbox,
@@ -33,6 +35,7 @@ from plivo_tracker.messages.repository import (
     uuid_claim,
 )
 from plivo_tracker.messages.status import RANK, MessageStatus
+from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
 
 if TYPE_CHECKING:
     from plivo_tracker.outbound.outbox import Validated
@@ -116,6 +119,9 @@ class Claimed:
     text: str | None
     media_urls: list[str] | None
     type: str
+    segments: int | None = None
+    lookups: int = 0
+    created_at: datetime | None = None  # the message's: no attempt can be older
 
 
 def resend(conn: Connection, message_ids: list[int], now: datetime) -> list[int]:
@@ -183,6 +189,9 @@ def claim_due(
             messages.c.text,
             messages.c.media_urls,
             messages.c.type,
+            messages.c.segments,
+            outbox.c.lookups,
+            messages.c.created_at,
         )
         .join(messages, messages.c.id == outbox.c.message_id)
         .where(outbox.c.message_id.in_(ids))
@@ -198,6 +207,9 @@ def claim_due(
             r.text,
             json.loads(r.media_urls) if r.media_urls else None,
             r.type,
+            r.segments,
+            r.lookups,
+            r.created_at,
         )
         for r in rows
     ]
@@ -210,15 +222,18 @@ def _attempt_row(
     outcome: str,
     status: int | None,
     detail: str | None,
+    api_id: str | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     return {
         "message_id": c.message_id,
-        "attempt": c.attempts + 1,
+        "attempt": c.attempts + 1 if attempt is None else attempt,
         "started_at": started,
         "finished_at": now,
         "outcome": outcome,
         "http_status": status,
         "detail": detail,
+        "api_id": api_id,
     }
 
 
@@ -230,8 +245,11 @@ def _attempt(
     outcome: str,
     status: int | None,
     detail: str | None,
+    api_id: str | None = None,
+    attempt: int | None = None,
 ) -> None:
-    conn.execute(send_attempts.insert(), [_attempt_row(c, started, now, outcome, status, detail)])
+    row = _attempt_row(c, started, now, outcome, status, detail, api_id, attempt)
+    conn.execute(send_attempts.insert(), [row])
 
 
 def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **values: Any) -> None:
@@ -249,12 +267,32 @@ def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **val
 
 
 def record_accepted(
-    conn: Connection, c: Claimed, message_uuid: str, started: datetime, now: datetime
+    conn: Connection,
+    c: Claimed,
+    message_uuid: str,
+    started: datetime,
+    now: datetime,
+    api_id: str | None = None,
+    outcome: str = "accepted",
 ) -> None:
-    """Plivo queued it: store the UUID (adopting a placeholder a fast callback made)."""
+    """Plivo queued it: store the UUID (adopting a placeholder a fast callback made).
+
+    `outcome` "reconciled" / "adopted": the UUID came from a lookup or an operator, not from a
+    202 (the attempt row then records the lookup, not another send)."""
     begin_status_writes(conn)
-    _attempt(conn, c, started, now, "accepted", 202, message_uuid)
-    _outbox_after_attempt(conn, c, started, state="done", last_error=None)
+    if outcome == "accepted":
+        _attempt(conn, c, started, now, outcome, 202, message_uuid, api_id)
+        _outbox_after_attempt(conn, c, started, state="done", last_error=None)
+    else:
+        _attempt(conn, c, started, now, outcome, None, message_uuid, api_id, attempt=c.attempts)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.message_id == c.message_id)
+            .values(state="done", last_error=None, lease_owner=None, lease_until=None)
+        )
+    before = conn.execute(
+        select(messages.c.status).where(messages.c.id == c.message_id)
+    ).scalar_one()
     merged = adopt_placeholder(conn, c.message_id, message_uuid, now)
     # 202 means "queued at Plivo": move `accepted` forward unless callbacks already did more.
     current = conn.execute(
@@ -271,43 +309,46 @@ def record_accepted(
     detail: dict[str, Any] = {"message_uuid": message_uuid}
     if merged is not None:
         detail["merged_from"] = merged  # the placeholder's id: clients drop that message
-    change = LocalChange(c.message_id, current, MessageStatus.ACCEPTED, detail)
+    change = LocalChange(c.message_id, current, before, detail)
     insert_local_events(conn, [change], now)
 
 
 def record_accepted_many(
-    conn: Connection, accepted: list[tuple[Claimed, str, datetime]], now: datetime
+    conn: Connection, accepted: list[tuple[Claimed, str, datetime, str | None]], now: datetime
 ) -> None:
     """`record_accepted` for a whole pass in a few statements. UUIDs that a fast callback already
     holds as a placeholder (rare) go through the one-by-one adoption."""
     if not accepted:
         return
     begin_status_writes(conn)
-    claim_rows = [uuid_claim(uuid, now) for _, uuid, _ in sorted(accepted, key=lambda a: a[1])]
+    claim_rows = [uuid_claim(a[1], now) for a in sorted(accepted, key=lambda a: a[1])]
     stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
         messages.c.message_uuid
     )
     ours = set(conn.execute(stmt, claim_rows).scalars())
     fast = [a for a in accepted if a[1] not in ours]
     plain = [a for a in accepted if a[1] in ours]
-    for item, uuid, started in fast:
-        record_accepted(conn, item, uuid, started, now)
+    for item, uuid, started, api_id in fast:
+        record_accepted(conn, item, uuid, started, now, api_id)
     if not plain:
         return
-    conn.execute(messages.delete().where(messages.c.message_uuid.in_([u for _, u, _ in plain])))
+    conn.execute(messages.delete().where(messages.c.message_uuid.in_([a[1] for a in plain])))
     conn.execute(
         update(messages)
         .where(messages.c.id == bindparam("_id"))
         .values(message_uuid=bindparam("_uuid"), status=MessageStatus.QUEUED.value, updated_at=now),
-        [{"_id": c.message_id, "_uuid": uuid} for c, uuid, _ in plain],
+        [{"_id": c.message_id, "_uuid": uuid} for c, uuid, _, _ in plain],
     )
     conn.execute(
         send_attempts.insert(),
-        [_attempt_row(c, started, now, "accepted", 202, uuid) for c, uuid, started in plain],
+        [
+            _attempt_row(c, started, now, "accepted", 202, uuid, api_id)
+            for c, uuid, started, api_id in plain
+        ],
     )
     queued = [
         LocalChange(c.message_id, MessageStatus.QUEUED, MessageStatus.ACCEPTED, {"message_uuid": u})
-        for c, u, _ in plain
+        for c, u, _, _ in plain
     ]
     insert_local_events(conn, queued, now)
     conn.execute(
@@ -327,7 +368,7 @@ def record_accepted_many(
                 "_attempts": c.attempts + 1,
                 "_first": c.first_attempt_at or started,
             }
-            for c, _, started in plain
+            for c, _, started, _ in plain
         ],
     )
 
@@ -340,8 +381,9 @@ def record_retry(
     delay: float,
     status: int | None,
     detail: str,
+    api_id: str | None = None,
 ) -> None:
-    _attempt(conn, c, started, now, "retry", status, detail)
+    _attempt(conn, c, started, now, "retry", status, detail, api_id)
     _outbox_after_attempt(
         conn,
         c,
@@ -352,30 +394,92 @@ def record_retry(
     )
 
 
+def record_paused(
+    conn: Connection,
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    status: int | None,
+    detail: str,
+    api_id: str | None = None,
+) -> None:
+    """The account or API address was refused (401/403/404/405): nothing was sent and the
+    message stays queued, its attempt not counted; dispatching is paused meanwhile."""
+    _attempt(conn, c, started, now, "paused", status, detail, api_id, attempt=c.attempts)
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == c.message_id)
+        .values(
+            state="pending",
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_until=None,
+            last_error=detail,
+        )
+    )
+
+
+def _set_local_status(
+    conn: Connection,
+    message_id: int,
+    status: MessageStatus,
+    allowed_from: tuple[MessageStatus, ...],
+    now: datetime,
+    detail: dict[str, Any],
+    error_detail: str | None,
+) -> bool:
+    """A status change of our own (never over what Plivo told us): only from `allowed_from`."""
+    current = conn.execute(
+        select(messages.c.status).where(messages.c.id == message_id)
+    ).scalar_one_or_none()
+    if current is None or MessageStatus(current) not in allowed_from:
+        return False
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id)
+        .values(status=status.value, error_detail=error_detail, updated_at=now)
+    )
+    change = LocalChange(message_id, status, current, detail)
+    insert_local_events(conn, [change], now)
+    return True
+
+
 def record_failed(
-    conn: Connection, c: Claimed, started: datetime, now: datetime, status: int | None, detail: str
+    conn: Connection,
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    status: int | None,
+    detail: str,
+    api_id: str | None = None,
 ) -> None:
     """Permanent: the message is failed with the reason (it never reached a carrier)."""
     begin_status_writes(conn)
-    _attempt(conn, c, started, now, "failed", status, detail)
+    _attempt(conn, c, started, now, "failed", status, detail, api_id)
     _outbox_after_attempt(conn, c, started, state="failed", last_error=detail)
-    result = conn.execute(
-        update(messages)
-        .where(messages.c.id == c.message_id, messages.c.status == MessageStatus.ACCEPTED.value)
-        .values(status=MessageStatus.FAILED.value, error_detail=detail, updated_at=now)
+    _set_local_status(
+        conn,
+        c.message_id,
+        MessageStatus.FAILED,
+        (MessageStatus.ACCEPTED,),
+        now,
+        {"detail": detail},
+        detail,
     )
-    if result.rowcount:
-        change = LocalChange(
-            c.message_id, MessageStatus.FAILED, MessageStatus.ACCEPTED, {"detail": detail}
-        )
-        insert_local_events(conn, [change], now)
 
 
 def record_ambiguous(
-    conn: Connection, c: Claimed, started: datetime, now: datetime, detail: str, grace: float
+    conn: Connection,
+    c: Claimed,
+    started: datetime,
+    now: datetime,
+    detail: str,
+    grace: float,
+    status: int | None = None,
+    api_id: str | None = None,
 ) -> None:
     """Outcome unknown: never resend blindly; the reconciler looks it up after `grace` s."""
-    _attempt(conn, c, started, now, "ambiguous", None, detail)
+    _attempt(conn, c, started, now, "ambiguous", status, detail, api_id)
     _outbox_after_attempt(
         conn,
         c,
@@ -386,26 +490,93 @@ def record_ambiguous(
     )
 
 
-def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
-    """Reconciled: Plivo has no such message, so nothing was sent; it may be sent again."""
-    _attempt(conn, c, now, now, "not_found", None, "no matching message at Plivo")
+def record_lookup_undecided(
+    conn: Connection,
+    c: Claimed,
+    now: datetime,
+    detail: str,
+    retry_in: float | None,
+    counted: bool = True,
+) -> None:
+    """A lookup that could not decide: ask again in `retry_in` s, or (None) give the message to
+    an operator: status `unknown` with the reason, until `resolve` adopts a UUID or resends."""
+    _attempt(conn, c, now, now, "undecided", None, detail, attempt=c.attempts)
+    lookups = outbox.c.lookups + (1 if counted else 0)
+    if retry_in is not None:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.message_id == c.message_id)
+            .values(
+                state="reconcile",
+                lookups=lookups,
+                next_attempt_at=now + timedelta(seconds=retry_in),
+                lease_owner=None,
+                lease_until=None,
+                last_error=detail,
+            )
+        )
+        return
+    begin_status_writes(conn)
     conn.execute(
         update(outbox)
         .where(outbox.c.message_id == c.message_id)
-        .values(state="pending", next_attempt_at=now, lease_owner=None, lease_until=None)
+        .values(
+            state="unknown",
+            lookups=lookups,
+            lease_owner=None,
+            lease_until=None,
+            last_error=detail,
+        )
+    )
+    _set_local_status(
+        conn,
+        c.message_id,
+        MessageStatus.UNKNOWN,
+        (MessageStatus.ACCEPTED,),
+        now,
+        {"detail": detail, "resolve": "adopt a MessageUUID or resend"},
+        f"outcome unknown: {detail}",
     )
 
 
-def known_uuids(conn: Connection, uuids: list[str]) -> set[str]:
-    """Which of these MessageUUIDs already belong to a message we sent."""
+def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
+    """Reconciled: Plivo has no such message, so nothing was sent; it may be sent again."""
+    _attempt(
+        conn, c, now, now, "not_found", None, "no matching message at Plivo", attempt=c.attempts
+    )
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == c.message_id)
+        .values(
+            state="pending",
+            next_attempt_at=now,
+            lookups=outbox.c.lookups + 1,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+
+
+def owned_uuids(conn: Connection, uuids: list[str], except_id: int) -> set[str]:
+    """Which of these MessageUUIDs already belong to another message we sent."""
     if not uuids:
         return set()
     rows = conn.execute(
         select(messages.c.message_uuid).where(
-            messages.c.message_uuid.in_(uuids), messages.c.origin == "api"
+            messages.c.message_uuid.in_(uuids),
+            messages.c.origin == "api",
+            messages.c.id != except_id,
         )
     )
     return set(rows.scalars())
+
+
+def last_ambiguous_at(conn: Connection, message_id: int) -> datetime | None:
+    return conn.execute(
+        select(func.max(send_attempts.c.finished_at)).where(
+            send_attempts.c.message_id == message_id, send_attempts.c.outcome == "ambiguous"
+        )
+    ).scalar_one_or_none()
 
 
 def expire_leases(conn: Connection, now: datetime) -> None:
@@ -418,29 +589,243 @@ def expire_leases(conn: Connection, now: datetime) -> None:
     )
 
 
-def take_shared_tokens(conn: Connection, name: str, rate: float, now: float, want: float) -> float:
-    """Token bucket kept in a row (several dispatcher processes): returns seconds to wait,
-    0.0 when the tokens were taken. The row lock serialises workers."""
-    from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
-
-    bucket = TokenBucket(rate=rate, capacity=max(1.0, rate))
+def take_shared_tokens(
+    conn: Connection, buckets: Sequence[tuple[str, float, float]], now: float
+) -> float:
+    """Take one token from each bucket `(name, rate, capacity)`, kept in rows shared by every
+    process: returns 0.0 when all were taken, else the seconds to wait (nothing taken). The
+    row locks serialise workers; rows are locked in name order (no deadlock)."""
+    ordered = sorted(buckets)
     conn.execute(
         insert_ignore(conn.dialect, rate_limits, ["name"]),
-        [{"name": name, "tokens": bucket.capacity, "updated": now}],
+        [{"name": name, "tokens": capacity, "updated": now} for name, _, capacity in ordered],
     )
-    row = conn.execute(
-        lock_for_update(
-            conn.dialect,
-            select(rate_limits.c.tokens, rate_limits.c.updated).where(rate_limits.c.name == name),
+    rows = {
+        r.name: r
+        for r in conn.execute(
+            lock_for_update(
+                conn.dialect,
+                select(rate_limits.c.name, rate_limits.c.tokens, rate_limits.c.updated)
+                .where(rate_limits.c.name.in_([b[0] for b in ordered]))
+                .order_by(rate_limits.c.name),
+            )
         )
-    ).one()
-    state, wait = bucket.take(Bucket(row.tokens, row.updated), now, want)
+    }
+    taken: list[tuple[str, Bucket]] = []
+    wait = 0.0
+    for name, rate, capacity in ordered:
+        bucket = TokenBucket(rate=rate, capacity=capacity)
+        row = rows[name]
+        state, need = bucket.take(Bucket(row.tokens, row.updated), now)
+        wait = max(wait, need)
+        taken.append((name, state))
+    if wait > 0:
+        return wait
     conn.execute(
         update(rate_limits)
-        .where(rate_limits.c.name == name)
-        .values(tokens=state.tokens, updated=state.updated)
+        .where(rate_limits.c.name == bindparam("_name"))
+        .values(tokens=bindparam("_tokens"), updated=bindparam("_updated")),
+        [{"_name": n, "_tokens": b.tokens, "_updated": b.updated} for n, b in taken],
     )
-    return wait
+    return 0.0
+
+
+# ---- the dispatch pause, shared by every worker ----------------------------------------------
+
+DISPATCH = "dispatch"
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    paused: bool
+    paused_by: str | None = None  # "auto" | "operator"
+    reason: str | None = None
+    since: datetime | None = None
+    next_probe_at: datetime | None = None
+    probes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "paused": self.paused,
+            "paused_by": self.paused_by,
+            "reason": self.reason,
+            "since": self.since.isoformat() if self.since else None,
+            "next_probe_at": self.next_probe_at.isoformat() if self.next_probe_at else None,
+            "probes": self.probes,
+        }
+
+
+def pause_state(conn: Connection) -> PauseState:
+    row = conn.execute(
+        select(dispatch_state).where(dispatch_state.c.name == DISPATCH)
+    ).one_or_none()
+    if row is None or not row.paused:
+        return PauseState(False)
+    return PauseState(
+        True, row.paused_by, row.reason, row.since, row.next_probe_at, int(row.probes)
+    )
+
+
+def set_paused(
+    conn: Connection,
+    *,
+    by: str,
+    reason: str,
+    now: datetime,
+    next_probe_at: datetime | None,
+) -> bool:
+    """Pause dispatching for every worker; returns True when it was not paused before (an
+    operator's pause is never replaced by an automatic one)."""
+    conn.execute(
+        insert_ignore(conn.dialect, dispatch_state, ["name"]),
+        [{"name": DISPATCH, "paused": False, "probes": 0, "updated_at": now}],
+    )
+    current = conn.execute(
+        lock_for_update(
+            conn.dialect,
+            select(dispatch_state.c.paused, dispatch_state.c.paused_by).where(
+                dispatch_state.c.name == DISPATCH
+            ),
+        )
+    ).one()
+    if current.paused and (current.paused_by == "operator" or by == "auto"):
+        return False
+    conn.execute(
+        update(dispatch_state)
+        .where(dispatch_state.c.name == DISPATCH)
+        .values(
+            paused=True,
+            paused_by=by,
+            reason=reason[:500],
+            since=now,
+            next_probe_at=next_probe_at,
+            probes=0,
+            updated_at=now,
+        )
+    )
+    return True
+
+
+def probe_failed(conn: Connection, now: datetime, next_probe_at: datetime, reason: str) -> None:
+    conn.execute(
+        update(dispatch_state)
+        .where(dispatch_state.c.name == DISPATCH, dispatch_state.c.paused_by == "auto")
+        .values(
+            next_probe_at=next_probe_at,
+            probes=dispatch_state.c.probes + 1,
+            reason=reason[:500],
+            updated_at=now,
+        )
+    )
+
+
+def resume(conn: Connection, now: datetime, only_auto: bool = False) -> bool:
+    """End the pause; `only_auto`: not an operator's (a probe that worked). True if it ended."""
+    conditions = [dispatch_state.c.name == DISPATCH, dispatch_state.c.paused.is_(True)]
+    if only_auto:
+        conditions.append(dispatch_state.c.paused_by == "auto")
+    result = conn.execute(
+        update(dispatch_state)
+        .where(*conditions)
+        .values(
+            paused=False,
+            paused_by=None,
+            reason=None,
+            since=None,
+            next_probe_at=None,
+            probes=0,
+            updated_at=now,
+        )
+    )
+    if result.rowcount:
+        notify_outbox(conn)
+    return bool(result.rowcount)
+
+
+# ---- operator resolution of `unknown` messages -----------------------------------------------
+
+
+class ResolveError(ValueError):
+    """The message cannot be resolved that way; `code` names why (not_found, not_unknown,
+    uuid_taken)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _claimed_for(conn: Connection, message_id: int) -> Claimed:
+    row = conn.execute(
+        select(
+            outbox.c.message_id,
+            outbox.c.attempts,
+            outbox.c.first_attempt_at,
+            outbox.c.state,
+            outbox.c.lookups,
+            messages.c.to_number,
+            messages.c.from_number,
+            messages.c.text,
+            messages.c.media_urls,
+            messages.c.type,
+            messages.c.segments,
+        )
+        .join(messages, messages.c.id == outbox.c.message_id)
+        .where(outbox.c.message_id == message_id)
+    ).one_or_none()
+    if row is None:
+        raise ResolveError("not_found", f"no message {message_id} of ours in the outbox")
+    if row.state != "unknown":
+        raise ResolveError(
+            "not_unknown", f"message {message_id} is {row.state!r} in the outbox, not unknown"
+        )
+    return Claimed(
+        row.message_id,
+        row.attempts,
+        row.first_attempt_at,
+        row.to_number,
+        row.from_number,
+        row.text,
+        json.loads(row.media_urls) if row.media_urls else None,
+        row.type,
+        row.segments,
+        row.lookups,
+    )
+
+
+def resolve_adopt(conn: Connection, message_id: int, message_uuid: str, now: datetime) -> None:
+    """An operator says which MDR this `unknown` message is: adopt its UUID (and a placeholder
+    its callbacks made). Refused when another message of ours owns that UUID."""
+    c = _claimed_for(conn, message_id)
+    if owned_uuids(conn, [message_uuid], message_id):
+        raise ResolveError("uuid_taken", f"{message_uuid} belongs to another message")
+    record_accepted(conn, c, message_uuid, now, now, outcome="adopted")
+
+
+def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
+    """An operator says nothing was sent: queue the message again (back to `accepted`)."""
+    c = _claimed_for(conn, message_id)
+    begin_status_writes(conn)
+    _attempt(conn, c, now, now, "resend", None, "operator: resend", attempt=c.attempts)
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id == message_id)
+        .values(state="pending", next_attempt_at=now, last_error=None, lookups=0)
+    )
+    n = conn.execute(
+        select(func.count()).where(
+            send_attempts.c.message_id == message_id, send_attempts.c.outcome == "resend"
+        )
+    ).scalar_one()
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.status == MessageStatus.UNKNOWN.value)
+        .values(status=MessageStatus.ACCEPTED.value, error_detail=None, updated_at=now)
+    )
+    change = LocalChange(
+        message_id, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN, {"resend": True}, key=f"r{n}"
+    )
+    insert_local_events(conn, [change], now)
+    notify_outbox(conn)
 
 
 def outbox_counts(conn: Connection) -> dict[str, int]:

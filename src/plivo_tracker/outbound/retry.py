@@ -1,12 +1,13 @@
 """The retry policy for sends, pure: what to do after an attempt failed, and when.
 
 Plivo has no idempotency key (plivo-protocol.md §1.3), so the kind of failure decides:
-- nothing reached Plivo (connection refused, DNS), 5xx, 429: retry with capped exponential
+- nothing reached Plivo (connection refused, DNS) or 429: retry with capped exponential
   backoff and full jitter, honouring Retry-After as a floor, within attempt and time limits;
-- 400/403/404/405 and 401: permanent, the message fails with the reason (401 also means
-  "stop dispatching": the credentials are wrong for every message);
-- a timeout or reset after the request was sent: ambiguous. Never resend blindly; reconcile
-  with Get/List Message first.
+- 400: permanent, the message fails with the reason;
+- 401/403/404/405: about the account, not the message: the dispatcher pauses (PAUSING) and
+  the message stays queued (the dispatcher decides; the policy is never asked);
+- 5xx, a timeout or reset after the request was sent, a 2xx that is not the documented JSON:
+  ambiguous. Never resend blindly; reconcile with List Messages first (docs/adr/0008).
 Nothing here reads a clock or a random source: callers pass elapsed time and a random number.
 """
 
@@ -18,11 +19,19 @@ from enum import StrEnum
 
 class Failure(StrEnum):
     NOT_SENT = "not_sent"  # connection refused, DNS failure: nothing reached Plivo
-    SERVER_ERROR = "server_error"  # 5xx
-    RATE_LIMITED = "rate_limited"  # 429
-    REJECTED = "rejected"  # 400, 403, 404, 405: this message cannot be sent as is
+    RATE_LIMITED = "rate_limited"  # 429: refused before anything was created
+    REJECTED = "rejected"  # 400: this message cannot be sent as is
     UNAUTHORIZED = "unauthorized"  # 401: wrong credentials, for every message
-    AMBIGUOUS = "ambiguous"  # timeout / reset after the request left: it may exist
+    FORBIDDEN = "forbidden"  # 403: geo permission (this message) or IP allow-list (all)
+    MISCONFIGURED = "misconfigured"  # 404/405: wrong auth id or API address, for every message
+    # 5xx, a timeout or reset after the request left, a 2xx that is not the documented JSON:
+    # Plivo may have created the message.
+    AMBIGUOUS = "ambiguous"
+
+
+# Failures that say nothing about one message but about the account or address: dispatching
+# pauses (every worker) and messages stay queued (the dispatcher probes until it works again).
+PAUSING = frozenset({Failure.UNAUTHORIZED, Failure.FORBIDDEN, Failure.MISCONFIGURED})
 
 
 class Action(StrEnum):
@@ -66,7 +75,7 @@ class RetryPolicy:
         """What to do after failed attempt number `attempt`, `elapsed` seconds after the first."""
         if failure == Failure.AMBIGUOUS:
             return Decision(Action.RECONCILE, reason="outcome unknown: look the message up")
-        if failure in (Failure.REJECTED, Failure.UNAUTHORIZED):
+        if failure == Failure.REJECTED or failure in PAUSING:
             return Decision(Action.GIVE_UP, reason=f"permanent: {failure.value}")
         if attempt >= self.max_attempts:
             return Decision(Action.GIVE_UP, reason=f"gave up after {attempt} attempts")

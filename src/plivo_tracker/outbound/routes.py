@@ -1,14 +1,20 @@
-"""POST /api/messages: validate, write the outbox in one transaction, 202. Never calls Plivo."""
+"""POST /api/messages: validate, write the outbox in one transaction, 202. Never calls Plivo.
+
+Also the operator's side of sending: resolving a message whose outcome is `unknown`
+(docs/adr/0008) and pausing or resuming dispatching for every worker.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from plivo_tracker.messages.phone import text_info
+from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.outbound.outbox import (
     IdempotencyConflict,
     InvalidRequest,
@@ -20,6 +26,7 @@ from plivo_tracker.outbound.outbox import (
 from plivo_tracker.web.auth import require_api_key
 from plivo_tracker.web.deps import ContextDep
 from plivo_tracker.web.errors import error_response
+from plivo_tracker.web.hygiene import CleanLine
 
 router = APIRouter(prefix="/api", tags=["messages"], dependencies=[Depends(require_api_key)])
 
@@ -82,3 +89,75 @@ async def send_messages(
     if ctx.dispatcher is not None:
         ctx.dispatcher.wake()
     return JSONResponse(response, status_code=202)
+
+
+class Resolve(BaseModel):
+    """How an operator settles a message whose send outcome is `unknown`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["adopt", "resend"] = Field(
+        description="adopt: Plivo has it (give its MessageUUID); resend: Plivo has nothing"
+    )
+    message_uuid: CleanLine | None = Field(default=None, min_length=1, max_length=64)
+
+
+@router.post(
+    "/messages/{message_id}/resolve",
+    summary="Settle a message whose outcome is unknown: adopt a MessageUUID, or resend",
+    responses={
+        404: {"description": "no such message of ours"},
+        409: {"description": "not unknown, or the UUID belongs to another message"},
+    },
+)
+async def resolve(
+    message_id: Annotated[int, Path(ge=1, le=2**62)], body: Resolve, ctx: ContextDep
+) -> Any:
+    if body.action == "adopt" and not body.message_uuid:
+        return error_response(422, "invalid_request", "adopt needs message_uuid")
+    now = datetime.now(UTC)
+    try:
+        if body.action == "adopt":
+            assert body.message_uuid is not None
+            uuid = body.message_uuid
+            await ctx.writer.run(lambda conn: out_repo.resolve_adopt(conn, message_id, uuid, now))
+        else:
+            await ctx.writer.run(lambda conn: out_repo.resolve_resend(conn, message_id, now))
+    except out_repo.ResolveError as exc:
+        status = 404 if exc.code == "not_found" else 409
+        return error_response(status, exc.code, str(exc))
+    if ctx.dispatcher is not None:
+        ctx.dispatcher.wake()
+    return {"id": message_id, "resolved": body.action}
+
+
+class Pause(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: CleanLine = Field(default="paused by an operator", max_length=300)
+
+
+@router.get("/dispatch", summary="Whether dispatching is paused, why, and since when")
+async def dispatch_status(ctx: ContextDep) -> dict[str, Any]:
+    state = await ctx.writer.run(out_repo.pause_state)
+    return state.as_dict()
+
+
+@router.post("/dispatch/pause", summary="Pause dispatching for every worker (until resumed)")
+async def dispatch_pause(body: Pause, ctx: ContextDep) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    await ctx.writer.run(
+        lambda conn: out_repo.set_paused(
+            conn, by="operator", reason=body.reason, now=now, next_probe_at=None
+        )
+    )
+    return (await ctx.writer.run(out_repo.pause_state)).as_dict()
+
+
+@router.post("/dispatch/resume", summary="Resume dispatching (an operator's or automatic pause)")
+async def dispatch_resume(ctx: ContextDep) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    await ctx.writer.run(lambda conn: out_repo.resume(conn, now))
+    if ctx.dispatcher is not None:
+        ctx.dispatcher.wake()
+    return (await ctx.writer.run(out_repo.pause_state)).as_dict()

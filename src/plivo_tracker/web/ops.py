@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from plivo_tracker import metrics
 from plivo_tracker.db.migrate import current_revision, head_revision
+from plivo_tracker.outbound.repository import pause_state
 from plivo_tracker.web.deps import ContextDep
 
 router = APIRouter(tags=["operations"])
@@ -32,15 +33,21 @@ async def ready(ctx: ContextDep) -> JSONResponse:
             status_code=503,
         )
     ok = current == head
-    return JSONResponse(
-        {
-            "status": "ok" if ok else "unavailable",
-            "database": "ok",
-            "schema": {"current": current, "head": head},
-            "spool_files": len(ctx.spool.pending()),
-        },
-        status_code=200 if ok else 503,
-    )
+    dispatch = await ctx.writer.run(pause_state) if ok else None
+    # Paused sending is "degraded", not "unavailable": callbacks are still taken (and must be),
+    # so an orchestrator must not restart or unroute the process for it.
+    status = "unavailable" if not ok else ("degraded" if dispatch and dispatch.paused else "ok")
+    body: dict[str, object] = {
+        "status": status,
+        "database": "ok",
+        "schema": {"current": current, "head": head},
+        "spool_files": len(ctx.spool.pending()),
+    }
+    if dispatch is not None:
+        body["dispatch"] = dispatch.as_dict()
+        if dispatch.paused:
+            body["reason"] = f"dispatching paused ({dispatch.paused_by}): {dispatch.reason}"
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

@@ -1,0 +1,91 @@
+"""Plivo's request limits, kept by every caller: PLIVO_MPS for sends, the general API limit
+(300 requests in 5 s) for every call, and List Messages' 20 requests a minute.
+
+The List limit is per account, so it always lives in the database (`rate_limits` rows), shared
+by every worker and by `plivo-tracker sweep`. The MPS and general limits are shared the same way
+on PostgreSQL (several dispatchers); on SQLite one process dispatches, so they live in memory.
+One transaction takes every token a call needs, or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass
+
+from plivo_tracker.db.engine import Writer
+from plivo_tracker.outbound import repository as repo
+from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    mps: float | None = 5.0  # sends per second (None: unpaced)
+    api_per_5s: int = 300  # every call (0: unlimited)
+    list_per_minute: int = 20  # List Messages (0: unlimited)
+
+    def api(self) -> tuple[str, float, float] | None:
+        if self.api_per_5s <= 0:
+            return None
+        return ("plivo-api", self.api_per_5s / 5.0, float(self.api_per_5s))
+
+    def sends(self) -> tuple[str, float, float] | None:
+        if not self.mps:
+            return None
+        return ("plivo", self.mps, max(1.0, self.mps))
+
+    def lists(self) -> tuple[str, float, float] | None:
+        if self.list_per_minute <= 0:
+            return None
+        # Capacity 1: never a burst of lookups, whatever another worker just did.
+        return ("plivo-list", self.list_per_minute / 60.0, 1.0)
+
+
+class Budget:
+    def __init__(self, writer: Writer, limits: Limits, *, shared: bool) -> None:
+        self._writer = writer
+        self.limits = limits
+        self._shared = shared
+        self._local: dict[str, tuple[TokenBucket, Bucket | None]] = {}
+        self.waited = 0.0  # seconds spent waiting for tokens (benchmarks, tests)
+
+    async def before_send(self) -> None:
+        await self._take([self.limits.sends(), self.limits.api()], shared=self._shared)
+
+    async def before_read(self) -> None:
+        """Get Message, Get Account."""
+        await self._take([self.limits.api()], shared=self._shared)
+
+    async def before_list(self) -> None:
+        await self._take([self.limits.lists()], shared=True)
+        await self._take([self.limits.api()], shared=self._shared)
+
+    async def _take(self, wanted: list[tuple[str, float, float] | None], *, shared: bool) -> None:
+        buckets = [b for b in wanted if b is not None]
+        if not buckets:
+            return
+        while True:
+            if shared:
+                take = functools.partial(repo.take_shared_tokens, buckets=buckets, now=time.time())
+                wait = await self._writer.run(take)
+            else:
+                wait = self._take_local(buckets, time.monotonic())
+            if wait <= 0:
+                return
+            self.waited += wait
+            await asyncio.sleep(wait)
+
+    def _take_local(self, buckets: list[tuple[str, float, float]], now: float) -> float:
+        states: list[tuple[str, TokenBucket, Bucket]] = []
+        wait = 0.0
+        for name, rate, capacity in buckets:
+            bucket, state = self._local.get(name) or (TokenBucket(rate, capacity), None)
+            after, need = bucket.take(state or bucket.full(now), now)
+            wait = max(wait, need)
+            states.append((name, bucket, after))
+        if wait > 0:
+            return wait
+        for name, bucket, after in states:
+            self._local[name] = (bucket, after)
+        return 0.0
