@@ -31,6 +31,7 @@ from plivo_tracker.messages.models import (
     callback_nonces,
     dispatch_state,
     idempotency_keys,
+    leases,
     message_parts,
     messages,
     outbox,
@@ -58,6 +59,7 @@ ALL_TABLES = (
     idempotency_keys,
     rate_limits,
     dispatch_state,
+    leases,
     messages,
 )
 

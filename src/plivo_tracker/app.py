@@ -115,7 +115,7 @@ def create_app(
             max_batch=settings.commit_batch_max,
             spool=spool.write,
             writer=writer,
-            resend_codes=frozenset(settings.resend_error_codes),
+            resend=settings.resend_policy,
             on_resend=sending.dispatcher.wake if dispatch else None,
         )
         committer.start()
@@ -148,6 +148,11 @@ def create_app(
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         live_feed = asyncio.create_task(hub.run())
         dispatcher = asyncio.create_task(sending.dispatcher.run()) if dispatch else None
+        sweeper = (
+            asyncio.create_task(sending.sweeper.run())
+            if dispatch and sending.sweeper is not None
+            else None
+        )
         demo = _start_demo(settings, writer, sending.dispatcher, sending.default_src, dispatch)
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()
@@ -169,8 +174,12 @@ def create_app(
             await live_feed
             await listener.close()
             sending.dispatcher.stop()
+            if sending.sweeper is not None:
+                sending.sweeper.stop()
             if dispatcher is not None:
                 await dispatcher
+            if sweeper is not None:
+                await sweeper
             await sending.close()
             if callbacks is not None:
                 await callbacks.aclose()

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from plivo_tracker.outbound.resend import ResendPolicy, parse_codes
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
 
 # In simulator mode the in-process simulator and the verifier share this account. The id follows
@@ -55,6 +57,14 @@ class Settings(BaseSettings):
     reconcile_after_seconds: float = Field(default=120.0, ge=0, le=86_400)
     # ... and after this many undecided lookups it waits for an operator as `unknown`.
     reconcile_max_lookups: int = Field(default=6, ge=1, le=100)
+    # The sweeper: a message with no callback this long is looked up with Get Message (Plivo
+    # retries a callback for about 7 minutes) ...
+    stuck_after_seconds: float = Field(default=1800.0, ge=1, le=30 * 86_400)
+    # ... one Plivo still calls `sent` this long after it was sent settles as "sent, no
+    # receipt" (carriers without delivery receipts; 6 h) ...
+    no_receipt_after_seconds: float = Field(default=21_600.0, ge=1, le=90 * 86_400)
+    # ... and it runs this often (one sweeper at a time across processes).
+    sweep_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -64,8 +74,12 @@ class Settings(BaseSettings):
     spool_dir: str = "./data/spool"
     # Group commit: the most callbacks one transaction takes.
     commit_batch_max: int = Field(default=256, ge=1, le=10_000)
-    # Final Plivo error codes after which a message is sent once more (off by default).
+    # Final Plivo error codes after which a message is sent again (outbound/resend.py): empty
+    # means the defaults (20, 80: carrier and network "retry later"), "none" turns it off.
     resend_error_codes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Messages in one resend chain, the original included, and the first backoff (doubling).
+    resend_max_attempts: int = Field(default=3, ge=1, le=10)
+    resend_backoff_seconds: float = Field(default=60.0, ge=0, le=86_400)
     # Simulator mode only: queue a demo message about every N seconds (0: off; `serve --demo`).
     demo_interval_seconds: float = Field(default=0.0, ge=0, le=3600)
     # Live stream: idle heartbeat, frames a slow client may lag before it is dropped, and how
@@ -80,6 +94,26 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("resend_error_codes")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        codes = [v.strip() for v in value if v.strip()]
+        if [c.lower() for c in codes] == ["none"]:
+            return ["none"]
+        bad = [c for c in codes if not c.isdigit()]
+        if bad:
+            raise ValueError(f"Plivo error codes are numbers (or 'none'), not {bad[0]!r}")
+        return codes
+
+    @property
+    def resend_policy(self) -> ResendPolicy:
+        return ResendPolicy(
+            codes=parse_codes(self.resend_error_codes),
+            max_attempts=self.resend_max_attempts,
+            base_delay=self.resend_backoff_seconds,
+            cap=max(1800.0, self.resend_backoff_seconds),
+        )
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod

@@ -49,3 +49,8 @@ RECONCILED = Counter(
     "Lookups of ambiguous sends by result (found, not_found, unknown).",
     ["outcome"],
 )
+SWEPT = Counter(
+    "plivo_tracker_swept_total",
+    "Stuck messages looked up by the sweeper, by what Plivo said (or no_receipt).",
+    ["outcome"],
+)

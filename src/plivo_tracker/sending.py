@@ -1,4 +1,5 @@
-"""Wires the sending side: the Plivo client (real, or the in-process simulator) and the dispatcher.
+"""Wires the sending side: the Plivo client (real, or the in-process simulator), the dispatcher
+and the sweeper.
 
 Simulator mode (no PLIVO_AUTH_ID/TOKEN): the client talks to the simulator's Message API in
 process, and the simulator posts genuinely signed callbacks to PUBLIC_BASE_URL over real HTTP,
@@ -22,6 +23,7 @@ from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.live.notify import Listener
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
+from plivo_tracker.outbound.sweeper import Sweeper
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
@@ -38,6 +40,7 @@ class Sending:
     simulator: SimulatedPlivo | None = None
     emitter: Emitter | None = None
     default_src: str | None = None
+    sweeper: Sweeper | None = None
 
     listener: Listener | None = None  # PostgreSQL LISTEN: wakes the dispatcher (and others)
 
@@ -56,6 +59,8 @@ class Sending:
         if self.listener is not None:
             await self.listener.close()
         self.dispatcher.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         if self.emitter is not None:
             await self.emitter.close()
         await self.client.aclose()
@@ -101,4 +106,12 @@ def build_sending(
         ),
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
-    return Sending(client, dispatcher, simulator, emitter, default_src)
+    sweeper = Sweeper(
+        writer,
+        client,
+        dispatcher.budget,
+        stuck_after=settings.stuck_after_seconds,
+        no_receipt_after=settings.no_receipt_after_seconds,
+        interval=settings.sweep_interval_seconds,
+    )
+    return Sending(client, dispatcher, simulator, emitter, default_src, sweeper)

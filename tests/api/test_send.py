@@ -286,17 +286,20 @@ async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngin
     assert outcomes == ["not_found", "accepted"]
 
 
-async def test_configured_final_codes_are_resent_once(
+async def test_resend_policy_builds_a_chain_up_to_its_limit(
     make_settings: Callable[..., Settings], db_url: str
 ) -> None:
-    """RESEND_ERROR_CODES: an undelivered message with a listed code gets exactly one more
-    attempt, linked to the original; the re-send failing again is not repeated."""
+    """RESEND_ERROR_CODES / RESEND_MAX_ATTEMPTS: an undelivered message with a listed code is
+    sent again (a new message pointing at the failed one), and again, until the chain holds
+    three messages; each message of the chain lists the whole chain."""
     settings = make_settings(
         database_url=db_url,
         plivo_auth_id=None,
         plivo_auth_token=None,
         plivo_mps=1000,
         resend_error_codes="20,30,70,80,100,200",  # every code the simulator uses for undelivered
+        resend_max_attempts=3,
+        resend_backoff_seconds=0,
     )
     scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=1.0, dup_rate=0.2)
     app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
@@ -307,34 +310,55 @@ async def test_configured_final_codes_are_resent_once(
                 "/api/messages", json={"to": ["+14155550101", "+14155550102"], "text": "hi"}
             )
             originals = [m["id"] for m in resp.json()["messages"]]
-            await _wait_final(client, originals)
-            engine = app.state.ctx.engine
-            resends: list[Any] = []
-            for _ in range(400):  # the re-sends appear once the originals fail
-                async with engine.connect() as conn:
-                    ids = (
-                        (
-                            await conn.execute(
-                                select(messages.c.id).where(messages.c.attempt_of.is_not(None))
-                            )
-                        )
-                        .scalars()
-                        .all()
-                    )
-                resends = [(await client.get(f"/api/messages/{i}")).json() for i in ids]
-                if len(resends) == 2 and all(m["status"] in FINAL for m in resends):
-                    break
+            chains: list[list[int]] = []
+            for _ in range(400):  # the resends appear as the previous attempts fail
+                found = [(await client.get(f"/api/messages/{i}")).json() for i in originals]
+                chains = [[c["id"] for c in m["chain"]] for m in found]
+                if all(len(c) == 3 for c in chains):
+                    last = [(await client.get(f"/api/messages/{c[-1]}")).json() for c in chains]
+                    if all(m["status"] in FINAL for m in last):
+                        break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # time for a (wrong) third attempt to show up
+            await asyncio.sleep(0.3)  # time for a (wrong) fourth attempt to show up
+            engine = app.state.ctx.engine
             async with engine.connect() as conn:
                 total = (
                     await conn.execute(select(func.count()).select_from(messages))
                 ).scalar_one()
+            tail = (await client.get(f"/api/messages/{chains[0][-1]}")).json()
             sim: SimulatedPlivo = app.state.sending.simulator
-    assert sorted(m["attempt_of"] for m in resends) == originals
-    assert all(m["status"] == "undelivered" for m in resends)
-    assert total == 4  # a re-send that fails is not re-sent again
-    assert sim.accepted == 4
+    assert [c[0] for c in chains] == originals
+    assert all(len(c) == 3 for c in chains)
+    assert tail["attempt_of"] == chains[0][1]
+    assert [c["status"] for c in tail["chain"]] == ["undelivered"] * 3
+    assert total == 6  # the third failure is not resent
+    assert sim.accepted == 6
+
+
+async def test_default_policy_does_not_resend_permanent_codes(
+    make_settings: Callable[..., Settings], db_url: str
+) -> None:
+    settings = make_settings(
+        database_url=db_url,
+        plivo_auth_id=None,
+        plivo_auth_token=None,
+        plivo_mps=1000,
+        resend_backoff_seconds=0,
+    )
+    scenario = ScenarioConfig(speed=300, fail_rate=1.0, undelivered_rate=0, dup_rate=0)
+    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            resp = await client.post("/api/messages", json={"to": "+14155550101", "text": "hi"})
+            [original] = [m["id"] for m in resp.json()["messages"]]
+            [failed] = await _wait_final(client, [original])
+            await asyncio.sleep(0.3)
+            sim: SimulatedPlivo = app.state.sending.simulator
+    # The simulator's `failed` codes (40, 50, 420, 450, 900) are all off by default.
+    assert failed["status"] == "failed"
+    assert [c["id"] for c in failed["chain"]] == [original]
+    assert sim.accepted == 1
 
 
 async def test_postgresql_workers_wake_on_notify(

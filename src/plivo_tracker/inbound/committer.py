@@ -30,6 +30,7 @@ from plivo_tracker.inbound.ingest import (
     ingest_batch,
 )
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.outbound.resend import ResendPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +58,10 @@ class GroupCommitter:
         spool: Spooler | None = None,
         on_changes: ChangeListener | None = None,
         writer: Writer | None = None,
-        resend_codes: frozenset[str] = frozenset(),
+        resend: ResendPolicy | None = None,
         on_resend: Callable[[], None] | None = None,
     ) -> None:
-        self._resend_codes = resend_codes
+        self._resend = resend
         self._on_resend = on_resend
         # A writer passed in is shared (and closed) by its owner.
         self._own_writer = writer is None
@@ -158,9 +159,7 @@ class GroupCommitter:
 
     async def _commit(self, items: list[CallbackItem]) -> BatchResult:
         now = datetime.now(UTC)
-        result = await self._writer.run(
-            lambda conn: ingest_batch(conn, items, now, self._resend_codes)
-        )
+        result = await self._writer.run(lambda conn: ingest_batch(conn, items, now, self._resend))
         if result.resent and self._on_resend is not None:
             self._on_resend()  # wake the dispatcher: new outbox rows are due
         return result

@@ -29,6 +29,7 @@ from plivo_tracker.messages.status import (
     rollup,
 )
 from plivo_tracker.outbound import repository as outbound_repo
+from plivo_tracker.outbound.resend import ResendPolicy
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
 
 
@@ -54,6 +55,7 @@ class CallbackItem:
     scheme: str | None
     event: CallbackEvent | None
     reason: str | None = None
+    source: str = "callback"  # "reconcile": the sweeper's Get Message, applied the same way
 
 
 def make_item(
@@ -68,6 +70,7 @@ def make_item(
     nonce: str | None,
     scheme: str | None,
     reason: str | None = None,
+    source: str = "callback",
 ) -> CallbackItem:
     """Build an item, parsing the fields; a payload that does not parse is kept for quarantine."""
     event: CallbackEvent | None = None
@@ -88,6 +91,7 @@ def make_item(
         scheme=scheme,
         event=event,
         reason=reason,
+        source=source,
     )
 
 
@@ -146,12 +150,12 @@ def ingest_batch(
     conn: Connection,
     items: list[CallbackItem],
     now: datetime,
-    resend_codes: frozenset[str] = frozenset(),
+    resend: ResendPolicy | None = None,
 ) -> BatchResult:
     """Store a batch of verified callbacks and apply their statuses; return per-item outcomes.
 
-    A message of ours that becomes failed/undelivered with a code in `resend_codes` gets one
-    more attempt queued in the same transaction."""
+    A message of ours that becomes failed/undelivered with a code the `resend` policy resends
+    gets another attempt queued in the same transaction."""
     outcomes: list[Outcome | None] = [None] * len(items)
     repo.begin_status_writes(conn)
 
@@ -276,12 +280,16 @@ def ingest_batch(
                     at=now,
                 )
             )
-    if resend_codes:
-        again = [
-            c.message_id for c in changes if c.status in FAILURES and c.error_code in resend_codes
-        ]
+    if resend is not None and resend.codes:
+        again = sorted(
+            {
+                (c.message_id, c.error_code)
+                for c in changes
+                if c.status in FAILURES and c.error_code in resend.codes
+            }
+        )
         if again:
-            resent = outbound_repo.resend(conn, sorted(set(again)), now)
+            resent = outbound_repo.resend(conn, again, now, resend)
             result = BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes, resent)
             return result
     return BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes)
@@ -305,7 +313,7 @@ def _event_row(item: CallbackItem, msgs: dict[str, Row], plan: _Plan, i: int) ->
         "error_code": ev.error_code,
         "effect": effect.value,
         "dedupe_key": ev.dedupe_key,
-        "source": "callback",
+        "source": item.source,
         "nonce": item.nonce,
         "signature_scheme": item.scheme,
         "method": item.method,

@@ -61,16 +61,19 @@ messages = Table(
     # Why a message without a final status counts as settled ("no_receipt": Plivo still says
     # `sent` long after; the sweeper sets it), else NULL.
     Column("settled_reason", String(32)),
+    Column("swept_at", UTCDateTime()),  # when the sweeper last looked it up at Plivo
     # A re-send (RESEND_ERROR_CODES) points at the message it repeats. No foreign key on
     # purpose: adding one makes SQLite rebuild the table, and dropping the old copy would
     # cascade-delete the event history.
     Column("attempt_of", BigInteger),
 )
-Index("ix_messages_attempt_of", messages.c.attempt_of)
+Index("ix_messages_attempt_of", messages.c.attempt_of, unique=True)
 Index("ix_messages_status_id", messages.c.status, messages.c.id)
 Index("ix_messages_to_number_id", messages.c.to_number, messages.c.id)
 Index("ix_messages_from_number_id", messages.c.from_number, messages.c.id)
 Index("ix_messages_created_at", messages.c.created_at)
+# Mostly NULL: the few "sent, no receipt" messages, counted by /api/stats.
+Index("ix_messages_settled_reason_created_at", messages.c.settled_reason, messages.c.created_at)
 
 message_parts = Table(
     "message_parts",
@@ -175,6 +178,15 @@ send_attempts = Table(
     Column("api_id", String(64)),  # Plivo's request id: what Plivo support asks for
 )
 Index("ix_send_attempts_message_id", send_attempts.c.message_id)
+
+# Time-limited leadership: the process whose lease is current does the job (the sweeper).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("owner", String(64)),
+    Column("until", UTCDateTime()),
+)
 
 # Whether dispatching is paused, for every worker: one row. `paused_by` is "auto" (the Message
 # API answered 401/403/404/405: probed on a backoff, resumes by itself) or "operator"

@@ -376,6 +376,31 @@ async def message_attempts(conn: AsyncConnection, message_id: int) -> list[dict[
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
+async def resend_chain(conn: AsyncConnection, message_id: int) -> list[dict[str, Any]]:
+    """The message's resend chain, oldest first: the original, then each resend (`attempt_of`
+    points at the message it resends). A message that was never resent is a chain of one."""
+    cols = (messages.c.id, messages.c.attempt_of, messages.c.status, messages.c.error_code)
+    rows: dict[int, dict[str, Any]] = {}
+    current: int | None = message_id
+    while current is not None and current not in rows and len(rows) < 20:  # back to the root
+        row = (await conn.execute(select(*cols).where(messages.c.id == current))).mappings().first()
+        if row is None:
+            break
+        rows[current] = dict(row)
+        current = row["attempt_of"]
+    chain = sorted(rows.values(), key=lambda r: r["id"])
+    while chain and len(chain) < 20:  # forward to the newest resend
+        nxt = (
+            (await conn.execute(select(*cols).where(messages.c.attempt_of == chain[-1]["id"])))
+            .mappings()
+            .first()
+        )
+        if nxt is None:
+            break
+        chain.append(dict(nxt))
+    return [{k: r[k] for k in ("id", "status", "error_code")} for r in chain]
+
+
 async def message_events(conn: AsyncConnection, message_id: int) -> list[dict[str, Any]]:
     stmt = (
         select(status_events)

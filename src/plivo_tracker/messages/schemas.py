@@ -94,10 +94,19 @@ class MessageSummary(BaseModel):
         return data
 
 
+class ChainLink(BaseModel):
+    """One message of a resend chain (RESEND_ERROR_CODES): the original, then each resend."""
+
+    id: int
+    status: str
+    error_code: str | None
+
+
 class Message(MessageSummary):
     parts: list[Part]
     events: list[Event]
     attempts: list[Attempt] = []
+    chain: list[ChainLink] = []
 
 
 def _meaning(code: str | None) -> str | None:
@@ -147,9 +156,9 @@ def settled(status: str, reason: str | None) -> bool:
 
 
 def settled_reason(status: str, reason: str | None) -> str | None:
-    if reason is not None:
-        return reason
-    return "final" if status in FINAL_STATUSES else None
+    if status in FINAL_STATUSES:
+        return "final"  # a late receipt after "no receipt" makes it final after all
+    return reason
 
 
 def build_message(
@@ -157,10 +166,12 @@ def build_message(
     parts: list[dict[str, Any]],
     events: list[dict[str, Any]],
     attempts: list[dict[str, Any]] | None = None,
+    chain: list[dict[str, Any]] | None = None,
 ) -> Message:
     return Message(
         **_summary_fields(row),
         attempts=[Attempt(**a) for a in attempts or []],
+        chain=[ChainLink(**c) for c in chain or []],
         parts=[
             Part(
                 part_uuid=p["part_uuid"],

@@ -27,7 +27,8 @@ async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
         parts = await repo.message_parts_of(conn, row["id"])
         events = await repo.message_events(conn, row["id"])
         attempts = await repo.message_attempts(conn, row["id"])
-    return build_message(row, parts, events, attempts)
+        chain = await repo.resend_chain(conn, row["id"])
+    return build_message(row, parts, events, attempts, chain)
 
 
 async def list_messages(
@@ -97,6 +98,7 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
         errors = await stats.error_codes(conn, w)
         carriers = await stats.carriers(conn, w)
         latency = await stats.latency(conn, w)
+        no_receipt = await stats.no_receipt(conn, _minute_time(w.since), _minute_time(w.until))
     by_status = {s.value: 0 for s in MessageStatus}
     counts = [[0, 0, 0] for _ in range(w.points)]  # total, delivered, failed
     for index, status, count in cells:
@@ -125,6 +127,8 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
         "total": sum(by_status.values()),
         "by_status": by_status,
         "delivery_rate": _rate(by_status[MessageStatus.DELIVERED], failed_total),
+        # Counted in by_status["sent"] too: settled without a receipt (the sweeper).
+        "sent_no_receipt": no_receipt,
         "errors": [
             {"code": code, "meaning": _meaning(code), "count": count} for code, count in errors
         ],

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Subquery, Table, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plivo_tracker.messages.models import stats_carriers, stats_errors, stats_latency, stats_status
+from plivo_tracker.messages.models import (
+    messages,
+    stats_carriers,
+    stats_errors,
+    stats_latency,
+    stats_status,
+)
 
 PERCENTILES = (50, 90, 99)
 TOP = 20  # error codes and carriers listed
@@ -92,6 +99,18 @@ async def buckets(conn: AsyncConnection, w: Window) -> list[tuple[int, str, int]
     index = ((t.minute - w.since) // w.step).label("point")
     stmt = select(index, t.status, func.sum(t.n)).group_by(index, t.status)
     return [(int(i), s, int(n)) for i, s, n in await conn.execute(stmt) if n]
+
+
+async def no_receipt(conn: AsyncConnection, since: datetime, until: datetime) -> int:
+    """Messages created in [since, until) that settled as "sent, no receipt" (few: an index
+    range on settled_reason, not a scan of the window)."""
+    stmt = select(func.count()).where(
+        messages.c.settled_reason == "no_receipt",
+        messages.c.status == "sent",
+        messages.c.created_at >= since,
+        messages.c.created_at < until,
+    )
+    return int((await conn.execute(stmt)).scalar_one())
 
 
 async def error_codes(conn: AsyncConnection, w: Window) -> list[tuple[str, int]]:

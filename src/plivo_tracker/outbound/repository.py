@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from plivo_tracker.db.dialect import (
     insert_ignore,
@@ -22,6 +22,7 @@ from plivo_tracker.db.dialect import (
 from plivo_tracker.messages.models import (
     dispatch_state,
     idempotency_keys,
+    leases,
     messages,
     outbox,
     rate_limits,
@@ -36,6 +37,7 @@ from plivo_tracker.messages.repository import (
 )
 from plivo_tracker.messages.status import RANK, MessageStatus
 from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+from plivo_tracker.outbound.resend import ResendPolicy
 
 if TYPE_CHECKING:
     from plivo_tracker.outbound.outbox import Validated
@@ -72,8 +74,12 @@ def notify_outbox(conn: Connection) -> None:
         conn.exec_driver_sql(sql)
 
 
-def _queue_message(conn: Connection, values: dict[str, Any], now: datetime) -> int:
-    """Insert a message of ours (status `accepted`) and its due outbox row; returns its id."""
+def _queue_message(
+    conn: Connection, values: dict[str, Any], now: datetime, due: datetime | None = None
+) -> int | None:
+    """Insert a message of ours (status `accepted`) and its outbox row, due at `due` (now);
+    returns its id, or None for a resend of a message that already has one (`attempt_of` is
+    unique: two processes applying the same failure cannot both resend it)."""
     row = {
         "origin": "api",
         "direction": "outbound",
@@ -83,10 +89,26 @@ def _queue_message(conn: Connection, values: dict[str, Any], now: datetime) -> i
         "updated_at": now,
         **values,
     }
-    message_id = int(conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one())
+    if values.get("attempt_of"):
+        stmt = insert_ignore(conn.dialect, messages, ["attempt_of"]).returning(messages.c.id)
+        found = conn.execute(stmt, [row]).scalar_one_or_none()
+        if found is None:
+            return None
+        message_id = int(found)
+    else:
+        message_id = int(
+            conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one()
+        )
     conn.execute(
         outbox.insert(),
-        [{"message_id": message_id, "state": "pending", "next_attempt_at": now, "created_at": now}],
+        [
+            {
+                "message_id": message_id,
+                "state": "pending",
+                "next_attempt_at": due or now,
+                "created_at": now,
+            }
+        ],
     )
     detail = {"attempt_of": values["attempt_of"]} if values.get("attempt_of") else {}
     insert_local_events(conn, [LocalChange(message_id, MessageStatus.ACCEPTED, None, detail)], now)
@@ -94,7 +116,7 @@ def _queue_message(conn: Connection, values: dict[str, Any], now: datetime) -> i
 
 
 def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> int:
-    return _queue_message(
+    message_id = _queue_message(
         conn,
         {
             "to_number": to,
@@ -107,6 +129,8 @@ def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> i
         },
         now,
     )
+    assert message_id is not None  # not a resend: always inserted
+    return message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,28 +148,46 @@ class Claimed:
     created_at: datetime | None = None  # the message's: no attempt can be older
 
 
-def resend(conn: Connection, message_ids: list[int], now: datetime) -> list[int]:
-    """Queue one more attempt of each of our messages that failed with a configured code: a new
-    message (`attempt_of` = the original) with its own outbox row. Only originals are repeated,
-    and each at most once; returns the new message ids."""
-    if not message_ids:
+def attempt_number(conn: Connection, message_id: int) -> int:
+    """Which attempt of its chain a message is (1 = the original), following `attempt_of`."""
+    n, current = 1, message_id
+    while n < 100:
+        previous = conn.execute(
+            select(messages.c.attempt_of).where(messages.c.id == current)
+        ).scalar_one_or_none()
+        if previous is None:
+            return n
+        n, current = n + 1, int(previous)
+    return n
+
+
+def resend(
+    conn: Connection,
+    failures: Sequence[tuple[int, str | None]],
+    now: datetime,
+    policy: ResendPolicy,
+) -> list[int]:
+    """Queue another attempt of each of our messages that ended failed/undelivered with a code
+    the policy resends: a new message (`attempt_of` = the failed one) due after the policy's
+    backoff, while the chain is shorter than its limit. Returns the new message ids."""
+    if not failures:
         return []
-    already = select(messages.c.attempt_of).where(messages.c.attempt_of.in_(message_ids))
-    originals = conn.execute(
+    codes = dict(failures)
+    rows = conn.execute(
         select(messages)
-        .where(
-            messages.c.id.in_(message_ids),
-            messages.c.origin == "api",
-            messages.c.attempt_of.is_(None),
-            messages.c.id.not_in(already.scalar_subquery()),
-        )
+        .where(messages.c.id.in_(list(codes)), messages.c.origin == "api")
         .order_by(messages.c.id)
     ).mappings()
     copied = ("to_number", "from_number", "type", "text", "media_urls", "encoding", "segments")
-    created = [
-        _queue_message(conn, {**{c: m[c] for c in copied}, "attempt_of": m["id"]}, now)
-        for m in list(originals)
-    ]
+    created: list[int] = []
+    for m in list(rows):
+        delay = policy.delay(codes[m["id"]], attempt_number(conn, m["id"]))
+        if delay is None:
+            continue
+        values = {**{c: m[c] for c in copied}, "attempt_of": m["id"]}
+        new_id = _queue_message(conn, values, now, now + timedelta(seconds=delay))
+        if new_id is not None:
+            created.append(new_id)
     if created:
         notify_outbox(conn)
     return created
@@ -831,3 +873,76 @@ def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
 def outbox_counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
     return {state: int(n) for state, n in rows}
+
+
+# ---- leases and the sweeper ------------------------------------------------------------------
+
+
+def take_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Become (or stay) the one holder of lease `name` for `ttl`; False while another holds it."""
+    conn.execute(
+        insert_ignore(conn.dialect, leases, ["name"]),
+        [{"name": name, "owner": None, "until": None}],
+    )
+    result = conn.execute(
+        update(leases)
+        .where(
+            leases.c.name == name,
+            or_(leases.c.owner == owner, leases.c.until.is_(None), leases.c.until < now),
+        )
+        .values(owner=owner, until=now + ttl)
+    )
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    id: int
+    message_uuid: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+STUCK_STATUSES = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
+
+
+def claim_stuck(
+    conn: Connection, now: datetime, stuck_before: datetime, limit: int, claim: bool = True
+) -> list[Stuck]:
+    """Messages of ours with a UUID, no final status, not settled, no change since
+    `stuck_before`, and not looked up since then either; marked as looked up now (`claim`)."""
+    stmt = (
+        select(
+            messages.c.id,
+            messages.c.message_uuid,
+            messages.c.status,
+            messages.c.created_at,
+            messages.c.sent_at,
+        )
+        .where(
+            messages.c.origin == "api",
+            messages.c.message_uuid.is_not(None),
+            messages.c.status.in_(STUCK_STATUSES),
+            messages.c.settled_reason.is_(None),
+            messages.c.updated_at < stuck_before,
+            or_(messages.c.swept_at.is_(None), messages.c.swept_at < stuck_before),
+        )
+        .order_by(messages.c.updated_at, messages.c.id)
+        .limit(limit)
+    )
+    rows = list(conn.execute(skip_locked(conn.dialect, stmt) if claim else stmt))
+    if claim and rows:
+        conn.execute(
+            update(messages).where(messages.c.id.in_([r.id for r in rows])).values(swept_at=now)
+        )
+    return [Stuck(r.id, r.message_uuid, r.status, r.created_at, r.sent_at) for r in rows]
+
+
+def settle_no_receipt(conn: Connection, message_id: int, now: datetime) -> None:
+    """Plivo still says `sent` long after: settled as "sent, no receipt" (status unchanged)."""
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.status == MessageStatus.SENT.value)
+        .values(settled_reason="no_receipt", updated_at=now)
+    )

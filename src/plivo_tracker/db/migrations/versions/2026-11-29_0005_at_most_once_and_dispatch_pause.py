@@ -1,5 +1,6 @@
-"""At most once: Plivo's api_id per attempt, reconciliation lookups, the shared dispatch pause,
-and the settled reason of messages without a receipt.
+"""At most once: Plivo's api_id per attempt, reconciliation lookups, the shared dispatch pause;
+the sweeper: when each message was last looked up, the settled reason of messages without a
+receipt, and leases (one sweeper at a time across processes).
 
 Revision ID: 0005
 Revises: 0004
@@ -25,6 +26,24 @@ def upgrade() -> None:
     op.add_column("send_attempts", sa.Column("api_id", sa.String(length=64), nullable=True))
     op.add_column("outbox", sa.Column("lookups", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("messages", sa.Column("settled_reason", sa.String(length=32), nullable=True))
+    op.add_column("messages", sa.Column("swept_at", UTCDateTime(), nullable=True))
+    # A message is resent at most once (its resend points at it): unique, so that two processes
+    # applying the same failure cannot both resend it (NULLs, the originals, do not collide).
+    op.drop_index("ix_messages_attempt_of", table_name="messages")
+    op.create_index("ix_messages_attempt_of", "messages", ["attempt_of"], unique=True)
+    op.create_index(
+        "ix_messages_settled_reason_created_at",
+        "messages",
+        ["settled_reason", "created_at"],
+        unique=False,
+    )
+    op.create_table(
+        "leases",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("owner", sa.String(length=64), nullable=True),
+        sa.Column("until", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
+    )
     op.create_table(
         "dispatch_state",
         sa.Column("name", sa.String(length=32), nullable=False),
@@ -41,7 +60,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("dispatch_state")
+    op.drop_table("leases")
+    op.drop_index("ix_messages_settled_reason_created_at", table_name="messages")
+    op.drop_index("ix_messages_attempt_of", table_name="messages")
+    op.create_index("ix_messages_attempt_of", "messages", ["attempt_of"], unique=False)
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("swept_at")
         batch_op.drop_column("settled_reason")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_column("lookups")

@@ -1,0 +1,188 @@
+"""The stuck-message sweeper: no message waits for ever (seed requirement; docs/adr/0008).
+
+A message of ours with a MessageUUID, no final status and no callback for STUCK_AFTER_SECONDS
+(Plivo gives up on a callback after about 7 minutes) is looked up with Get Message, and what
+Plivo says (`message_state`, `error_code`, billing and carrier) goes through the same ingestion
+and status machine as a callback, as an event with source `reconcile`: it shows in the timeline
+and on `WS /ws` like any other. A message Plivo still calls `sent` long after it was sent
+(NO_RECEIPT_AFTER_SECONDS: carriers without delivery receipts) settles as "sent, no receipt".
+
+One sweeper works at a time across processes (a lease in the database); every call keeps
+Plivo's request limits (outbound/budget.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection
+
+from plivo_tracker import metrics
+from plivo_tracker.db.engine import Writer
+from plivo_tracker.inbound.ingest import CallbackItem, ingest_batch, make_item
+from plivo_tracker.outbound import repository as repo
+from plivo_tracker.outbound.budget import Budget
+from plivo_tracker.plivo.client import PlivoClient, SendError
+
+log = structlog.get_logger(__name__)
+
+LEASE_NAME = "sweeper"
+# MDR field → the callback field it stands for (plivo-protocol.md §1.6 and §2.2).
+_FIELDS = {
+    "message_uuid": "MessageUUID",
+    "message_state": "Status",
+    "error_code": "ErrorCode",
+    "to_number": "To",
+    "from_number": "From",
+    "message_type": "Type",
+    "units": "Units",
+    "total_rate": "TotalRate",
+    "total_amount": "TotalAmount",
+    "mcc": "MCC",
+    "mnc": "MNC",
+    "message_updated_time": "MessageUpdatedTime",
+}
+
+
+def mdr_fields(mdr: dict[str, Any]) -> dict[str, list[str]]:
+    """An MDR as callback fields, so that it goes through the one status machine (pure)."""
+    fields: dict[str, list[str]] = {}
+    for key, name in _FIELDS.items():
+        value = mdr.get(key)
+        if value is not None and value != "":
+            fields[name] = [str(value)]
+    return fields
+
+
+@dataclass
+class SweepResult:
+    looked_up: int = 0
+    changed: int = 0  # events that moved a status
+    no_receipt: int = 0
+    unknown_at_plivo: int = 0
+    errors: int = 0
+    lines: list[str] = field(default_factory=list)  # one per message (dry runs, the CLI)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        writer: Writer,
+        client: PlivoClient,
+        budget: Budget,
+        *,
+        stuck_after: float,
+        no_receipt_after: float,
+        interval: float,
+        batch: int = 100,
+    ) -> None:
+        self._writer = writer
+        self._client = client
+        self._budget = budget
+        self.stuck_after = timedelta(seconds=stuck_after)
+        self.no_receipt_after = timedelta(seconds=no_receipt_after)
+        self.interval = interval
+        self._batch = batch
+        self._owner = f"sweeper-{secrets.token_hex(4)}"
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Sweep every `interval` seconds while this process holds the lease."""
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad pass; logged
+                log.exception("sweeper.pass_failed")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def run_once(self, *, dry_run: bool = False) -> SweepResult:
+        now = datetime.now(UTC)
+        result = SweepResult()
+        lease = timedelta(seconds=max(self.interval * 3, 60.0))
+        if not dry_run:
+            leader = await self._writer.run(
+                functools.partial(
+                    repo.take_lease, name=LEASE_NAME, owner=self._owner, now=now, ttl=lease
+                )
+            )
+            if not leader:
+                return result
+        stuck = await self._writer.run(
+            functools.partial(
+                repo.claim_stuck,
+                now=now,
+                stuck_before=now - self.stuck_after,
+                limit=self._batch,
+                claim=not dry_run,
+            )
+        )
+        for message in stuck:
+            await self._sweep_one(message, now, result, dry_run)
+        return result
+
+    async def _sweep_one(
+        self, message: repo.Stuck, now: datetime, result: SweepResult, dry_run: bool
+    ) -> None:
+        try:
+            await self._budget.before_read()
+            mdr = await self._client.get_message(message.message_uuid)
+        except SendError as exc:
+            result.errors += 1
+            result.lines.append(f"{message.id}: lookup failed: {exc}")
+            log.warning("sweeper.lookup_failed", message_id=message.id, error=str(exc))
+            return
+        result.looked_up += 1
+        if mdr is None:
+            result.unknown_at_plivo += 1
+            result.lines.append(f"{message.id}: Plivo does not know {message.message_uuid}")
+            log.warning("sweeper.unknown_at_plivo", message_id=message.id)
+            return
+        state = str(mdr.get("message_state") or "")
+        sent_since = message.sent_at or message.created_at
+        no_receipt = state == "sent" and now - sent_since >= self.no_receipt_after
+        result.lines.append(
+            f"{message.id}: ours {message.status}, Plivo {state or '?'}"
+            + (" → sent, no receipt" if no_receipt else "")
+        )
+        if dry_run:
+            return
+        item = make_item(
+            received_at=datetime.now(UTC),
+            method="GET",
+            path="/reconcile/get-message",
+            query="",
+            headers={},
+            body=b"",
+            fields=mdr_fields(mdr),
+            nonce=None,
+            scheme=None,
+            source="reconcile",
+        )
+        changed = await self._writer.run(
+            functools.partial(_apply, item=item, message_id=message.id, no_receipt=no_receipt)
+        )
+        result.changed += changed
+        if no_receipt:
+            result.no_receipt += 1
+        metrics.SWEPT.labels(outcome="no_receipt" if no_receipt else state or "unknown").inc()
+
+
+def _apply(conn: Connection, item: CallbackItem, message_id: int, no_receipt: bool) -> int:
+    """Plivo's answer through the status machine, and the settled reason, in one transaction."""
+    now = datetime.now(UTC)
+    batch = ingest_batch(conn, [item], now)
+    if no_receipt:
+        repo.settle_no_receipt(conn, message_id, now)
+    return len(batch.changes)
