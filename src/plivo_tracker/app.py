@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from plivo_tracker import __version__
-from plivo_tracker.config import Settings
+from plivo_tracker.config import ConfigError, Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL
 from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import upgrade
@@ -94,6 +94,9 @@ def create_app(
     callbacks to this app directly instead of over HTTP (tests without a port).
     The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
     """
+    problem = settings.callback_url_error()  # whatever starts the app (serve, tests, ASGI)
+    if problem:
+        raise ConfigError(problem)
     auto_migrate = settings.is_sqlite if migrate is None else migrate
     callbacks: httpx.AsyncClient | None = None
 
@@ -161,6 +164,8 @@ def create_app(
             version=__version__,
             database=settings.database_url.split("://")[0],
             simulator_mode=settings.simulator_mode,
+            # What Plivo is told to call: check it against the Application and the tunnel.
+            callback_url=settings.public_base_url + "/plivo/callback",
         )
         try:
             yield

@@ -7,7 +7,7 @@ import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from plivo_tracker.outbound.resend import ResendPolicy, parse_codes
@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     plivo_src: str | None = None
     plivo_api_url: str = "https://api.plivo.com"
     plivo_mps: float = Field(default=5.0, gt=0)
+    # What Plivo keeps of each message unless a send says (Plivo's `log`: numbers 90 days,
+    # content 7 days with "true").
+    plivo_log: Literal["true", "false", "number_only", "content_only"] = "true"
     # Plivo's request limits (plivo-protocol.md §1.4), kept by every worker together.
     plivo_api_per_5s: int = Field(default=300, ge=0, le=100_000)
     plivo_list_per_minute: int = Field(default=20, ge=0, le=10_000)
@@ -65,6 +68,10 @@ class Settings(BaseSettings):
     no_receipt_after_seconds: float = Field(default=21_600.0, ge=1, le=90 * 86_400)
     # ... and it runs this often (one sweeper at a time across processes).
     sweep_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    _public_url_given: bool = PrivateAttr(default=False)
+    # With credentials, a loopback or private PUBLIC_BASE_URL is refused (Plivo could never
+    # call it) unless this says it is on purpose (a lab without a tunnel).
+    allow_private_callback_url: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -115,7 +122,7 @@ class Settings(BaseSettings):
             cap=max(1800.0, self.resend_backoff_seconds),
         )
 
-    @field_validator("log_format", "log_level", mode="before")
+    @field_validator("log_format", "log_level", "plivo_log", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -123,7 +130,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:
         # Unset: this server's own address, so the simulator's callbacks find it on any PORT.
-        if "public_base_url" not in self.model_fields_set:
+        self._public_url_given = "public_base_url" in self.model_fields_set
+        if not self._public_url_given:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
             host = f"[{host}]" if ":" in host else host
             self.public_base_url = f"http://{host}:{self.port}"
@@ -166,6 +174,28 @@ class Settings(BaseSettings):
             raise ValueError("must be 20 characters starting with MA or SA")
         return value
 
+    def callback_url_error(self) -> str | None:
+        """With credentials, why Plivo could not call PUBLIC_BASE_URL (one line), or None."""
+        if self.simulator_mode:
+            return None
+        if not self._public_url_given:
+            return (
+                "PUBLIC_BASE_URL: required with Plivo credentials: the public https URL of this "
+                "server (behind your proxy or tunnel) that Plivo will call"
+            )
+        problem = callback_url_problem(self.public_base_url)
+        if problem and not self.allow_private_callback_url:
+            return (
+                f"PUBLIC_BASE_URL: {self.public_base_url} {problem}: Plivo cannot call it "
+                "(use your public URL, or ALLOW_PRIVATE_CALLBACK_URL=true for a lab)"
+            )
+        return None
+
+    @property
+    def public_url_given(self) -> bool:
+        """PUBLIC_BASE_URL was set (not derived from HOST and PORT)."""
+        return self._public_url_given
+
     @property
     def simulator_mode(self) -> bool:
         """No Plivo credentials: the in-process simulator stands where api.plivo.com would."""
@@ -202,8 +232,36 @@ class Settings(BaseSettings):
             return False
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build Settings, turning any validation problem into a one-line ConfigError."""
+_PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".test")
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why Plivo could not reach `url` from the internet, or None (pure; no DNS lookups)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if not host:
+        return "has no host"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
+            return f"names a local host ({host})"
+        if "." not in host:
+            return f"names a host without a domain ({host})"
+        return None
+    if address.is_loopback:
+        return f"is a loopback address ({host})"
+    if address.is_private or address.is_link_local or address.is_reserved:
+        return f"is a private address ({host})"
+    if address.is_unspecified or address.is_multicast:
+        return f"is not a reachable address ({host})"
+    return None
+
+
+def load_settings(*, serving: bool = False, **overrides: object) -> Settings:
+    """Build Settings, turning any validation problem into a one-line ConfigError.
+
+    `serving`: for a process that gives Plivo our callback URL (serve, worker): with
+    credentials, that URL must be one Plivo can call."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -221,4 +279,8 @@ def load_settings(**overrides: object) -> Settings:
             f"{'PLIVO_AUTH_ID' if missing == 'PLIVO_AUTH_TOKEN' else 'PLIVO_AUTH_TOKEN'} "
             "(or leave both unset for simulator mode)"
         )
+    if serving:
+        problem = settings.callback_url_error()
+        if problem:
+            raise ConfigError(problem)
     return settings

@@ -104,6 +104,7 @@ def build_sending(
             api_per_5s=settings.plivo_api_per_5s,
             list_per_minute=settings.plivo_list_per_minute,
         ),
+        log_default=settings.plivo_log,
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
     sweeper = Sweeper(

@@ -401,3 +401,71 @@ async def test_an_operator_pause_holds_until_resumed(
 
     await _until(final, 20, "final")
     assert sim.accepted == 1
+
+
+class _Recording(httpx.AsyncBaseTransport):
+    """The simulator, recording the JSON body of every send."""
+
+    def __init__(self, sim: SimulatedPlivo) -> None:
+        self._inner = httpx.ASGITransport(app=create_simulator_app(sim))
+        self.sends: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            import json
+
+            self.sends.append(json.loads(await request.aread()))
+        return await self._inner.handle_async_request(request)
+
+
+async def test_send_options_reach_plivo_as_documented(engine: AsyncEngine) -> None:
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    recording = _Recording(sim)
+    dispatcher, client, writer = _dispatcher(engine, sim, transport=recording)
+    request = SendRequest.model_validate(
+        {
+            "to": "+919812345678",
+            "text": "Your OTP is 123456",
+            "message_expiry": 300,
+            "log": "number_only",
+            "trackable": True,
+            "dlt_entity_id": "1201159170000000000",
+            "dlt_template_id": "1207160000000000000",
+            "dlt_template_category": "transactional",
+        }
+    )
+    valid = validate(request, "14155550100")
+    try:
+        await writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+        plain = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+        await writer.run(lambda conn: submit(conn, plain, datetime.now(UTC), None))
+        await dispatcher.run_once()
+    finally:
+        await client.aclose()
+        await writer.close()
+    first, second = sorted(recording.sends, key=lambda b: b["dst"], reverse=True)
+    assert first["message_expiry"] == 300
+    assert first["log"] == "number_only"
+    assert first["trackable"] is True
+    assert first["dlt_template_category"] == "transactional"
+    assert first["dst"] == "919812345678"
+    assert second["log"] == "true"  # PLIVO_LOG's default
+    assert "message_expiry" not in second
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"to": "+14155550101", "text": "x", "message_expiry": 4},
+        {"to": "+14155550101", "text": "x", "message_expiry": 10_800},
+        {"to": "+14155550101", "text": "x", "log": "yes"},
+        {"to": "+14155550101", "text": "x", "media_ids": ["m-1"]},
+        {"to": "+14155550101", "text": "x", "dlt_entity_id": ""},
+    ],
+    ids=["expiry too short", "expiry too long", "bad log", "media_ids on sms", "empty dlt"],
+)
+async def test_bad_send_options_are_refused(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    resp = await client.post("/api/messages", json=body)
+    assert resp.status_code == 422, resp.text

@@ -91,8 +91,11 @@ def test_serve_against_the_standalone_simulator(tmp_path: Path, database: str) -
         "with-sim",
         PORT=str(port),
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        ALLOW_PRIVATE_CALLBACK_URL="true",  # the simulator calls back on loopback
         PLIVO_API_URL=f"http://127.0.0.1:{sim_port}",
         PLIVO_SRC="14155550100",
+        RECONCILE_AFTER_SECONDS="1",  # each 500 is looked up before the next attempt
+        PLIVO_LIST_PER_MINUTE="600",
     )
     try:
         server.wait_healthy()

@@ -19,6 +19,7 @@ from plivo_tracker.config import (
 
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
 SUB_AUTH_ID = "SAXXXXXXXXXXXXXXXXXX"
+PUBLIC = "https://hooks.example.com"
 ENV_NAMES = sorted(name.upper() for name in Settings.model_fields)
 
 
@@ -83,14 +84,15 @@ def test_simulator_token_random_per_instance() -> None:
 
 
 def test_credentials_leave_simulator_mode() -> None:
-    s = load_settings(plivo_auth_id=AUTH_ID, plivo_auth_token="tok")
+    s = load_settings(plivo_auth_id=AUTH_ID, plivo_auth_token="tok", public_base_url=PUBLIC)
     assert not s.simulator_mode
     assert s.auth_id == AUTH_ID
     assert s.account_tokens == ["tok"]
 
 
 def test_subaccount_auth_id_accepted() -> None:
-    assert load_settings(plivo_auth_id=SUB_AUTH_ID, plivo_auth_token="t").auth_id == SUB_AUTH_ID
+    s = load_settings(plivo_auth_id=SUB_AUTH_ID, plivo_auth_token="t", public_base_url=PUBLIC)
+    assert s.auth_id == SUB_AUTH_ID
 
 
 # --- bad values: one line, starting with the variable ------------------------------------------
@@ -224,13 +226,17 @@ def test_account_tokens_current_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLIVO_AUTH_ID", AUTH_ID)
     monkeypatch.setenv("PLIVO_AUTH_TOKEN", "current")
     monkeypatch.setenv("PLIVO_AUTH_TOKENS_PREVIOUS", "old1, current ,old2")
+    monkeypatch.setenv("PUBLIC_BASE_URL", PUBLIC)
     s = load_settings()
     assert s.account_tokens == ["current", "old1", "old2"]
 
 
 def test_main_tokens_fall_back_to_account_tokens() -> None:
     s = load_settings(
-        plivo_auth_id=AUTH_ID, plivo_auth_token="current", plivo_auth_tokens_previous="old"
+        plivo_auth_id=AUTH_ID,
+        plivo_auth_token="current",
+        plivo_auth_tokens_previous="old",
+        public_base_url=PUBLIC,
     )
     assert s.main_tokens == ["current", "old"]
     assert s.main_tokens == s.account_tokens
@@ -240,6 +246,7 @@ def test_main_tokens_use_main_token_when_set(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PLIVO_AUTH_ID", SUB_AUTH_ID)
     monkeypatch.setenv("PLIVO_AUTH_TOKEN", "sub")
     monkeypatch.setenv("PLIVO_MAIN_AUTH_TOKEN", "main")
+    monkeypatch.setenv("PUBLIC_BASE_URL", PUBLIC)
     s = load_settings()
     assert s.main_tokens == ["main"]
     assert s.account_tokens == ["sub"]
@@ -341,3 +348,76 @@ def test_cli_public_host_without_api_keys_exits_2(tmp_path: Path) -> None:
     lines = nonempty_lines(result.stderr)
     assert len(lines) == 1, lines
     assert "API_KEYS" in lines[0]
+
+
+# --- a real account needs a public callback URL --------------------------------------------------
+
+
+def test_credentials_without_public_base_url_are_refused() -> None:
+    assert load_settings(plivo_auth_id=AUTH_ID, plivo_auth_token="t")  # clients need no URL
+    with pytest.raises(ConfigError) as err:
+        load_settings(serving=True, plivo_auth_id=AUTH_ID, plivo_auth_token="t")
+    assert str(err.value).startswith("PUBLIC_BASE_URL: required")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000",
+        "http://localhost:8000",
+        "https://10.1.2.3",
+        "https://192.168.0.10",
+        "https://172.16.5.5",
+        "http://[::1]:8000",
+        "https://169.254.1.1",
+        "https://myserver",
+        "https://tracker.internal",
+        "https://box.local",
+    ],
+)
+def test_credentials_refuse_a_callback_url_plivo_cannot_reach(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            serving=True, plivo_auth_id=AUTH_ID, plivo_auth_token="t", public_base_url=url
+        )
+    message = str(err.value)
+    assert message.startswith("PUBLIC_BASE_URL: ")
+    assert "ALLOW_PRIVATE_CALLBACK_URL" in message
+    allowed = load_settings(
+        serving=True,
+        plivo_auth_id=AUTH_ID,
+        plivo_auth_token="t",
+        public_base_url=url,
+        allow_private_callback_url=True,
+    )
+    assert allowed.public_base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com", "https://abc123.ngrok-free.app", "https://8.8.8.8"]
+)
+def test_public_callback_urls_are_accepted(url: str) -> None:
+    s = load_settings(
+        serving=True, plivo_auth_id=AUTH_ID, plivo_auth_token="t", public_base_url=url
+    )
+    assert s.public_base_url == url
+
+
+def test_simulator_mode_keeps_its_loopback_default() -> None:
+    assert load_settings().public_base_url == "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"PUBLIC_BASE_URL": "http://192.168.1.20:8000"}],
+    ids=["missing", "private"],
+)
+def test_cli_serve_with_credentials_needs_a_public_callback_url(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = run_serve(tmp_path, PLIVO_AUTH_ID=AUTH_ID, PLIVO_AUTH_TOKEN="t", **env)
+    assert result.returncode == 2, result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: PUBLIC_BASE_URL: ")

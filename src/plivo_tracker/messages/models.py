@@ -62,6 +62,7 @@ messages = Table(
     # `sent` long after; the sweeper sets it), else NULL.
     Column("settled_reason", String(32)),
     Column("swept_at", UTCDateTime()),  # when the sweeper last looked it up at Plivo
+    Column("send_options", Text),  # JSON: Plivo send options given (message_expiry, log, ...)
     # A re-send (RESEND_ERROR_CODES) points at the message it repeats. No foreign key on
     # purpose: adding one makes SQLite rebuild the table, and dropping the old copy would
     # cascade-delete the event history.

@@ -81,6 +81,7 @@ class MessageSummary(BaseModel):
     settled: bool = False
     settled_reason: str | None = None
     error_detail: str | None = None  # our side's reason (a refused send, an unknown outcome)
+    send_options: dict[str, Any] | None = None  # Plivo options the send asked for
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
@@ -139,6 +140,7 @@ def _summary_fields(row: dict[str, Any]) -> dict[str, Any]:
         settled=settled(row["status"], row.get("settled_reason")),
         settled_reason=settled_reason(row["status"], row.get("settled_reason")),
         error_detail=row.get("error_detail"),
+        send_options=json.loads(row["send_options"]) if row.get("send_options") else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],

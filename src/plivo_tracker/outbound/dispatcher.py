@@ -74,7 +74,9 @@ class Dispatcher:
         max_lookups: int = RECONCILE_MAX_LOOKUPS,
         concurrency: int = 4,
         limits: Limits | None = None,
+        log_default: str = "true",
     ) -> None:
+        self._log = log_default  # Plivo's `log` when a send does not say (PLIVO_LOG)
         self._grace = reconcile_grace
         self._max_lookups = max_lookups
         self._writer = writer
@@ -319,6 +321,7 @@ class Dispatcher:
                     type_=item.type,
                     media_urls=item.media_urls,
                     url=self._callback_url,
+                    options={"log": self._log, **(item.options or {})},
                 )
             except SendError as exc:
                 return await self._failed(item, started, exc)
@@ -399,6 +402,7 @@ def make_dispatcher(
     reconcile_grace: float = RECONCILE_GRACE,
     max_lookups: int = RECONCILE_MAX_LOOKUPS,
     limits: Limits | None = None,
+    log_default: str = "true",
 ) -> Dispatcher:
     return Dispatcher(
         writer,
@@ -411,4 +415,5 @@ def make_dispatcher(
         reconcile_grace=reconcile_grace,
         max_lookups=max_lookups,
         limits=limits,
+        log_default=log_default,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,8 @@ MAX_RECIPIENTS = 1000
 # bounded: a phone number is never longer than 64 characters, nor a media URL than 2048.
 Number = Annotated[CleanLine, Field(max_length=64)]
 MediaURL = Annotated[CleanLine, Field(max_length=2048)]
+MediaId = Annotated[CleanLine, Field(min_length=1, max_length=64)]
+DltField = Annotated[CleanLine, Field(min_length=1, max_length=64)]
 
 
 class SendRequest(BaseModel):
@@ -38,6 +40,31 @@ class SendRequest(BaseModel):
     media_urls: list[MediaURL] | None = Field(default=None, max_length=10)
     type: Literal["sms", "mms"] = "sms"
     from_: CleanLine | None = Field(default=None, alias="from", max_length=64)
+    # Plivo's send options (plivo-protocol.md §1.1), passed through as given.
+    message_expiry: int | None = Field(
+        default=None, ge=5, le=10_799, description="seconds the message may wait in Plivo's queue"
+    )
+    log: Literal["true", "false", "number_only", "content_only"] | None = Field(
+        default=None, description="what Plivo keeps of the message (default: PLIVO_LOG)"
+    )
+    trackable: bool | None = Field(default=None, description="link-click tracking")
+    media_ids: list[MediaId] | None = Field(
+        default=None, max_length=10, description="MMS media already uploaded to Plivo"
+    )
+    dlt_entity_id: DltField | None = None
+    dlt_template_id: DltField | None = None
+    dlt_template_category: DltField | None = None
+
+
+OPTION_FIELDS = (
+    "message_expiry",
+    "log",
+    "trackable",
+    "media_ids",
+    "dlt_entity_id",
+    "dlt_template_id",
+    "dlt_template_category",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +102,7 @@ class Validated:
     type: str
     encoding: str | None
     segments: int | None
+    options: dict[str, Any] = field(default_factory=dict)  # Plivo send options, as given
 
 
 def validate(req: SendRequest, default_src: str | None) -> Validated:
@@ -105,8 +133,10 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
             problems.append(Problem("text", "text is required for sms"))
         if req.media_urls:
             problems.append(Problem("media_urls", "media_urls need type mms"))
-    elif not req.media_urls and not req.text:
-        problems.append(Problem("media_urls", "mms needs media_urls or text"))
+    elif not req.media_urls and not req.media_ids and not req.text:
+        problems.append(Problem("media_urls", "mms needs media_urls, media_ids or text"))
+    if req.type == "sms" and req.media_ids:
+        problems.append(Problem("media_ids", "media_ids need type mms"))
     for url in req.media_urls or []:
         if not url.startswith(("https://", "http://")):
             problems.append(
@@ -130,6 +160,7 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
         req.type,
         info.encoding if info else None,
         info.segments if info else None,
+        {name: getattr(req, name) for name in OPTION_FIELDS if getattr(req, name) is not None},
     )
 
 

@@ -126,6 +126,7 @@ def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> i
             "media_urls": json.dumps(v.media_urls) if v.media_urls else None,
             "encoding": v.encoding,
             "segments": v.segments,
+            "send_options": json.dumps(v.options) if v.options else None,
         },
         now,
     )
@@ -146,6 +147,7 @@ class Claimed:
     segments: int | None = None
     lookups: int = 0
     created_at: datetime | None = None  # the message's: no attempt can be older
+    options: dict[str, Any] | None = None  # Plivo send options (message_expiry, log, ...)
 
 
 def attempt_number(conn: Connection, message_id: int) -> int:
@@ -178,7 +180,16 @@ def resend(
         .where(messages.c.id.in_(list(codes)), messages.c.origin == "api")
         .order_by(messages.c.id)
     ).mappings()
-    copied = ("to_number", "from_number", "type", "text", "media_urls", "encoding", "segments")
+    copied = (
+        "to_number",
+        "from_number",
+        "type",
+        "text",
+        "media_urls",
+        "encoding",
+        "segments",
+        "send_options",
+    )
     created: list[int] = []
     for m in list(rows):
         delay = policy.delay(codes[m["id"]], attempt_number(conn, m["id"]))
@@ -234,6 +245,7 @@ def claim_due(
             messages.c.segments,
             outbox.c.lookups,
             messages.c.created_at,
+            messages.c.send_options,
         )
         .join(messages, messages.c.id == outbox.c.message_id)
         .where(outbox.c.message_id.in_(ids))
@@ -252,6 +264,7 @@ def claim_due(
             r.segments,
             r.lookups,
             r.created_at,
+            json.loads(r.send_options) if r.send_options else None,
         )
         for r in rows
     ]

@@ -164,11 +164,16 @@ class PlivoClient:
         media_urls: list[str] | None = None,
         url: str | None = None,
         method: str = "POST",
+        options: Mapping[str, Any] | None = None,
     ) -> Accepted:
-        """Send to ONE destination (plivo-protocol.md §1.2: UUIDs do not map to destinations)."""
+        """Send to ONE destination (plivo-protocol.md §1.2: UUIDs do not map to destinations).
+
+        `options`: Plivo's optional fields (message_expiry, log, trackable, media_ids, dlt_*),
+        `log` as a string as Plivo wants it."""
         if (src is None) == (powerpack_uuid is None):
             raise ValueError("exactly one of src and powerpack_uuid")
         body: dict[str, Any] = {"dst": dst, "type": type_, "method": method, "log": "true"}
+        body.update(options or {})
         body["src" if src is not None else "powerpack_uuid"] = src or powerpack_uuid
         if text is not None:
             body["text"] = text

@@ -27,6 +27,7 @@ def upgrade() -> None:
     op.add_column("outbox", sa.Column("lookups", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("messages", sa.Column("settled_reason", sa.String(length=32), nullable=True))
     op.add_column("messages", sa.Column("swept_at", UTCDateTime(), nullable=True))
+    op.add_column("messages", sa.Column("send_options", sa.Text(), nullable=True))
     # A message is resent at most once (its resend points at it): unique, so that two processes
     # applying the same failure cannot both resend it (NULLs, the originals, do not collide).
     op.drop_index("ix_messages_attempt_of", table_name="messages")
@@ -65,6 +66,7 @@ def downgrade() -> None:
     op.drop_index("ix_messages_attempt_of", table_name="messages")
     op.create_index("ix_messages_attempt_of", "messages", ["attempt_of"], unique=False)
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("send_options")
         batch_op.drop_column("swept_at")
         batch_op.drop_column("settled_reason")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
