@@ -1,7 +1,8 @@
 """Simulator → signed callbacks → our ingestion, on SQLite and PostgreSQL, over ASGI.
 
 Sends go through the real client to the simulator's Message API; the emitter posts genuinely
-signed callbacks (with duplicates, reordering and failures) to the real callback endpoint.
+signed callbacks (with duplicates, reordering and failures, in every signature mode, and per
+part for old-style multipart messages) to the real callback endpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN
+from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
 
 CALLBACK_URL = BASE_URL + "/plivo/callback"
 
@@ -39,7 +40,9 @@ class FailFirst:
         await self.app(scope, receive, send)
 
 
-async def _send_all(sim: SimulatedPlivo, n: int, method: str = "POST") -> list[str]:
+async def _send_all(
+    sim: SimulatedPlivo, n: int, method: str = "POST", text: str = "code 123456"
+) -> list[str]:
     client = PlivoClient(
         "http://simulator",
         AUTH_ID,
@@ -52,7 +55,7 @@ async def _send_all(sim: SimulatedPlivo, n: int, method: str = "POST") -> list[s
             accepted = await client.send(
                 src="14155550100",
                 dst=f"1415555{i:04d}",
-                text="code 123456",
+                text=text,
                 url=CALLBACK_URL,
                 method=method,
             )
@@ -129,3 +132,56 @@ async def test_receiver_errors_get_plivos_retries(app: CallbackEndpoint) -> None
     assert codes.count(503) == 2
     assert codes.count(200) == 3  # queued, sent, delivered all arrive in the end
     await _check_matches_simulator(app, sim, uuids)
+
+
+@pytest.mark.parametrize("mode", ["both", "v2", "v3", "ma"])
+async def test_every_signature_mode_is_accepted_by_our_verifier(
+    app: CallbackEndpoint, receiver: httpx.AsyncClient, mode: str
+) -> None:
+    cfg = ScenarioConfig(speed=1000, dup_rate=0, reorder_rate=0)
+    emitter = Emitter(
+        TOKEN, cfg, seed=6, client=receiver, signature_mode=mode, main_token=MAIN_TOKEN
+    )
+    sim = SimulatedPlivo(AUTH_ID, TOKEN, emitter=emitter)
+    try:
+        uuids = await _send_all(sim, 2)
+        await emitter.idle()
+    finally:
+        await emitter.close()
+    assert emitter.delivered
+    assert all(code == 200 for _, _, code in emitter.delivered)
+    await _check_matches_simulator(app, sim, uuids)
+
+
+async def test_per_part_callbacks_become_parts_of_one_message(
+    app: CallbackEndpoint, receiver: httpx.AsyncClient
+) -> None:
+    cfg = ScenarioConfig(
+        speed=1000,
+        fail_rate=0,
+        undelivered_rate=0,
+        dup_rate=0,
+        reorder_rate=0,
+        per_part_callbacks=True,
+    )
+    emitter = Emitter(TOKEN, cfg, seed=7, client=receiver)
+    sim = SimulatedPlivo(AUTH_ID, TOKEN, emitter=emitter)
+    try:
+        [uuid] = await _send_all(sim, 1, text="x" * 200)  # two GSM-7 parts
+        await emitter.idle()
+    finally:
+        await emitter.close()
+    assert all(code == 200 for _, _, code in emitter.delivered)
+    msg = await get_message(app.state.ctx.engine, uuid)
+    assert msg is not None
+    assert sorted((p.part_info, p.status) for p in msg.parts) == [
+        ("1 of 2", "delivered"),
+        ("2 of 2", "delivered"),
+    ]
+    assert {p.part_uuid for p in msg.parts} == set(sim.messages)
+    assert msg.status == "delivered"
+
+
+async def test_the_product_app_does_not_serve_the_control_api(client: httpx.AsyncClient) -> None:
+    for path in ("/_simulator/faults", "/_simulator/stats"):
+        assert (await client.get(path)).status_code == 404

@@ -1,9 +1,22 @@
-"""Plivo's Message API, simulated: send (202 + message_uuid list), get and list MDRs.
+"""Plivo's Message API, simulated: send (202 + message_uuid list), get and list MDRs, account.
 
 Same paths, auth, bodies and error shapes as plivo-protocol.md §1, so `plivo/client.py` cannot
-tell it from api.plivo.com. Fault knobs make the first sends fail (500 or 429 with Retry-After)
-or answer slowly. What happens to a message after it is queued (statuses, signed callbacks) is
-the emitter's job (`simulator/emitter.py`); every accepted message starts `queued`.
+tell it from api.plivo.com. `Faults` produces every failure the sending side must survive, and
+tests may change it while a run is going (mutate `state.faults` in process, or
+`PUT /_simulator/faults` on a standalone simulator):
+
+- before the message exists: `fail_first` sends answer `fail_status`;
+- after it exists (the answer is bad, the message is real and its callbacks run):
+  `fail_after_create` sends answer `fail_status`, `timeout_after_create` sends hang for
+  `hang_seconds` first, `garbage_after_create` sends answer 202 with a non-JSON body;
+- for the whole account: `unauthorized` (401 everywhere) and `not_found` (404 everywhere, as a
+  wrong auth id or base URL gives);
+- Plivo's rate limits: `api_per_5s` requests per rolling 5 s for every call, and
+  `list_per_minute` List Messages requests per rolling minute (0 = unlimited), answered 429.
+
+Control routes under `/_simulator/` (no Plivo auth; only this app serves them) read and change
+the faults and read the counters. What happens to a message after it is queued (statuses,
+signed callbacks) is the emitter's job (`simulator/emitter.py`); every message starts `queued`.
 """
 
 from __future__ import annotations
@@ -12,42 +25,124 @@ import asyncio
 import base64
 import binascii
 import hmac
+import math
+import operator
 import re
+import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Any, get_type_hints
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from plivo_tracker.simulator.emitter import Emitter
+from plivo_tracker.simulator.emitter import Emitter, mdr_time
+from plivo_tracker.simulator.scenario import units
 
 _STRIP = re.compile(r"[\s/\-.+()]")
+GARBAGE_BODY = "<html>oops</html>"
+LIST_WINDOW = timedelta(hours=24)  # List Messages without a time filter (§1.6)
+MAX_PAGE = 20
 
 
 @dataclass
 class Faults:
-    """Chaos knobs: the first `fail_first` sends answer `fail_status` (429 adds Retry-After);
-    `latency` delays the answer of accepted sends (the message already exists)."""
+    """Chaos knobs, read on every request so they can change during a run.
 
-    fail_first: int = 0
-    fail_status: int = 500
+    The four counters are budgets: each send they affect uses up one, so a counter always says
+    how many sends are still to be affected (set it again to affect more). For one send they
+    apply in this order, and a send uses at most one of them: `fail_first` (before the message
+    is created), then, once it exists, `fail_after_create`, `timeout_after_create`,
+    `garbage_after_create`. Sends refused earlier (404, 401, 429, 400) use up none.
+    """
+
+    fail_first: int = 0  # next N sends answer `fail_status`, no message created
+    fail_status: int = 500  # 429 adds Retry-After: `retry_after`
     retry_after: int = 1
-    latency: float = 0.0
+    latency: float = 0.0  # seconds before an accepted send answers (the message exists)
+    fail_after_create: int = 0  # next N sends create the message, then answer `fail_status`
+    timeout_after_create: int = 0  # next N sends create it, then answer after `hang_seconds`
+    hang_seconds: float = 30.0
+    garbage_after_create: int = 0  # next N sends create it, then answer 202 with a non-JSON body
+    unauthorized: bool = False  # every API call answers 401
+    not_found: bool = False  # every API call answers 404
+    list_per_minute: int = 20  # List Messages requests per rolling minute; 0 = unlimited
+    api_per_5s: int = 300  # API requests (all kinds) per rolling 5 s; 0 = unlimited
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(Faults)
+        for f in fields(self):
+            _check_fault(f.name, hints[f.name], getattr(self, f.name))
+        if not 400 <= self.fail_status <= 599:
+            raise ValueError("fail_status must be an HTTP error status (400-599)")
+
+
+def _check_fault(name: str, kind: type, value: object) -> None:
+    """Refuse a value of the wrong JSON type (a bool is not a number) or out of range."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return
+    numeric = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0")
+
+
+class RollingWindow:
+    """Admits at most `limit` requests in any `window` seconds (limit 0: unlimited).
+
+    Refused requests are not recorded, so a client that backs off gets through again as soon
+    as the oldest admitted request leaves the window.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def admit(self, limit: int, now: float) -> bool:
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        if limit and len(self._times) >= limit:
+            return False
+        self._times.append(now)
+        return True
 
 
 @dataclass
 class SimulatedPlivo:
-    """The simulator's state: one account, its MDRs, and counters tests can read."""
+    """The simulator's state: one account, its MDRs, its faults, and counters tests can read.
+
+    `clock` (monotonic seconds) drives the rate limits and `now` (UTC) the MDR times and the
+    24 h List window; tests inject their own to stay fast and deterministic.
+    """
 
     auth_id: str
     auth_token: str
     faults: Faults = field(default_factory=Faults)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     send_requests: int = 0  # every POST that reached the send handler, failed ones included
-    accepted: int = 0  # messages created
-    emitter: Emitter | None = None  # posts the status callbacks; None: messages stay queued
+    accepted: int = 0  # messages created (parts of one message count once)
+    emitter: Emitter | None = None  # runs the lifecycles and callbacks; None: messages stay queued
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    by_destination: dict[str, int] = field(default_factory=dict)  # digits → messages created
+    list_requests: int = 0
+    get_requests: int = 0
+    account_requests: int = 0
+    rate_limited: int = 0  # 429s from the two rate limits (not from `fail_status`)
+    _api_window: RollingWindow = field(
+        default_factory=lambda: RollingWindow(5.0), init=False, repr=False
+    )
+    _list_window: RollingWindow = field(
+        default_factory=lambda: RollingWindow(60.0), init=False, repr=False
+    )
 
     def authorised(self, header: str | None, auth_id: str) -> bool:
         if not header or not header.lower().startswith("basic "):
@@ -60,39 +155,120 @@ class SimulatedPlivo:
         ok_pass = hmac.compare_digest(password.encode(), self.auth_token.encode())
         return ok_user and ok_pass and auth_id == self.auth_id
 
+    def gate(self, kind: str, authorization: str | None, auth_id: str) -> JSONResponse | None:
+        """The checks every API call passes, in order: the 5 s rate limit, `not_found`,
+        credentials (and `unauthorized`), then the List limit for kind "list". None = go on."""
+        now = self.clock()
+        if not self._api_window.admit(self.faults.api_per_5s, now):
+            self.rate_limited += 1
+            return _error(429, "too many requests")
+        if self.faults.not_found:
+            return _error(404, "not found")
+        if self.faults.unauthorized or not self.authorised(authorization, auth_id):
+            return _error(401, "Authentication credentials invalid")
+        if kind == "list" and not self._list_window.admit(self.faults.list_per_minute, now):
+            self.rate_limited += 1
+            return _error(429, "too many requests")
+        return None
+
+    def take(self, budget: str) -> bool:
+        """Use up one send of a fault budget (`Faults.fail_first`, ...); False when empty."""
+        left: int = getattr(self.faults, budget)
+        if left <= 0:
+            return False
+        setattr(self.faults, budget, left - 1)
+        return True
+
     def create(self, src: str, dst: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:
-        mdr = {
-            "message_uuid": str(uuid.uuid4()),
+        """Store a new message (and its part records) and start its lifecycle."""
+        text = body.get("text")
+        parts = 1 if body.get("type") == "mms" else units(text if isinstance(text, str) else None)
+        mdr = self._mdr(src, dst, body, now, parts)
+        records = [mdr]
+        if self.emitter is not None and self.emitter.config.per_part_callbacks and parts > 1:
+            records = self._split(mdr, parts)
+        for record in records:
+            self.messages[record["message_uuid"]] = record
+        self.accepted += 1
+        self.by_destination[dst] = self.by_destination.get(dst, 0) + 1
+        if self.emitter is not None:
+            self.emitter.schedule(records)
+        return mdr
+
+    def _mdr(
+        self, src: str, dst: str, body: dict[str, Any], now: datetime, parts: int
+    ) -> dict[str, Any]:
+        message_uuid = str(uuid.uuid4())
+        created = now.astimezone(UTC).replace(microsecond=0)
+        rate = "0.00500"
+        return {
+            "message_uuid": message_uuid,
             "message_direction": "outbound",
             "message_type": body.get("type", "sms"),
             "message_state": "queued",
             "from_number": src,
             "to_number": dst,
-            "message_time": now.strftime("%Y-%m-%d %H:%M:%S+00:00"),
+            "message_time": mdr_time(created),
+            "message_sent_time": None,
+            "message_updated_time": mdr_time(created),
             "error_code": None,
-            "units": 1,
-            "total_rate": "0.00500",
-            "total_amount": "0.00500",
+            "error_message": "",
+            "units": parts,
+            "total_rate": rate,
+            "total_amount": f"{float(rate) * parts:.5f}",
             "mcc": "310",
             "mnc": "004",
-            "resource_uri": "",
-            # Not part of an MDR: what the emitter needs to call back.
+            "resource_uri": f"/v1/Account/{self.auth_id}/Message/{message_uuid}/",
+            # Not part of an MDR: what the emitter and the List filters need.
+            "_time": created,
             "_callback_url": body.get("url"),
             "_callback_method": body.get("method", "POST"),
             "_text": body.get("text"),
         }
-        mdr["resource_uri"] = f"/v1/Account/{self.auth_id}/Message/{mdr['message_uuid']}/"
-        self.messages[mdr["message_uuid"]] = mdr
-        self.accepted += 1
-        if self.emitter is not None:
-            self.emitter.schedule(mdr)
-        return mdr
+
+    def _split(self, mdr: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+        """Old multipart behaviour (§2.4): one record per part, each billed as one unit; the
+        first keeps the UUID the send returned and is every part's ParentMessageUUID."""
+        records = []
+        for k in range(1, parts + 1):
+            part_uuid = mdr["message_uuid"] if k == 1 else str(uuid.uuid4())
+            record = mdr if k == 1 else dict(mdr)
+            record.update(
+                message_uuid=part_uuid,
+                units=1,
+                total_amount=mdr["total_rate"],
+                resource_uri=f"/v1/Account/{self.auth_id}/Message/{part_uuid}/",
+                _parent_uuid=mdr["message_uuid"],
+                _part_info=f"{k} of {parts}",
+            )
+            records.append(record)
+        return records
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, so a test can check "each message sent exactly once" at Plivo's end."""
+        return {
+            "send_requests": self.send_requests,
+            "accepted": self.accepted,
+            "by_destination": dict(self.by_destination),
+            "list_requests": self.list_requests,
+            "get_requests": self.get_requests,
+            "account_requests": self.account_requests,
+            "rate_limited": self.rate_limited,
+        }
 
 
 def _error(status: int, text: str, **headers: str) -> JSONResponse:
     return JSONResponse(
         {"api_id": str(uuid.uuid4()), "error": text}, status_code=status, headers=headers
     )
+
+
+def _fault_error(faults: Faults) -> JSONResponse:
+    """The answer of a send hit by `fail_first` / `fail_after_create`."""
+    status = faults.fail_status
+    if status == 429:
+        return _error(429, "too many requests", **{"Retry-After": str(faults.retry_after)})
+    return _error(status, HTTPStatus(status).phrase.lower())
 
 
 def _public(mdr: dict[str, Any]) -> dict[str, Any]:
@@ -104,46 +280,212 @@ def _normalise(number: str) -> str | None:
     return digits if digits.isdigit() and 7 <= len(digits) <= 15 else None
 
 
+# --- List Messages (§1.6) -----------------------------------------------------------------
+
+_FILTER_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?", re.ASCII)
+_TIME_FILTERS: dict[str, Callable[[datetime, datetime], bool]] = {
+    "message_time": operator.eq,
+    "message_time__gt": operator.gt,
+    "message_time__gte": operator.ge,
+    "message_time__lt": operator.lt,
+    "message_time__lte": operator.le,
+}
+_EXACT_FILTERS = ("message_direction", "message_state", "message_type", "error_code")
+_NUMBER_FILTERS = ("from_number", "to_number")
+
+
+def parse_filter_time(value: str) -> datetime:
+    """`YYYY-MM-DD HH:MM[:ss[.uuuuuu]]`, UTC, as a datetime; ValueError when malformed."""
+    if not _FILTER_TIME.fullmatch(value):
+        raise ValueError(f"{value!r} is not YYYY-MM-DD HH:MM[:ss[.uuuuuu]]")
+    formats = {16: "%Y-%m-%d %H:%M", 19: "%Y-%m-%d %H:%M:%S"}
+    parsed = datetime.strptime(value, formats.get(len(value), "%Y-%m-%d %H:%M:%S.%f"))
+    return parsed.replace(tzinfo=UTC)
+
+
+def _bounded(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A parsed List Messages query: the predicates an MDR must pass, and the page."""
+
+    limit: int
+    offset: int
+    exact: tuple[tuple[str, str], ...]
+    times: tuple[tuple[Callable[[datetime, datetime], bool], datetime], ...]
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> ListQuery:
+        exact = [(name, params[name]) for name in _EXACT_FILTERS if name in params]
+        exact += [(name, params[name].lstrip("+")) for name in _NUMBER_FILTERS if name in params]
+        times = [
+            (op, parse_filter_time(params[n])) for n, op in _TIME_FILTERS.items() if n in params
+        ]
+        return cls(
+            limit=_bounded(params, "limit", MAX_PAGE, 1, MAX_PAGE),
+            offset=_bounded(params, "offset", 0, 0, 10**9),
+            exact=tuple(exact),
+            times=tuple(times),
+        )
+
+    def matches(self, mdr: Mapping[str, Any], now: datetime) -> bool:
+        for name, wanted in self.exact:
+            value = mdr.get(name)
+            if value is None or str(value).lstrip("+") != wanted:
+                return False
+        created: datetime = mdr["_time"]
+        if not self.times:
+            return created >= now - LIST_WINDOW  # no time filter: the last 24 h only
+        return all(op(created, bound) for op, bound in self.times)
+
+
+def _page_link(path: str, params: Sequence[tuple[str, str]], limit: int, offset: int) -> str:
+    """`meta.next`/`previous`: the same query (every filter kept) at another offset."""
+    rest = [(k, v) for k, v in params if k not in ("limit", "offset")]
+    return path + "?" + urlencode([("limit", str(limit)), ("offset", str(offset)), *rest])
+
+
+def list_page(
+    state: SimulatedPlivo, path: str, params: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """One page of List Messages, newest first; ValueError for a bad filter or page."""
+    query = ListQuery.parse(dict(params))
+    now = state.now()
+    newest_first = sorted(reversed(state.messages.values()), key=lambda m: m["_time"], reverse=True)
+    rows = [m for m in newest_first if query.matches(m, now)]
+    limit, offset = query.limit, query.offset
+    has_next = offset + limit < len(rows)
+    meta = {
+        "limit": limit,
+        "offset": offset,
+        "total_count": len(rows),
+        "next": _page_link(path, params, limit, offset + limit) if has_next else None,
+        "previous": _page_link(path, params, limit, max(0, offset - limit)) if offset else None,
+    }
+    objects = [_public(m) for m in rows[offset : offset + limit]]
+    return {"api_id": str(uuid.uuid4()), "meta": meta, "objects": objects}
+
+
+# --- The app ------------------------------------------------------------------------------
+
+
+async def _answer_send(state: SimulatedPlivo, answer: dict[str, Any]) -> Response:
+    """The answer of a send whose message already exists: bad while a budget of
+    `fail_after_create`, `timeout_after_create`, `garbage_after_create` lasts (in that order)."""
+    if state.take("fail_after_create"):
+        return _fault_error(state.faults)
+    if state.take("timeout_after_create"):
+        await asyncio.sleep(state.faults.hang_seconds)  # the client gave up long ago
+    elif state.take("garbage_after_create"):
+        return Response(GARBAGE_BODY, status_code=202, media_type="text/html")
+    elif state.faults.latency:
+        # Slow answer AFTER the message exists: a client timing out now cannot know.
+        await asyncio.sleep(state.faults.latency)
+    return JSONResponse(answer, status_code=202)
+
+
+def _validate_send(body: Any) -> tuple[str, list[str], list[str]] | JSONResponse:
+    """(sender, valid destinations, invalid ones) of a send body, or the 400 to answer."""
+    if not isinstance(body, dict):
+        return _error(400, "body is not a JSON object")
+    src, pool = body.get("src"), body.get("powerpack_uuid")
+    if bool(src) == bool(pool):
+        return _error(400, "exactly one of src and powerpack_uuid is required")
+    if body.get("type", "sms") not in ("sms", "mms"):
+        return _error(400, "type must be sms or mms")
+    if not isinstance(body.get("dst"), str) or not body["dst"]:
+        return _error(400, "dst is required")
+    valid: list[str] = []
+    invalid: list[str] = []
+    for raw in body["dst"].split("<"):
+        number = _normalise(raw)
+        if number is None:
+            invalid.append(raw)
+        elif number not in valid:
+            valid.append(number)
+    if not valid:
+        return _error(400, f"{body['dst']} is not a valid phone number")
+    return str(src or f"powerpack:{pool}"), valid, invalid
+
+
+def _add_control_routes(app: FastAPI, state: SimulatedPlivo) -> None:
+    """`/_simulator/faults` (GET, PUT) and `/_simulator/stats`: for tests, no Plivo auth."""
+
+    @app.get("/_simulator/faults")
+    async def get_faults() -> JSONResponse:
+        return JSONResponse(asdict(state.faults))
+
+    @app.put("/_simulator/faults")
+    async def put_faults(request: Request) -> JSONResponse:
+        try:
+            changes = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        if not isinstance(changes, dict):
+            return JSONResponse({"error": "body is not a JSON object"}, status_code=422)
+        unknown = sorted(set(changes) - {f.name for f in fields(Faults)})
+        if unknown:
+            return JSONResponse({"error": f"unknown fields: {unknown}"}, status_code=422)
+        try:
+            replace(state.faults, **changes)  # validates the result as a whole
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        for name, value in changes.items():  # same object: in-process holders see the change
+            setattr(state.faults, name, value)
+        return JSONResponse(asdict(state.faults))
+
+    @app.get("/_simulator/stats")
+    async def get_stats() -> JSONResponse:
+        return JSONResponse(state.stats())
+
+
 def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
     app = FastAPI(title="plivo-tracker simulator", docs_url=None, redoc_url=None)
     app.state.sim = state
+    _add_control_routes(app, state)
+
+    @app.get("/v1/Account/{auth_id}/")
+    async def get_account(auth_id: str, request: Request) -> JSONResponse:
+        state.account_requests += 1
+        refused = state.gate("account", request.headers.get("authorization"), auth_id)
+        if refused is not None:
+            return refused
+        return JSONResponse(
+            {
+                "api_id": str(uuid.uuid4()),
+                "account_type": "standard",
+                "auth_id": state.auth_id,
+                "cash_credits": "10.00000",
+                "name": "Simulated account",
+                "resource_uri": f"/v1/Account/{state.auth_id}/",
+            }
+        )
 
     @app.post("/v1/Account/{auth_id}/Message/")
-    async def send(auth_id: str, request: Request) -> JSONResponse:
+    async def send(auth_id: str, request: Request) -> Response:
         state.send_requests += 1
-        if not state.authorised(request.headers.get("authorization"), auth_id):
-            return _error(401, "Authentication credentials invalid")
-        if state.send_requests <= state.faults.fail_first:
-            if state.faults.fail_status == 429:
-                return _error(
-                    429, "too many requests", **{"Retry-After": str(state.faults.retry_after)}
-                )
-            return _error(state.faults.fail_status, "internal server error")
+        refused = state.gate("send", request.headers.get("authorization"), auth_id)
+        if refused is not None:
+            return refused
+        if state.take("fail_first"):
+            return _fault_error(state.faults)
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body is not a JSON object")
-        src, pool = body.get("src"), body.get("powerpack_uuid")
-        if bool(src) == bool(pool):
-            return _error(400, "exactly one of src and powerpack_uuid is required")
-        if body.get("type", "sms") not in ("sms", "mms"):
-            return _error(400, "type must be sms or mms")
-        if not isinstance(body.get("dst"), str) or not body["dst"]:
-            return _error(400, "dst is required")
-        valid: list[str] = []
-        invalid: list[str] = []
-        for raw in body["dst"].split("<"):
-            number = _normalise(raw)
-            if number is None:
-                invalid.append(raw)
-            elif number not in valid:
-                valid.append(number)
-        if not valid:
-            return _error(400, f"{body['dst']} is not a valid phone number")
-        now = datetime.now(UTC)
-        created = [state.create(src or f"powerpack:{pool}", dst, body, now) for dst in valid]
+        checked = _validate_send(body)
+        if isinstance(checked, JSONResponse):
+            return checked
+        src, valid, invalid = checked
+        now = state.now()
+        created = [state.create(src, dst, body, now) for dst in valid]
         answer: dict[str, Any] = {
             "api_id": str(uuid.uuid4()),
             "message": "message(s) queued",
@@ -151,15 +493,14 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
         }
         if invalid:
             answer["invalid_number"] = invalid
-        if state.faults.latency:
-            # Slow answer AFTER the message exists: a client timing out now cannot know.
-            await asyncio.sleep(state.faults.latency)
-        return JSONResponse(answer, status_code=202)
+        return await _answer_send(state, answer)
 
     @app.get("/v1/Account/{auth_id}/Message/{message_uuid}/")
     async def get_message(auth_id: str, message_uuid: str, request: Request) -> JSONResponse:
-        if not state.authorised(request.headers.get("authorization"), auth_id):
-            return _error(401, "Authentication credentials invalid")
+        state.get_requests += 1
+        refused = state.gate("get", request.headers.get("authorization"), auth_id)
+        if refused is not None:
+            return refused
         mdr = state.messages.get(message_uuid)
         if mdr is None:
             return _error(404, "not found")
@@ -167,27 +508,15 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
 
     @app.get("/v1/Account/{auth_id}/Message/")
     async def list_messages(auth_id: str, request: Request) -> JSONResponse:
-        if not state.authorised(request.headers.get("authorization"), auth_id):
-            return _error(401, "Authentication credentials invalid")
-        q = request.query_params
-        rows = [_public(m) for m in reversed(list(state.messages.values()))]  # newest first
-        for name in ("to_number", "from_number", "message_state", "message_direction"):
-            if name in q:
-                wanted = q[name].lstrip("+")
-                rows = [r for r in rows if str(r[name]).lstrip("+") == wanted]
-        if "message_time__gte" in q:  # "YYYY-MM-DD HH:MM[:ss]", UTC
-            since = q["message_time__gte"]
-            rows = [r for r in rows if r["message_time"][: len(since)] >= since]
-        limit = min(max(int(q.get("limit", 20)), 1), 20)
-        offset = max(int(q.get("offset", 0)), 0)
-        page = rows[offset : offset + limit]
-        meta = {
-            "limit": limit,
-            "offset": offset,
-            "total_count": len(rows),
-            "next": None,
-            "previous": None,
-        }
-        return JSONResponse({"api_id": str(uuid.uuid4()), "meta": meta, "objects": page})
+        state.list_requests += 1
+        refused = state.gate("list", request.headers.get("authorization"), auth_id)
+        if refused is not None:
+            return refused
+        path = f"/v1/Account/{state.auth_id}/Message/"
+        try:
+            page = list_page(state, path, request.query_params.multi_items())
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(page)
 
     return app

@@ -1,9 +1,14 @@
-"""Posts the simulator's status callbacks when due, genuinely signed (V2 + V3) like Plivo's.
+"""Executes the scenario: moves each MDR through its states and posts genuinely signed callbacks.
 
-Each accepted message gets a task that follows its scenario plan: it updates the MDR and calls
-the message's `url` (form POST, or GET with the fields in the query for `method=GET`). A
-receiver that answers non-2xx or does not answer within 8 s gets Plivo's retries: 60, 120 and
-240 s later (§2.6), divided by the speed factor.
+Each accepted message gets one task per record (the message, or each part when the scenario
+asks for per-part callbacks) that follows its plan: at each step it advances the MDR (state,
+error code, sent/updated times, so Get/List Messages show the truth) and, unless the plan lost
+this message's callbacks or the send had no `url`, calls the message's `url` (form POST, or
+GET with the fields in the query for `method=GET`). A receiver that answers non-2xx or does not
+answer within 8 s gets Plivo's retries: 60, 120 and 240 s later (§2.6), divided by the speed.
+
+Signature headers follow `signature_mode` (§3.1): "both" = V2 + V3 (what the product expects),
+"v2" or "v3" = one family only, "ma" = both plus Ma-V2/Ma-V3 signed with the main-account token.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -20,17 +25,27 @@ import httpx
 import structlog
 
 from plivo_tracker.messages.status import RANK, MessageStatus
-from plivo_tracker.plivo.signature import signed_headers
-from plivo_tracker.simulator.scenario import PlannedCallback, ScenarioConfig, plan, units
+from plivo_tracker.plivo.signature import Fields, signed_headers
+from plivo_tracker.simulator.scenario import PlannedCallback, ScenarioConfig, plan_message
 
 log = structlog.get_logger(__name__)
 
 PLIVO_RETRY_DELAYS = (60.0, 120.0, 240.0)
 PLIVO_ANSWER_TIMEOUT = 8.0
+SIGNATURE_MODES = ("both", "v2", "v3", "ma")
+_FAMILY_HEADERS = {
+    "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
+    "v3": ("X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"),
+}
 
 
 def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def mdr_time(when: datetime) -> str:
+    """An MDR timestamp: seconds precision with a UTC offset, as Plivo's API shows them."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
 class Emitter:
@@ -42,8 +57,16 @@ class Emitter:
         seed: int | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        signature_mode: str = "both",
+        main_token: str | None = None,
     ) -> None:
+        if signature_mode not in SIGNATURE_MODES:
+            raise ValueError(f"signature_mode must be one of {', '.join(SIGNATURE_MODES)}")
+        if signature_mode == "ma" and not main_token:
+            raise ValueError("signature_mode 'ma' needs a main_token")
         self._token = auth_token
+        self._main_token = main_token
+        self.signature_mode = signature_mode
         self.config = config
         self._rng = random.Random(seed)
         self._client = client or httpx.AsyncClient(timeout=PLIVO_ANSWER_TIMEOUT)
@@ -51,16 +74,23 @@ class Emitter:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered: list[tuple[str, str, int]] = []  # (uuid, status, http status) per attempt
+        self.dropped: list[tuple[str, str]] = []  # (uuid, status) of callbacks lost on purpose
 
-    def schedule(self, mdr: dict[str, Any]) -> None:
-        """Start emitting callbacks for a just-accepted message (needs `_callback_url`)."""
-        if not mdr.get("_callback_url"):
-            return
-        mdr["units"] = units(mdr.get("_text"))
-        steps = plan(self.config, random.Random(self._rng.getrandbits(64)))
-        task = asyncio.create_task(self._run(mdr, steps))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def schedule(self, records: Sequence[dict[str, Any]]) -> None:
+        """Start the lifecycle of a just-accepted message: `records` are its MDRs (one, or one
+        per part, first part first). They all share one fate; each part has its own timing."""
+        mdr = records[0]
+        decided = plan_message(
+            self.config,
+            random.Random(self._rng.getrandbits(64)),
+            str(mdr["to_number"]),
+            parts=len(records),
+        )
+        started = self._clock()
+        for record, steps in zip(records, decided.parts, strict=True):
+            task = asyncio.create_task(self._run(record, steps, started, decided.callbacks_lost))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def idle(self) -> None:
         """Wait until every scheduled callback has been delivered or given up (tests)."""
@@ -74,25 +104,41 @@ class Emitter:
         if self._own_client:
             await self._client.aclose()
 
-    async def _run(self, mdr: dict[str, Any], steps: list[PlannedCallback]) -> None:
-        started = self._clock()
+    async def _run(
+        self,
+        mdr: dict[str, Any],
+        steps: Sequence[PlannedCallback],
+        started: datetime,
+        lost: bool,
+    ) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         sends = []
         for step in steps:
             await asyncio.sleep(max(0.0, t0 + step.at - loop.time()))
-            self._advance(mdr, step)
+            when = started + timedelta(seconds=step.at)
+            self._advance(mdr, step, when)
+            if not mdr.get("_callback_url"):
+                continue  # Plivo has nowhere to post; the MDR still moves
+            if lost:
+                self.dropped.append((mdr["message_uuid"], step.status))
+                continue
             fields = self._fields(mdr, step, started)
             # Each callback is delivered (and retried) on its own, as Plivo does.
             sends.append(asyncio.create_task(self._deliver(mdr, step, fields)))
         await asyncio.gather(*sends)
 
     @staticmethod
-    def _advance(mdr: dict[str, Any], step: PlannedCallback) -> None:
+    def _advance(mdr: dict[str, Any], step: PlannedCallback, when: datetime) -> None:
+        """Move the MDR forward (never back: a late `sent` changes nothing, as at Plivo)."""
         current = MessageStatus(mdr["message_state"])
-        if RANK[MessageStatus(step.status)] > RANK[current]:
-            mdr["message_state"] = step.status
-            mdr["error_code"] = step.error_code or ("000" if step.status == "delivered" else None)
+        if RANK[MessageStatus(step.status)] <= RANK[current]:
+            return
+        mdr["message_state"] = step.status
+        mdr["error_code"] = step.error_code or ("000" if step.status == "delivered" else None)
+        mdr["message_updated_time"] = mdr_time(when)
+        if step.status != "failed" and mdr.get("message_sent_time") is None:
+            mdr["message_sent_time"] = mdr_time(when)  # failed never left Plivo
 
     def _fields(
         self, mdr: dict[str, Any], step: PlannedCallback, started: datetime
@@ -107,11 +153,11 @@ class Emitter:
             "ErrorCode": step.error_code or "",
             "Units": str(mdr["units"]),
             "TotalRate": mdr["total_rate"],
-            "TotalAmount": f"{float(mdr['total_rate']) * mdr['units']:.5f}",
+            "TotalAmount": mdr["total_amount"],
             "MCC": mdr["mcc"],
             "MNC": mdr["mnc"],
-            "ParentMessageUUID": mdr["message_uuid"],
-            "PartInfo": "reserved",
+            "ParentMessageUUID": mdr.get("_parent_uuid") or mdr["message_uuid"],
+            "PartInfo": mdr.get("_part_info") or "reserved",
             "PowerpackUUID": "",
             "Sequence": str(step.sequence),
             "MessageTime": _stamp(started),
@@ -137,16 +183,25 @@ class Emitter:
                 return
             log.info("simulator.callback_retry", attempt=attempt + 1, http_status=status)
 
+    def signed(self, method: str, url: str, form: Fields | None, nonce: str) -> dict[str, str]:
+        """The signature headers of one callback in this emitter's `signature_mode`."""
+        main = self._main_token if self.signature_mode == "ma" else None
+        headers = signed_headers(method, url, form, self._token, nonce, main)
+        if self.signature_mode in _FAMILY_HEADERS:
+            keep = _FAMILY_HEADERS[self.signature_mode]
+            headers = {k: v for k, v in headers.items() if k in keep}
+        return headers
+
     async def _post_once(self, url: str, method: str, fields: dict[str, str]) -> int:
         nonce = "".join(secrets.choice("0123456789") for _ in range(20))
         try:
             if method == "GET":
                 target = url + ("&" if "?" in url else "?") + urlencode(fields)
-                headers = signed_headers("GET", target, None, self._token, nonce)
+                headers = self.signed("GET", target, None, nonce)
                 resp = await self._client.get(target, headers=headers)
             else:
                 form = {k: [v] for k, v in fields.items()}
-                headers = signed_headers("POST", url, form, self._token, nonce)
+                headers = self.signed("POST", url, form, nonce)
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
                 resp = await self._client.post(url, content=urlencode(fields), headers=headers)
         except httpx.HTTPError:
