@@ -3,6 +3,7 @@
 // textContent.
 import { getApiKey, onUnauthorized, setApiKey } from "./api.js";
 import { DetailView } from "./detail.js";
+import { DispatchBanner } from "./dispatch.js";
 import { refreshRelativeTimes } from "./format.js";
 import { LiveStream } from "./live.js";
 import { MessageTable } from "./messages.js";
@@ -21,6 +22,7 @@ const STATE_LABELS = { live: "live", reconnecting: "reconnecting…", offline: "
 const table = new MessageTable();
 const detail = new DetailView();
 const stats = new StatsView();
+const dispatch = new DispatchBanner();
 new SendForm({ onCreated: (created, request) => table.addCreated(created, request) });
 
 // --- connection indicator -------------------------------------------------------------------
@@ -45,6 +47,8 @@ const live = new LiveStream({
     detail.frame(frame);
   },
   onReady: (fresh) => {
+    // (Re)connected: whether sending is paused may have changed meanwhile.
+    dispatch.refresh({ force: true });
     // A subscription without `since` starts "now": the list must be read after it to miss
     // nothing. (A resumption with `since` replays what was missed instead.)
     if (!fresh) return;
@@ -95,6 +99,7 @@ document.getElementById("key-forget").addEventListener("click", () => {
 function reloadEverything() {
   live.reconnectNow();
   table.reload();
+  dispatch.refresh({ force: true });
   route();
 }
 
@@ -166,4 +171,5 @@ setInterval(() => {
 // it); frames are buffered until the first page is in.
 route();
 live.start();
+dispatch.start();
 setTimeout(startList, 1_000);

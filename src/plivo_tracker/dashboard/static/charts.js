@@ -197,7 +197,7 @@ export function latencyChart(width, latency) {
   return chart;
 }
 
-const STATUS_ORDER = ["delivered", "read", "sent", "queued", "accepted", "received", "undelivered", "rejected", "failed"];
+const STATUS_ORDER = ["delivered", "read", "sent", "queued", "accepted", "unknown", "received", "undelivered", "rejected", "failed"];
 
 /** One stacked bar of the statuses, and a legend with the counts. */
 export function statusBar(width, byStatus) {

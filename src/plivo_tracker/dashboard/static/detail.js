@@ -1,4 +1,5 @@
-// #/messages/<id>: one message, its parts and its event timeline (raw callbacks included).
+// #/messages/<id>: one message, its send attempts, parts and event timeline (raw callbacks
+// included); for a message whose send outcome is `unknown`, the operator's adopt/resend panel.
 import { api } from "./api.js";
 import { badge, el, fullTime, maskNumber, seconds, timeEl, parseTime } from "./format.js";
 
@@ -10,6 +11,28 @@ const EFFECTS = {
   conflict_kept: "conflicting final status, kept in the history only",
   duplicate: "duplicate",
 };
+
+// What each send attempt's outcome means (send_attempts.outcome), and how it looks.
+const OUTCOMES = {
+  accepted: ["Plivo accepted the message", "ok"],
+  retry: ["a temporary failure: tried again later", "warn"],
+  ambiguous: ["no clear answer from Plivo: looked up before any resend", "warn"],
+  paused: ["Plivo refused the account or address: sending paused", "warn"],
+  failed: ["refused: not sent", "danger"],
+  not_found: ["a lookup found no such message at Plivo", "plain"],
+  reconciled: ["a lookup found the message at Plivo", "ok"],
+  undecided: ["lookups could not decide: waits for an operator", "warn"],
+  adopted: ["an operator adopted a MessageUUID", "ok"],
+  resend: ["an operator asked to send again", "warn"],
+};
+const API_ID_TITLE = "Plivo's request id: quote this to Plivo support";
+
+function settledText(m) {
+  if (m.settled_reason === "no_receipt") return ["sent, no receipt", "Plivo still says sent; no delivery receipt came and none is expected any more"];
+  if (m.settled) return ["settled", "a final status: nothing more is expected"];
+  if (m.status === "unknown") return ["waiting", "for an operator to adopt a MessageUUID or send again"];
+  return ["waiting", "more status changes are expected"];
+}
 
 function duration(from, to) {
   const a = parseTime(from);
@@ -40,6 +63,9 @@ export class DetailView {
     this.seq = 0;
     this.refreshTimer = 0;
     this.reveal = false;
+    // The operator's half-typed MessageUUID and resend confirmation survive live re-renders.
+    this.resolve = { uuid: "", confirming: false, busy: false, error: "", invalid: false };
+    this.notice = null; // {kind: "ok" | "error", text}: the outcome of a resolve
   }
 
   async show(ref) {
@@ -47,6 +73,8 @@ export class DetailView {
       this.ref = ref;
       this.message = null;
       this.reveal = false;
+      this.resolve = { uuid: "", confirming: false, busy: false, error: "", invalid: false };
+      this.notice = null;
       this.root.replaceChildren(el("h1", { tabindex: "-1", class: "detail-title" }, `Message ${ref}`), el("p", { class: "muted" }, "Loading…"));
     }
     await this.load();
@@ -110,9 +138,9 @@ export class DetailView {
     const m = this.message;
     // Keep the reader's place: which raw callbacks were open, and the focused element.
     const open = new Set([...this.root.querySelectorAll("details[open]")].map((d) => d.dataset.key));
-    const focusedKey = document.activeElement && this.root.contains(document.activeElement)
-      ? document.activeElement.dataset.focusKey
-      : null;
+    const active = document.activeElement;
+    const focusedKey = active && this.root.contains(active) ? active.dataset.focusKey : null;
+    const caret = focusedKey && active instanceof HTMLInputElement ? [active.selectionStart, active.selectionEnd] : null;
 
     const heading = el("div", { class: "detail-head" },
       el("h1", { tabindex: "-1", class: "detail-title" }, `Message #${m.id}`),
@@ -131,12 +159,21 @@ export class DetailView {
       this.render();
     });
 
+    const [settledLabel, settledWhy] = settledText(m);
+    const settledChip = el("span", {
+      class: `chip chip-settled-${m.settled ? "yes" : "no"}`,
+      id: "detail-settled",
+      dataset: { settled: String(Boolean(m.settled)), settledReason: m.settled_reason ?? "" },
+    }, settledLabel);
+
     const summary = el("dl", { class: "facts" },
       row("Status", badge(m.status)),
+      row("Settled", settledChip, el("span", { class: "muted" }, ` — ${settledWhy}`)),
       row("To", toValue, m.to ? revealButton : null),
       row("From", m.from ? el("span", { class: "mono" }, m.from) : null),
-      row("Type", (m.type || "").toUpperCase()),
+      row("Type", (m.type || "").toUpperCase(), m.direction && m.direction !== "outbound" ? ` · ${m.direction}` : ""),
       row("Error", errorText(m.error_code, m.error_meaning), m.error_class ? el("span", { class: "muted" }, ` (${m.error_class})`) : null),
+      m.error_detail ? row("Error detail", el("span", { id: "detail-error-detail", class: "error-detail" }, m.error_detail)) : null,
       row("MessageUUID", m.message_uuid ? el("span", { class: "mono break" }, m.message_uuid) : null),
       row("Created", when(m.created_at)),
       row("Sent", when(m.sent_at), m.sent_at ? el("span", { class: "muted" }, ` · after ${duration(m.created_at, m.sent_at)}`) : null),
@@ -182,8 +219,20 @@ export class DetailView {
       events.length ? timeline : el("p", { class: "muted" }, "No events yet."),
     );
 
-    this.root.replaceChildren(
+    const attempts = m.attempts || [];
+    const attemptsCard = el("section", { class: "card", "aria-labelledby": "detail-attempts-heading" },
+      el("h2", { id: "detail-attempts-heading" }, `Send attempts (${attempts.length})`),
+      attempts.length
+        ? el("ol", { class: "attempts", id: "attempts" }, attempts.map((a) => this.attempt(a)))
+        : el("p", { class: "muted" }, m.direction === "inbound" || m.origin === "callback"
+          ? "None: this message is known from Plivo's callbacks only."
+          : "None yet: the message waits in the outbox."),
+    );
+
+    const children = [
       heading,
+      this.notice ? el("p", { class: `notice notice-${this.notice.kind}`, id: "detail-notice", role: "status" }, this.notice.text) : null,
+      m.status === "unknown" ? this.resolvePanel(m) : null,
       el("div", { class: "detail-grid" },
         el("section", { class: "card", "aria-labelledby": "detail-summary-heading" },
           el("h2", { id: "detail-summary-heading" }, "Summary"),
@@ -191,15 +240,161 @@ export class DetailView {
         ),
         el("div", { class: "detail-side" }, textCard, partsCard),
       ),
+      attemptsCard,
       timelineCard,
-    );
+    ];
+    this.root.replaceChildren(...children.filter(Boolean));
     this.root.dataset.messageId = String(m.id);
     this.root.dataset.status = m.status;
     document.title = `Message #${m.id} · plivo-tracker`;
     if (focusedKey) {
       const again = this.root.querySelector(`[data-focus-key="${CSS.escape(focusedKey)}"]`);
       if (again) again.focus();
+      if (again && caret && again instanceof HTMLInputElement) again.setSelectionRange(...caret);
     }
+  }
+
+  attempt(a) {
+    const [meaning, tone] = OUTCOMES[a.outcome] || [a.outcome, "plain"];
+    const took = duration(a.started_at, a.finished_at);
+    return el("li", { class: "attempt", dataset: { attempt: String(a.attempt), outcome: a.outcome } },
+      el("div", { class: "attempt-head" },
+        el("span", { class: "attempt-number" }, `Attempt ${a.attempt}`),
+        el("span", { class: `chip chip-outcome chip-${tone}`, title: meaning }, a.outcome.replace("_", " ")),
+        a.http_status !== null && a.http_status !== undefined
+          ? el("span", { class: "chip mono attempt-http", title: "HTTP status of Plivo's answer" }, `HTTP ${a.http_status}`)
+          : el("span", { class: "chip attempt-http muted" }, "no HTTP answer"),
+        el("span", { class: "event-time" }, timeEl(a.started_at)),
+      ),
+      el("dl", { class: "facts facts-compact" },
+        row("What happened", meaning),
+        row("Started", fullTime(a.started_at)),
+        row("Finished", fullTime(a.finished_at), took ? el("span", { class: "muted" }, ` · took ${took}`) : null),
+        row("Plivo api_id", a.api_id
+          ? el("span", { class: "mono break attempt-api-id", title: API_ID_TITLE }, a.api_id)
+          : null,
+          a.api_id ? el("span", { class: "muted attempt-api-hint" }, " (quote this to Plivo support)") : null),
+        a.detail ? row("Detail", el("span", { class: "attempt-detail" }, a.detail)) : null,
+      ),
+    );
+  }
+
+  resolvePanel(m) {
+    const r = this.resolve;
+    const uuidInput = el("input", {
+      type: "text",
+      id: "resolve-uuid",
+      name: "message_uuid",
+      autocomplete: "off",
+      spellcheck: "false",
+      class: "mono",
+      maxlength: "64",
+      placeholder: "e.g. 9bd1c6a4-2f0c-11ef-a8b5-0242ac110002",
+      "aria-describedby": "resolve-uuid-hint",
+      "aria-invalid": r.invalid ? "true" : null,
+      readonly: r.busy,
+      dataset: { focusKey: "resolve-uuid" },
+    });
+    uuidInput.value = r.uuid;
+    uuidInput.addEventListener("input", () => {
+      r.uuid = uuidInput.value;
+      if (r.invalid && r.uuid.trim()) {
+        r.invalid = false;
+        uuidInput.removeAttribute("aria-invalid");
+      }
+    });
+    const adoptForm = el("form", { class: "resolve-adopt", id: "resolve-adopt", novalidate: true },
+      el("div", { class: "field" },
+        el("label", { for: "resolve-uuid" }, "Plivo MessageUUID"),
+        el("div", { class: "resolve-row" },
+          uuidInput,
+          el("button", { type: "submit", class: "button button-primary", "aria-disabled": r.busy ? "true" : null, dataset: { focusKey: "resolve-adopt" } }, "Adopt this UUID"),
+        ),
+        el("p", { id: "resolve-uuid-hint", class: "hint" }, "If Plivo did create the message, find its MessageUUID in Plivo's logs (quote an attempt's api_id to Plivo support) and adopt it: nothing is sent again."),
+      ),
+    );
+    adoptForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (r.busy) return;
+      const uuid = r.uuid.trim();
+      if (!uuid) {
+        r.invalid = true;
+        r.error = "Enter the MessageUUID Plivo gave this message.";
+        this.render();
+        this.root.querySelector("#resolve-uuid")?.focus();
+        return;
+      }
+      this.submitResolve(m.id, { action: "adopt", message_uuid: uuid });
+    });
+
+    const resendButton = el("button", {
+      type: "button", class: "button", id: "resolve-resend", "aria-disabled": r.busy ? "true" : null,
+      "aria-expanded": String(r.confirming), "aria-controls": "resolve-confirm", dataset: { focusKey: "resolve-resend" },
+    }, "Send again");
+    resendButton.addEventListener("click", () => {
+      if (r.busy) return;
+      r.confirming = true;
+      r.error = "";
+      this.render();
+      this.root.querySelector("#resolve-confirm-cancel")?.focus();
+    });
+    const confirmYes = el("button", { type: "button", class: "button button-danger", id: "resolve-confirm-yes", "aria-disabled": r.busy ? "true" : null, dataset: { focusKey: "resolve-confirm-yes" } }, "Yes, send it again");
+    confirmYes.addEventListener("click", () => this.submitResolve(m.id, { action: "resend" }));
+    const confirmNo = el("button", { type: "button", class: "button button-ghost", id: "resolve-confirm-cancel", "aria-disabled": r.busy ? "true" : null, dataset: { focusKey: "resolve-confirm-cancel" } }, "Cancel");
+    confirmNo.addEventListener("click", () => {
+      if (r.busy) return;
+      r.confirming = false;
+      this.render();
+      this.root.querySelector("#resolve-resend")?.focus();
+    });
+    const confirm = r.confirming
+      ? el("div", { class: "resolve-confirm", id: "resolve-confirm", role: "group", "aria-labelledby": "resolve-confirm-text" },
+          el("p", { id: "resolve-confirm-text" }, el("strong", {}, "Send this message again? "),
+            "If Plivo did create the first one, the recipient gets the SMS twice."),
+          el("div", { class: "form-actions" }, confirmYes, confirmNo),
+        )
+      : null;
+
+    return el("section", { class: "card resolve-card", id: "resolve", "aria-labelledby": "resolve-heading" },
+      el("h2", { id: "resolve-heading" }, "Resolve this send"),
+      el("p", { class: "resolve-intro" },
+        "Plivo's answer to this send was unclear and no lookup could tell whether it created the message. ",
+        "Adopt the MessageUUID Plivo gave it, or, if Plivo has nothing, send it again."),
+      adoptForm,
+      el("div", { class: "resolve-resend-row" },
+        resendButton,
+        el("span", { class: "hint" }, "Only if Plivo has no such message: a resend may duplicate the SMS."),
+      ),
+      confirm,
+      r.error ? el("p", { class: "notice notice-error", id: "resolve-error", role: "alert" }, r.error) : null,
+    );
+  }
+
+  async submitResolve(id, body) {
+    const r = this.resolve;
+    if (r.busy) return;
+    r.busy = true;
+    r.error = "";
+    this.render();
+    const ref = this.ref;
+    try {
+      await api(`/api/messages/${encodeURIComponent(id)}/resolve`, { method: "POST", body });
+    } catch (err) {
+      if (ref !== this.ref) return;
+      r.busy = false;
+      r.error = err.status === 409 || err.status === 422 || err.status === 404
+        ? err.message
+        : `The server did not take it: ${err.message}`;
+      this.render();
+      return;
+    }
+    if (ref !== this.ref) return;
+    this.resolve = { uuid: "", confirming: false, busy: false, error: "", invalid: false };
+    this.notice = body.action === "adopt"
+      ? { kind: "ok", text: `Adopted MessageUUID ${body.message_uuid}: its status follows from Plivo's callbacks.` }
+      : { kind: "ok", text: "Queued to send again." };
+    await this.load();
+    this.focusHeading();
   }
 
   event(e, open) {

@@ -2,6 +2,7 @@
 
 export const STATUSES = [
   "accepted",
+  "unknown", // the send's outcome at Plivo is undecided: an operator adopts a UUID or resends
   "queued",
   "sent",
   "delivered",
@@ -32,10 +33,18 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+const STATUS_TITLES = {
+  unknown: "Plivo's answer was unclear and no lookup could decide: adopt its MessageUUID or send again",
+};
+
 /** A status badge: colour from the status, and the status as text (never colour alone). */
 export function badge(status) {
-  const known = STATUSES.includes(status) ? status : "unknown";
-  return el("span", { class: `badge badge-${known}`, dataset: { status: status ?? "" } }, status ?? "—");
+  const known = STATUSES.includes(status) ? status : "other";
+  return el(
+    "span",
+    { class: `badge badge-${known}`, title: STATUS_TITLES[status], dataset: { status: status ?? "" } },
+    status ?? "—",
+  );
 }
 
 /** '+14155550101' → '+1415•••0101': a country-code-ish prefix and the last 4 digits. */

@@ -92,6 +92,7 @@ export class StatsView {
       kpi("Delivered", count(by.delivered || 0), "delivered"),
       kpi("Failed", count(failures), "failures", "undelivered, failed or rejected"),
       kpi("In flight", count(inFlight), "in_flight", "accepted, queued or sent"),
+      by.unknown ? kpi("Outcome unknown", count(by.unknown), "unknown", "an operator must adopt or resend") : null,
     );
 
     const card = (id, title, ...body) =>
