@@ -28,6 +28,7 @@ from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.logging import configure_logging
 from plivo_tracker.messages.models import send_attempts
+from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.plivo.client import PlivoClient
@@ -53,7 +54,18 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
         "LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [str(exe), "simulate", "--port", str(port), "--no-callbacks"],
+        # Plivo's API limits off: this measures our throughput, not the 300 requests / 5 s.
+        [
+            str(exe),
+            "simulate",
+            "--port",
+            str(port),
+            "--no-callbacks",
+            "--api-per-5s",
+            "0",
+            "--list-per-minute",
+            "0",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -85,6 +97,7 @@ async def run(
             callback_url="http://127.0.0.1:9/plivo/callback",
             mps=mps,
             shared_bucket=False,
+            limits=Limits(mps=mps, api_per_5s=0, list_per_minute=0),
         )
         to = [f"+1415{234 + n // 10_000:03d}{n % 10_000:04d}" for n in range(messages)]
         now = datetime.now(UTC)

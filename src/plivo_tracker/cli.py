@@ -40,9 +40,11 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, serving: bool = False, **overrides: Any) -> Settings:
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(
+            serving=serving, **{k: v for k, v in overrides.items() if v is not None}
+        )
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -57,7 +59,9 @@ def serve(
     ] = False,
 ) -> None:
     """Run the HTTP service (callbacks, API, dashboard, ops endpoints). Migrates SQLite itself."""
-    settings = _settings(host=host, port=port, demo_interval_seconds=3.0 if demo else None)
+    settings = _settings(
+        serving=True, host=host, port=port, demo_interval_seconds=3.0 if demo else None
+    )
     if demo and not settings.simulator_mode:
         _fail("--demo sends messages: it runs only in simulator mode (no PLIVO_AUTH_ID/TOKEN)")
     if not settings.binds_loopback and not settings.api_keys:
@@ -204,9 +208,32 @@ def send(
     ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Follow until every message is final.")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow until every message is settled (final, or sent without a receipt); "
+            "exit 3 unless each was delivered or sent without a receipt.",
+        ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 120.0,
+    message_expiry: Annotated[
+        int | None, typer.Option(help="Seconds it may wait in Plivo's queue (5-10799).")
+    ] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(help="What Plivo keeps: true, false, number_only, content_only."),
+    ] = None,
+    trackable: Annotated[
+        bool | None, typer.Option("--trackable/--no-trackable", help="Link-click tracking.")
+    ] = None,
+    media_id: Annotated[
+        list[str] | None, typer.Option(help="MMS media already uploaded to Plivo; repeat.")
+    ] = None,
+    dlt_entity_id: Annotated[str | None, typer.Option(help="India DLT entity id.")] = None,
+    dlt_template_id: Annotated[str | None, typer.Option(help="India DLT template id.")] = None,
+    dlt_template_category: Annotated[
+        str | None, typer.Option(help="India DLT template category.")
+    ] = None,
     server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
 ) -> None:
@@ -223,6 +250,16 @@ def send(
         body["media_urls"] = media_url
     if sender:
         body["from"] = sender
+    options = {
+        "message_expiry": message_expiry,
+        "log": log,
+        "trackable": trackable,
+        "media_ids": media_id or None,
+        "dlt_entity_id": dlt_entity_id,
+        "dlt_template_id": dlt_template_id,
+        "dlt_template_category": dlt_template_category,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
     try:
         resp = httpx.post(f"{base}/api/messages", json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
@@ -233,7 +270,7 @@ def send(
         except (ValueError, KeyError, TypeError):
             _fail(f"{resp.status_code}: {resp.text[:200]}", 1)
         details = "; ".join(
-            f"{p.get('value', p['field'])}: {p['message']}" for p in error.get("problems", [])
+            f"{_where(p)}: {p.get('message', '')}" for p in error.get("problems", [])
         )
         _fail(f"{resp.status_code}: {details or error['message']}", 1)
     created = resp.json()["messages"]
@@ -245,6 +282,16 @@ def send(
 
 
 _FINAL = {"delivered", "undelivered", "failed", "rejected", "read"}
+
+
+def _where(problem: dict[str, Any]) -> str:
+    """What a 422 problem is about: the bad value, the field, or the location."""
+    if problem.get("value") is not None:
+        return str(problem["value"])
+    if problem.get("field"):
+        return str(problem["field"])
+    loc = [str(p) for p in problem.get("loc", []) if p != "body"]
+    return ".".join(loc) or "request"
 
 
 def _follow(base: str, headers: dict[str, str], ids: list[int], timeout: float) -> None:
@@ -259,8 +306,11 @@ def _follow(base: str, headers: dict[str, str], ids: list[int], timeout: float) 
             error = f"{r['error_code']} {r['error_meaning']}" if r.get("error_code") else ""
             to = r["to"] or ""
             masked = to[:4] + "*" * max(0, len(to) - 6) + to[-2:] if len(to) > 6 else to
+            status = r["status"] + (
+                ", no receipt" if r.get("settled_reason") == "no_receipt" else ""
+            )
             t.add_row(
-                str(r["id"]), masked, f"[{colour}]{r['status']}[/]", error, r["message_uuid"] or ""
+                str(r["id"]), masked, f"[{colour}]{status}[/]", error, r["message_uuid"] or ""
             )
         return t
 
@@ -273,13 +323,25 @@ def _follow(base: str, headers: dict[str, str], ids: list[int], timeout: float) 
         while True:
             rows = [client.get(f"/api/messages/{i}").json() for i in ids]
             live.update(table(rows))
-            if all(r["status"] in _FINAL for r in rows):
+            if all(_settled(r) for r in rows):
                 break
             if time.monotonic() > deadline:
-                _fail(f"not final after {timeout:.0f} s", 1)
+                unknown = [str(r["id"]) for r in rows if r["status"] == "unknown"]
+                hint = (
+                    f" ({', '.join(unknown)} unknown: plivo-tracker resolve ID --adopt UUID"
+                    " | --resend)"
+                    if unknown
+                    else ""
+                )
+                _fail(f"not settled after {timeout:.0f} s{hint}", 1)
             time.sleep(0.25)
-    if any(r["status"] != "delivered" for r in rows):
+    # Plivo's advice where carriers send no receipts: count "sent, no receipt" as delivered.
+    if any(r["status"] != "delivered" and r.get("settled_reason") != "no_receipt" for r in rows):
         raise typer.Exit(3)
+
+
+def _settled(row: dict[str, Any]) -> bool:
+    return bool(row.get("settled")) or row["status"] in _FINAL
 
 
 def _ws_url(base: str) -> str:
@@ -359,8 +421,8 @@ def tail(
 
 @app.command()
 def worker() -> None:
-    """Run only the outbox dispatcher (scale-out: many workers on PostgreSQL, one on SQLite)."""
-    settings = _settings()
+    """Run only the outbox dispatcher and the sweeper (scale-out: many workers on PostgreSQL)."""
+    settings = _settings(serving=True)
 
     from plivo_tracker.db.engine import make_engine, make_writer
     from plivo_tracker.logging import configure_logging
@@ -376,10 +438,17 @@ def worker() -> None:
         sending = build_sending(settings, writer, engine.dialect)
         await sending.listen(settings.database_url)
         loop = asyncio.get_running_loop()
+        sweeper = sending.sweeper
+        assert sweeper is not None
+
+        def stop() -> None:
+            sending.dispatcher.stop()
+            sweeper.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, sending.dispatcher.stop)
+            loop.add_signal_handler(sig, stop)
         try:
-            await sending.dispatcher.run()
+            await asyncio.gather(sending.dispatcher.run(), sweeper.run())
         finally:
             await sending.close()
             await writer.close()
@@ -620,6 +689,73 @@ def dispatch_resume() -> None:
         return pause_state(conn)
 
     _print_pause(_on_database(_settings(), work))
+
+
+@app.command()
+def doctor() -> None:
+    """Check configuration, database, Plivo credentials, sender, callback URL, API keys, spool
+    and quarantine: one line each, with what to do. Exit 1 when a check fails."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        out.print(f"[red]✗[/] configuration: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+    from plivo_tracker.doctor import run_checks
+
+    checks = asyncio.run(run_checks(settings))
+    for check in checks:
+        mark = "[red]✗[/]" if not check.ok else ("[yellow]![/]" if check.warning else "[green]✓[/]")
+        line = f"{mark} {check.name}: {check.detail}"
+        if check.fix and (not check.ok or check.warning):
+            line += f" [dim]→ {check.fix}[/]"
+        out.print(line, highlight=False, soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Look up and print; change nothing.")
+    ] = False,
+) -> None:
+    """Look up stuck messages at Plivo now and apply what it says (the server does it every
+    SWEEP_INTERVAL_SECONDS by itself)."""
+    settings = _settings()
+    if settings.simulator_mode:
+        _fail(
+            "sweep asks Plivo: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN (simulator mode sweeps "
+            "inside the running server)"
+        )
+
+    from plivo_tracker.db.engine import make_engine, make_writer
+    from plivo_tracker.sending import build_sending
+
+    async def _run() -> Any:
+        engine = make_engine(settings.database_url)
+        writer = make_writer(engine)
+        sending = build_sending(settings, writer, engine.dialect)
+        try:
+            assert sending.sweeper is not None
+            return await sending.sweeper.run_once(dry_run=dry_run)
+        finally:
+            await sending.close()
+            await writer.close()
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(_run())
+    except OSError as exc:
+        _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
+    for line in result.lines:
+        out.print(line, highlight=False)
+    verb = "would apply" if dry_run else "applied"
+    out.print(
+        f"looked up {result.looked_up}, {verb} {result.changed} changes, "
+        f"{result.no_receipt} sent without receipt, {result.unknown_at_plivo} unknown at "
+        f"Plivo, {result.errors} errors"
+    )
 
 
 @app.command()

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     plivo_src: str | None = None
     plivo_api_url: str = "https://api.plivo.com"
     plivo_mps: float = Field(default=5.0, gt=0)
+    # How long one call to Plivo may take; a send that times out is ambiguous (reconciled).
+    plivo_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # What Plivo keeps of each message unless a send says (Plivo's `log`: numbers 90 days,
     # content 7 days with "true").
     plivo_log: Literal["true", "false", "number_only", "content_only"] = "true"

@@ -88,7 +88,12 @@ def build_sending(
         assert settings.plivo_auth_id
         assert settings.plivo_auth_token
         client = PlivoClient(
-            settings.plivo_api_url, settings.plivo_auth_id, settings.plivo_auth_token
+            settings.plivo_api_url,
+            settings.plivo_auth_id,
+            settings.plivo_auth_token,
+            timeout=httpx.Timeout(
+                settings.plivo_timeout_seconds, connect=min(3.0, settings.plivo_timeout_seconds)
+            ),
         )
     dispatcher = make_dispatcher(
         writer,

@@ -959,3 +959,8 @@ def settle_no_receipt(conn: Connection, message_id: int, now: datetime) -> None:
         .where(messages.c.id == message_id, messages.c.status == MessageStatus.SENT.value)
         .values(settled_reason="no_receipt", updated_at=now)
     )
+
+
+def unsweep(conn: Connection, message_id: int) -> None:
+    """A lookup that failed: the message is due for the next sweep again."""
+    conn.execute(update(messages).where(messages.c.id == message_id).values(swept_at=None))

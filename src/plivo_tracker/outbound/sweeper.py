@@ -28,6 +28,7 @@ from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.ingest import CallbackItem, ingest_batch, make_item
 from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget
+from plivo_tracker.outbound.retry import Failure
 from plivo_tracker.plivo.client import PlivoClient, SendError
 
 log = structlog.get_logger(__name__)
@@ -132,16 +133,30 @@ class Sweeper:
             await self._sweep_one(message, now, result, dry_run)
         return result
 
+    async def _get(self, uuid: str) -> dict[str, Any] | None:
+        """Get Message within the budget; a 429 (someone else used the account's requests) is
+        waited out (Retry-After, else a second) a few times before it counts as a failure."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            await self._budget.before_read()
+            try:
+                return await self._client.get_message(uuid)
+            except SendError as exc:
+                if exc.failure != Failure.RATE_LIMITED or attempt == RATE_LIMIT_RETRIES:
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0)
+        raise AssertionError("unreachable")
+
     async def _sweep_one(
         self, message: repo.Stuck, now: datetime, result: SweepResult, dry_run: bool
     ) -> None:
         try:
-            await self._budget.before_read()
-            mdr = await self._client.get_message(message.message_uuid)
+            mdr = await self._get(message.message_uuid)
         except SendError as exc:
             result.errors += 1
             result.lines.append(f"{message.id}: lookup failed: {exc}")
             log.warning("sweeper.lookup_failed", message_id=message.id, error=str(exc))
+            if not dry_run:  # not looked up after all: the next pass tries again
+                await self._writer.run(functools.partial(repo.unsweep, message_id=message.id))
             return
         result.looked_up += 1
         if mdr is None:
@@ -177,6 +192,9 @@ class Sweeper:
         if no_receipt:
             result.no_receipt += 1
         metrics.SWEPT.labels(outcome="no_receipt" if no_receipt else state or "unknown").inc()
+
+
+RATE_LIMIT_RETRIES = 5
 
 
 def _apply(conn: Connection, item: CallbackItem, message_id: int, no_receipt: bool) -> int:
