@@ -126,13 +126,13 @@ class Dashboard:
         answer = self.api("POST", "/api/messages", base=base, json=body)
         return [int(m["id"]) for m in answer["messages"]]
 
-    def callback(self, uuid: str, status: str, sequence: int) -> None:
+    def callback(self, uuid: str, status: str, sequence: int, **extra: str) -> None:
         """Post a status callback signed as the simulator signs (Plivo's wire format).
 
         Lets a test decide exactly when a message changes status: a callback for a UUID we
         never sent makes a message known only from callbacks.
         """
-        fields = callback_fields(uuid, status, Sequence=str(sequence))
+        fields = callback_fields(uuid, status, Sequence=str(sequence), **extra)
         url = self.base + "/plivo/callback"
         form = {k: [v] for k, v in fields.items()}
         headers = signed_headers("POST", url, form, SIMULATOR_TOKEN, new_nonce())

@@ -181,7 +181,7 @@ export class DetailView {
       row("Units", m.units ?? null),
       row("Cost", m.total_amount ? `${m.total_amount} (rate ${m.total_rate ?? "—"})` : null),
       row("Carrier (MCC/MNC)", m.mcc || m.mnc ? el("span", { class: "mono" }, `${m.mcc ?? "—"} / ${m.mnc ?? "—"}`) : null),
-      m.attempt_of ? row("Re-send of", el("a", { href: `#/messages/${m.attempt_of}` }, `#${m.attempt_of}`)) : null,
+      (m.chain || []).length > 1 ? row("Resend chain", this.chain(m)) : null,
     );
 
     const textCard = el("section", { class: "card", "aria-labelledby": "detail-text-heading" },
@@ -252,6 +252,21 @@ export class DetailView {
       if (again) again.focus();
       if (again && caret && again instanceof HTMLInputElement) again.setSelectionRange(...caret);
     }
+  }
+
+  /** The original and each resend (RESEND_ERROR_CODES), oldest first; this one is marked. */
+  chain(m) {
+    return el("ol", { class: "chain", id: "detail-chain" },
+      m.chain.map((link, i) => el("li", { dataset: { messageId: String(link.id) } },
+        link.id === m.id
+          ? el("strong", { "aria-current": "page" }, `#${link.id}`)
+          : el("a", { href: `#/messages/${link.id}` }, `#${link.id}`),
+        " ",
+        badge(link.status),
+        link.error_code ? el("span", { class: "muted" }, ` error ${link.error_code}`) : null,
+        el("span", { class: "visually-hidden" }, i === 0 ? " (original)" : ` (resend ${i})`),
+      )),
+    );
   }
 
   attempt(a) {
