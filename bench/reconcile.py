@@ -20,13 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 from sqlalchemy import select, update
@@ -41,43 +37,10 @@ from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.sweeper import Sweeper
 from plivo_tracker.plivo.client import PlivoClient
+from sends import AUTH_ID, TOKEN, start_simulator
+from sends import _free_port as free_port
 
-AUTH_ID = "MABENCHXXXXXXXXXXXXX"
-TOKEN = "bench-token"
 API_PER_5S = 300
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("plivo-tracker")
-    env = {
-        **os.environ,
-        "PLIVO_AUTH_ID": AUTH_ID,
-        "PLIVO_AUTH_TOKEN": TOKEN,
-        "LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [str(exe), "simulate", "--port", str(port), "--no-callbacks", "--api-per-5s", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_simulator/stats", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("simulator did not start")
 
 
 class Recording(httpx.AsyncHTTPTransport):
@@ -192,7 +155,7 @@ def main() -> None:
     parser.add_argument("--database", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
     configure_logging("console", "warning")
-    port = _free_port()
+    port = free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -45,7 +45,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
+def start_simulator(port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """`plivo-tracker simulate --no-callbacks` on `port` (Plivo's API limits off unless
+    `extra` says otherwise), once it answers."""
     exe = Path(sys.executable).with_name("plivo-tracker")
     env = {
         **os.environ,
@@ -65,6 +67,7 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
             "0",
             "--list-per-minute",
             "0",
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,

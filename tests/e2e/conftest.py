@@ -41,34 +41,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def live_simulator_process(tmp_path: Path) -> Iterator[str]:
     """`plivo-tracker simulate` as its own process (no callbacks); yields its base URL."""
-    import httpx
+    from tests.e2e.server import simulator_process
 
-    from tests.conftest import AUTH_ID, TOKEN, free_port
-    from tests.e2e.server import server_cmd
-
-    port = free_port()
-    env = {**os.environ, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}
-    log = (tmp_path / "simulator.log").open("wb")
-    proc = subprocess.Popen(
-        [server_cmd()[0], "simulate", "--port", str(port), "--no-callbacks"],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/_simulator/stats", timeout=1.0)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the simulator did not start")
+    with simulator_process(tmp_path, "--no-callbacks") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -94,3 +96,35 @@ class Server:
             self.proc.wait(timeout=30)
         finally:
             self._log.close()
+
+
+@contextlib.contextmanager
+def simulator_process(tmp_path: Path, *args: str) -> Iterator[str]:
+    """`plivo-tracker simulate` as its own process with `args`; yields its base URL once it
+    answers, and stops it afterwards."""
+    port = free_port()
+    env = {**os.environ, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}
+    log = (tmp_path / f"simulate-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [server_cmd()[0], "simulate", "--port", str(port), *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                httpx.get(base + "/_simulator/stats", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the simulator did not start")
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

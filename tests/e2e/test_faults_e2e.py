@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import AUTH_ID, TOKEN, free_port
-from tests.e2e.server import Server, server_cmd
+from tests.e2e.server import Server, server_cmd, simulator_process
 
 SETTLE_WITHIN = 60.0  # seconds, per phase: the bound every message must meet
 CALLBACK_DROP_RATE = "0.25"  # a quarter of all messages never get a callback: the sweeper
@@ -26,50 +26,12 @@ NO_RECEIPT_PREFIX = "1415557"  # destinations that end at `sent`
 
 @pytest.fixture
 def simulator(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}
-    log = (tmp_path / "simulate.log").open("wb")
-    cmd = [
-        server_cmd()[0],
-        "simulate",
-        "--port",
-        str(port),
-        "--speed",
-        "40",
-        "--fail-rate",
-        "0.05",
-        "--undelivered-rate",
-        "0.05",
-        "--dup-rate",
-        "0.1",
-        "--callback-drop-rate",
-        CALLBACK_DROP_RATE,
-        "--sent-final-prefix",
-        NO_RECEIPT_PREFIX,
-        "--list-per-minute",
-        "600",
-        "--hang-seconds",
-        "3",
-        "--seed",
-        "7",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/_simulator/stats", timeout=1.0)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the simulator did not start")
+    args = ["--speed", "40", "--fail-rate", "0.05", "--undelivered-rate", "0.05"]
+    args += ["--dup-rate", "0.1", "--callback-drop-rate", CALLBACK_DROP_RATE]
+    args += ["--sent-final-prefix", NO_RECEIPT_PREFIX, "--list-per-minute", "600"]
+    args += ["--hang-seconds", "3", "--seed", "7"]
+    with simulator_process(tmp_path, *args) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def _env(sim: str, port: int) -> dict[str, str]:

@@ -307,18 +307,18 @@ def _attempt(
     conn.execute(send_attempts.insert(), [row])
 
 
-def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **values: Any) -> None:
+def _release(conn: Connection, message_id: int, **values: Any) -> None:
+    """Update a message's outbox row and give up its lease (the attempt or lookup is over)."""
     conn.execute(
         update(outbox)
-        .where(outbox.c.message_id == c.message_id)
-        .values(
-            attempts=c.attempts + 1,
-            first_attempt_at=c.first_attempt_at or started,
-            lease_owner=None,
-            lease_until=None,
-            **values,
-        )
+        .where(outbox.c.message_id == message_id)
+        .values(lease_owner=None, lease_until=None, **values)
     )
+
+
+def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **values: Any) -> None:
+    first = c.first_attempt_at or started
+    _release(conn, c.message_id, attempts=c.attempts + 1, first_attempt_at=first, **values)
 
 
 def record_accepted(
@@ -340,11 +340,7 @@ def record_accepted(
         _outbox_after_attempt(conn, c, started, state="done", last_error=None)
     else:
         _attempt(conn, c, started, now, outcome, None, message_uuid, api_id, attempt=c.attempts)
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.message_id == c.message_id)
-            .values(state="done", last_error=None, lease_owner=None, lease_until=None)
-        )
+        _release(conn, c.message_id, state="done", last_error=None)
     before = conn.execute(
         select(messages.c.status).where(messages.c.id == c.message_id)
     ).scalar_one()
@@ -461,17 +457,7 @@ def record_paused(
     """The account or API address was refused (401/403/404/405): nothing was sent and the
     message stays queued, its attempt not counted; dispatching is paused meanwhile."""
     _attempt(conn, c, started, now, "paused", status, detail, api_id, attempt=c.attempts)
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.message_id == c.message_id)
-        .values(
-            state="pending",
-            next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
-            last_error=detail,
-        )
-    )
+    _release(conn, c.message_id, state="pending", next_attempt_at=now, last_error=detail)
 
 
 def _set_local_status(
@@ -558,31 +544,18 @@ def record_lookup_undecided(
     _attempt(conn, c, now, now, "undecided", None, detail, attempt=c.attempts)
     lookups = outbox.c.lookups + (1 if counted else 0)
     if retry_in is not None:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.message_id == c.message_id)
-            .values(
-                state="reconcile",
-                lookups=lookups,
-                next_attempt_at=now + timedelta(seconds=retry_in),
-                lease_owner=None,
-                lease_until=None,
-                last_error=detail,
-            )
+        due = now + timedelta(seconds=retry_in)
+        _release(
+            conn,
+            c.message_id,
+            state="reconcile",
+            lookups=lookups,
+            next_attempt_at=due,
+            last_error=detail,
         )
         return
     begin_status_writes(conn)
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.message_id == c.message_id)
-        .values(
-            state="unknown",
-            lookups=lookups,
-            lease_owner=None,
-            lease_until=None,
-            last_error=detail,
-        )
-    )
+    _release(conn, c.message_id, state="unknown", lookups=lookups, last_error=detail)
     _set_local_status(
         conn,
         c.message_id,
@@ -599,17 +572,7 @@ def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
     _attempt(
         conn, c, now, now, "not_found", None, "no matching message at Plivo", attempt=c.attempts
     )
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.message_id == c.message_id)
-        .values(
-            state="pending",
-            next_attempt_at=now,
-            lookups=outbox.c.lookups + 1,
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
+    _release(conn, c.message_id, state="pending", next_attempt_at=now, lookups=outbox.c.lookups + 1)
 
 
 def owned_uuids(conn: Connection, uuids: list[str], except_id: int) -> set[str]:

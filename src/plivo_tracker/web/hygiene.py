@@ -84,8 +84,21 @@ class SafeJSONResponse(JSONResponse):
         return _dumps(content)
 
 
-def _error_body(code: str, message: str) -> bytes:
-    return _dumps({"error": {"code": code, "message": message}})
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
+    """A complete `{"error": {...}}` response in plain ASGI (before or around the app)."""
+    body = _dumps({"error": {"code": code, "message": message}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                NOSNIFF,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class InputGuard:
@@ -108,19 +121,7 @@ class InputGuard:
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": 4400, "reason": f"{part} {problem}"})
                 return
-            body = _error_body("invalid_encoding", f"the {part} {problem}")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        NOSNIFF,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 400, "invalid_encoding", f"the {part} {problem}")
             return
         await self.app(scope, receive, send)
 
@@ -156,16 +157,4 @@ class SecurityHeaders:
                 log.warning("http.failed_after_response", path=scope.get("path"), error=repr(exc))
                 return
             log.error("http.unhandled", path=scope.get("path"), exc_info=exc)
-            body = _error_body("internal_error", "internal error")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        NOSNIFF,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 500, "internal_error", "internal error")

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from plivo_tracker.web.hygiene import send_error
 
 MAX_BODY = 64 * 1024
 
 
 async def _reject(send: Send) -> None:
-    body = json.dumps(
-        {"error": {"code": "payload_too_large", "message": f"body exceeds {MAX_BODY} bytes"}}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
 
 
 class BodySizeLimit:
