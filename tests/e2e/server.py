@@ -46,6 +46,7 @@ class Server:
             SPOOL_DIR=str(tmp_path / "spool"),
             LOG_LEVEL="warning",
             LOG_FORMAT="json",
+            RESEND_ERROR_CODES="none",  # the messages a test counts are its own
         )
         env.update(extra_env)
         self._log: IO[bytes] = self.log_path.open("wb")
