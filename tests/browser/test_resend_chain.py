@@ -47,3 +47,35 @@ def test_the_detail_view_shows_the_resend_chain(dashboard: Dashboard) -> None:
     expect(page.locator("#detail-chain > li").nth(1).locator("strong")).to_have_text(f"#{resend}")
     dashboard.screenshot(page, "detail-chain")
     assert dashboard.problems == []
+
+
+def test_the_send_form_passes_plivo_options_and_shows_a_bad_one(dashboard: Dashboard) -> None:
+    page = dashboard.open()
+    go_live(page)
+    page.get_by_label("Recipients").fill("+14155550101")
+    page.get_by_label("Text", exact=True).fill("Your code is 482193")
+    page.get_by_text("Plivo options").click()
+    page.get_by_label("Expires after (seconds)").fill("3")  # below Plivo's 5
+    page.get_by_role("button", name="Send").click()
+    errors = page.locator("#form-errors li")
+    expect(errors).to_have_count(1)
+    expect(errors.first).to_contain_text("Expires after: ")
+    page.get_by_label("Expires after (seconds)").fill("300")
+    page.get_by_label("What Plivo keeps").select_option("number_only")
+    page.get_by_label("Track link clicks").check()
+    dashboard.screenshot(page, "send-options")
+    with page.expect_request(
+        lambda r: r.method == "POST" and r.url.endswith("/api/messages")
+    ) as posted:
+        page.get_by_role("button", name="Send").click()
+    body = posted.value.post_data_json
+    assert body["message_expiry"] == 300
+    assert body["log"] == "number_only"
+    assert body["trackable"] is True
+    assert "dlt_entity_id" not in body  # unset options stay the server's defaults
+    created = page.locator("#send-result a[data-created-id]")
+    expect(created).to_have_count(1)
+    message_id = int(created.first.get_attribute("data-created-id") or "0")
+    stored = dashboard.api("GET", f"/api/messages/{message_id}")["send_options"]
+    assert stored == {"message_expiry": 300, "log": "number_only", "trackable": True}
+    assert [p for p in dashboard.problems if "422" not in p] == []

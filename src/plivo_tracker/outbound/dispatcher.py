@@ -326,7 +326,8 @@ class Dispatcher:
             except SendError as exc:
                 return await self._failed(item, started, exc)
         uuid = accepted.message_uuids[0]
-        log.debug(
+        # Plivo's api_id is what its support asks for: one line per accepted send.
+        log.info(
             "outbox.sent", message_id=item.message_id, message_uuid=uuid, api_id=accepted.api_id
         )
         return Sent(item, uuid, started, accepted.api_id)

@@ -4,6 +4,15 @@ import { api } from "./api.js";
 import { el, randomKey, splitRecipients, textInfo } from "./format.js";
 
 const VALIDATE_DELAY_MS = 300;
+// Form-level problems name the option they are about.
+const OPTION_LABELS = {
+  message_expiry: "Expires after",
+  log: "What Plivo keeps",
+  trackable: "Track link clicks",
+  dlt_entity_id: "DLT entity ID",
+  dlt_template_id: "DLT template ID",
+  dlt_template_category: "DLT template category",
+};
 
 function fieldOf(problem) {
   if (problem.field) return problem.field;
@@ -59,6 +68,7 @@ export class SendForm {
         this.scheduleValidate();
       });
     }
+    document.getElementById("send-options").addEventListener("input", () => this.scheduleValidate());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -76,7 +86,23 @@ export class SendForm {
       const urls = this.media.value.split(/[\s,]+/).filter(Boolean);
       if (urls.length) body.media_urls = urls;
     }
+    Object.assign(body, this.options());
     return body;
+  }
+
+  /** Plivo's send options the user set (only those: the server's defaults stay defaults). */
+  options() {
+    const f = this.form.elements;
+    const out = {};
+    const expiry = f.message_expiry.value.trim();
+    if (expiry) out.message_expiry = Number(expiry);
+    if (f.log.value) out.log = f.log.value;
+    if (f.trackable.checked) out.trackable = true;
+    for (const name of ["dlt_entity_id", "dlt_template_id", "dlt_template_category"]) {
+      const value = f[name].value.trim();
+      if (value) out[name] = value;
+    }
+    return out;
   }
 
   updateTextInfo() {
@@ -150,6 +176,8 @@ export class SendForm {
           const li = el("li", {});
           if (p.value !== undefined && p.value !== null && p.value !== "") {
             li.append(el("strong", { class: "mono" }, p.value), ": ");
+          } else if (field === "form" && fieldOf(p)) {
+            li.append(el("strong", {}, OPTION_LABELS[fieldOf(p)] || fieldOf(p)), ": ");
           }
           li.append(p.message || "invalid");
           return li;
