@@ -79,7 +79,9 @@ export class StatsView {
     const s = this.stats;
     const by = s.by_status || {};
     const failures = (by.undelivered || 0) + (by.failed || 0) + (by.rejected || 0);
-    const inFlight = (by.accepted || 0) + (by.queued || 0) + (by.sent || 0);
+    // "Sent, no receipt" is settled (the carrier never sends receipts): not in flight.
+    const noReceipt = s.sent_no_receipt || 0;
+    const inFlight = (by.accepted || 0) + (by.queued || 0) + (by.sent || 0) - noReceipt;
     const kpi = (label, value, key, note) =>
       el("div", { class: `kpi kpi-${key}${value === "0" || value === "—" ? " kpi-zero" : ""}` },
         el("span", { class: "kpi-label" }, label),
@@ -92,6 +94,7 @@ export class StatsView {
       kpi("Delivered", count(by.delivered || 0), "delivered"),
       kpi("Failed", count(failures), "failures", "undelivered, failed or rejected"),
       kpi("In flight", count(inFlight), "in_flight", "accepted, queued or sent"),
+      noReceipt ? kpi("Sent, no receipt", count(noReceipt), "sent_no_receipt", "settled: the carrier sends no receipts") : null,
       by.unknown ? kpi("Outcome unknown", count(by.unknown), "unknown", "an operator must adopt or resend") : null,
     );
 
