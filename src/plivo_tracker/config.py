@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     plivo_auth_token: str | None = None
     plivo_auth_tokens_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)
     plivo_main_auth_token: str | None = None
+    # Retired main-account tokens still accepted for the Ma- headers during a rotation.
+    plivo_main_auth_tokens_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Which callback signatures count: "any" (V3 or V2, plain or Ma-) or "v3" (V3 only).
+    plivo_signature: Literal["any", "v3"] = "any"
     plivo_src: str | None = None
     plivo_api_url: str = "https://api.plivo.com"
     plivo_mps: float = Field(default=5.0, gt=0)
@@ -99,7 +103,13 @@ class Settings(BaseSettings):
     # Random per process unless set: the simulator signs with it, the verifier accepts it.
     simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
-    @field_validator("plivo_auth_tokens_previous", "api_keys", "resend_error_codes", mode="before")
+    @field_validator(
+        "plivo_auth_tokens_previous",
+        "plivo_main_auth_tokens_previous",
+        "api_keys",
+        "resend_error_codes",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -124,7 +134,7 @@ class Settings(BaseSettings):
             cap=max(1800.0, self.resend_backoff_seconds),
         )
 
-    @field_validator("log_format", "log_level", "plivo_log", mode="before")
+    @field_validator("log_format", "log_level", "plivo_log", "plivo_signature", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -215,9 +225,11 @@ class Settings(BaseSettings):
 
     @property
     def main_tokens(self) -> list[str]:
-        """Tokens accepted for the Ma- headers (plivo-protocol.md §3.1)."""
-        if self.plivo_main_auth_token:
-            return [self.plivo_main_auth_token]
+        """Tokens accepted for the Ma- headers (plivo-protocol.md §3.1): current first, then
+        retired ones."""
+        current = self.plivo_main_auth_token
+        if current:
+            return [current, *[t for t in self.plivo_main_auth_tokens_previous if t != current]]
         return self.account_tokens
 
     @property

@@ -9,6 +9,7 @@ history and the current status still agree.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -42,7 +43,12 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CallbackItem:
-    """A verified request, ready to store. `event` is None when it could not be parsed."""
+    """A verified request, ready to store. `event` is None when it could not be parsed.
+
+    `nonce` is the nonce of the scheme that verified (kept with the event); `nonces` is every
+    nonce the request carried, `nonce` included: all are recorded, and any one seen before
+    makes the request a replay.
+    """
 
     received_at: datetime
     method: str
@@ -56,6 +62,7 @@ class CallbackItem:
     event: CallbackEvent | None
     reason: str | None = None
     source: str = "callback"  # "reconcile": the sweeper's Get Message, applied the same way
+    nonces: tuple[str, ...] = ()
 
 
 def make_item(
@@ -71,8 +78,14 @@ def make_item(
     scheme: str | None,
     reason: str | None = None,
     source: str = "callback",
+    nonces: Sequence[str] = (),
 ) -> CallbackItem:
-    """Build an item, parsing the fields; a payload that does not parse is kept for quarantine."""
+    """Build an item, parsing the fields; a payload that does not parse is kept for quarantine.
+
+    `nonces`: every nonce of the request; `nonce` is added when missing from it."""
+    all_nonces = tuple(nonces)
+    if nonce is not None and nonce not in all_nonces:
+        all_nonces = (nonce, *all_nonces)
     event: CallbackEvent | None = None
     if fields is not None and reason is None:
         try:
@@ -92,6 +105,7 @@ def make_item(
         event=event,
         reason=reason,
         source=source,
+        nonces=all_nonces,
     )
 
 
@@ -159,18 +173,19 @@ def ingest_batch(
     outcomes: list[Outcome | None] = [None] * len(items)
     repo.begin_status_writes(conn)
 
-    # 1. Nonces: a nonce committed before (or earlier in this batch) is a replay: 200, no change.
+    # 1. Nonces: a request with any nonce committed before (or earlier in this batch) is a
+    #    replay: 200, no change. Every nonce of every item is recorded, a replay's too, so a
+    #    captured request stripped of one signature family replays nothing either.
     first_by_nonce: dict[str, int] = {}
     for i, it in enumerate(items):
-        if it.nonce is not None:
-            if it.nonce in first_by_nonce:
+        for nonce in it.nonces:
+            if first_by_nonce.setdefault(nonce, i) != i:
                 outcomes[i] = Outcome.REPLAY
-            else:
-                first_by_nonce[it.nonce] = i
     fresh = repo.insert_new_nonces(conn, list(first_by_nonce), now)
-    for nonce, i in first_by_nonce.items():
-        if nonce not in fresh:
-            outcomes[i] = Outcome.REPLAY
+    if len(fresh) != len(first_by_nonce):
+        for nonce, i in first_by_nonce.items():
+            if nonce not in fresh:
+                outcomes[i] = Outcome.REPLAY
 
     # 2. Unparseable but authentic: keep raw.
     quarantined = [i for i, it in enumerate(items) if outcomes[i] is None and it.event is None]

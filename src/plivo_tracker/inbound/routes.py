@@ -113,7 +113,13 @@ async def handle_callback(
     else:
         form, problem = {}, None
     verdict = signature.verify(
-        method, url, headers, form, settings.account_tokens, settings.main_tokens
+        method,
+        url,
+        headers,
+        form,
+        settings.account_tokens,
+        settings.main_tokens,
+        v3_only=settings.plivo_signature == "v3",
     )
     if not verdict.ok:
         metrics.SIGNATURE_FAILURES.labels(reason=verdict.scheme).inc()
@@ -130,7 +136,9 @@ async def handle_callback(
         headers={k: v for k, v in headers.items() if k in _KEPT_HEADERS},
         body=body,
         fields=fields,
-        nonce=verdict.nonce[:128] if verdict.nonce else None,  # genuine nonces have 20 digits
+        # Genuine nonces have 20 digits; every nonce of the request is recorded (replays).
+        nonce=verdict.nonce[: signature.NONCE_MAX] if verdict.nonce else None,
+        nonces=verdict.nonces,
         scheme=verdict.scheme,
         reason=problem,
     )

@@ -31,12 +31,14 @@ def _encode(item: CallbackItem) -> dict[str, Any]:
         "body": base64.b64encode(item.body).decode("ascii"),
         "fields": item.fields if item.event is not None or item.reason is None else None,
         "nonce": item.nonce,
+        "nonces": list(item.nonces),
         "scheme": item.scheme,
         "reason": item.reason if item.event is None else None,
     }
 
 
 def _decode(record: dict[str, Any]) -> CallbackItem:
+    # Files written before "nonces" existed carry only "nonce" (make_item adds it to nonces).
     return make_item(
         received_at=datetime.fromisoformat(record["received_at"]),
         method=record["method"],
@@ -48,6 +50,7 @@ def _decode(record: dict[str, Any]) -> CallbackItem:
         nonce=record["nonce"],
         scheme=record["scheme"],
         reason=record["reason"],
+        nonces=record.get("nonces") or (),
     )
 
 

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
 Fields = Mapping[str, Sequence[str]]
@@ -129,13 +129,37 @@ def _matches(header: str, tokens: Iterable[str], data: str) -> bool:
     return ok
 
 
+# Nonces longer than this are cut before they are stored (genuine nonces have 20 digits).
+NONCE_MAX = 128
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Outcome of a check: which header family verified and the nonce that came with it."""
+    """Outcome of a check: which header family verified and the nonce that came with it.
+
+    `nonces` holds every nonce the request carried (V2 and V3 nonce headers, cut to NONCE_MAX,
+    without repeats), whichever scheme verified: all of them are recorded, so stripping one
+    family from a captured request cannot replay it. It is evidence, not part of the verdict,
+    so it takes no part in equality.
+    """
 
     ok: bool
     scheme: str  # "v3", "ma-v3", "v2", "ma-v2" when ok; a reason when not
     nonce: str | None = None
+    nonces: tuple[str, ...] = field(default=(), compare=False)
+
+
+def request_nonces(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Every non-empty nonce header of the request (lower-case names), cut to NONCE_MAX, once."""
+    n2 = headers.get(V2_NONCE)
+    n3 = headers.get(V3_NONCE)
+    if n2:
+        n2 = n2[:NONCE_MAX]
+        if n3:
+            n3 = n3[:NONCE_MAX]
+            return (n2,) if n2 == n3 else (n2, n3)
+        return (n2,)
+    return (n3[:NONCE_MAX],) if n3 else ()
 
 
 def verify(
@@ -145,37 +169,42 @@ def verify(
     form: Fields | None,
     account_tokens: Sequence[str],
     main_tokens: Sequence[str],
+    *,
+    v3_only: bool = False,
 ) -> Verdict:
     """Apply the policy of plivo-protocol.md §3.1 to one request.
 
     `headers` must have lower-case names. `url` is the URL Plivo called, rebuilt from
     configuration (PUBLIC_BASE_URL + path + raw query), never from the Host header.
     If any V3 header is present only V3 counts: V2 does not cover the body, so falling back
-    to it would let a tampered body through.
+    to it would let a tampered body through. `v3_only` (PLIVO_SIGNATURE=v3) refuses V2 entirely.
     """
+    nonces = request_nonces(headers)
     v3, ma_v3 = headers.get(V3), headers.get(MA_V3)
     if v3 is not None or ma_v3 is not None:
         nonce = headers.get(V3_NONCE)
         if not nonce:
-            return Verdict(False, "v3 signature without nonce")
+            return Verdict(False, "v3 signature without nonce", None, nonces)
         data = v3_string(method, url, nonce, form)
         if v3 is not None and _matches(v3, account_tokens, data):
-            return Verdict(True, "v3", nonce)
+            return Verdict(True, "v3", nonce, nonces)
         if ma_v3 is not None and _matches(ma_v3, main_tokens, data):
-            return Verdict(True, "ma-v3", nonce)
-        return Verdict(False, "v3 signature mismatch")
+            return Verdict(True, "ma-v3", nonce, nonces)
+        return Verdict(False, "v3 signature mismatch", None, nonces)
     v2, ma_v2 = headers.get(V2), headers.get(MA_V2)
     if v2 is not None or ma_v2 is not None:
+        if v3_only:
+            return Verdict(False, "v2 signature not accepted (PLIVO_SIGNATURE=v3)", None, nonces)
         nonce = headers.get(V2_NONCE)
         if not nonce:
-            return Verdict(False, "v2 signature without nonce")
+            return Verdict(False, "v2 signature without nonce", None, nonces)
         data = v2_string(url, nonce)
         if v2 is not None and _matches(v2, account_tokens, data):
-            return Verdict(True, "v2", nonce)
+            return Verdict(True, "v2", nonce, nonces)
         if ma_v2 is not None and _matches(ma_v2, main_tokens, data):
-            return Verdict(True, "ma-v2", nonce)
-        return Verdict(False, "v2 signature mismatch")
-    return Verdict(False, "no signature headers")
+            return Verdict(True, "ma-v2", nonce, nonces)
+        return Verdict(False, "v2 signature mismatch", None, nonces)
+    return Verdict(False, "no signature headers", None, nonces)
 
 
 def signed_headers(
