@@ -32,11 +32,13 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    # Every engine here hides bound parameters (message texts, numbers, payloads) from its error
+    # messages, which get logged: "[SQL parameters hidden due to hide_parameters=True]".
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _sqlite_events(engine)
         return engine
     return create_async_engine(
@@ -44,6 +46,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={
             # Fail fast when the server is gone, so callbacks reach the spool within Plivo's 8 s.
             "timeout": 3,
@@ -111,7 +114,9 @@ class ThreadWriter:
         # check_same_thread off: the connection is used by the loop, then by the commit thread,
         # never by both at once (one batch at a time).
         self._engine = create_engine(
-            sync_url, connect_args={"timeout": 30, "check_same_thread": False}
+            sync_url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
         )
         _sqlite_events(self._engine)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
@@ -195,7 +200,9 @@ class LoopReader:
     def __init__(self, url: str) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
         self._engine = create_engine(
-            sync_url, connect_args={"timeout": 30, "check_same_thread": False}
+            sync_url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
         )
         _sqlite_events(self._engine)
 
