@@ -535,7 +535,13 @@ def main() -> int:
         LOG_LEVEL="warning",
         LOG_FORMAT="json",
     )
-    for var in ("PLIVO_AUTH_TOKENS_PREVIOUS", "PLIVO_MAIN_AUTH_TOKEN", "API_KEYS"):
+    for var in (
+        "PLIVO_AUTH_TOKENS_PREVIOUS",
+        "PLIVO_MAIN_AUTH_TOKEN",
+        "PLIVO_MAIN_AUTH_TOKENS_PREVIOUS",
+        "PLIVO_SIGNATURE",
+        "API_KEYS",
+    ):
         env.pop(var, None)
 
     # 1. Baseline: the empty app.

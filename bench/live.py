@@ -842,7 +842,13 @@ def main() -> int:
         LOG_LEVEL="warning",
         LOG_FORMAT="json",
     )
-    for var in ("PLIVO_AUTH_TOKENS_PREVIOUS", "PLIVO_MAIN_AUTH_TOKEN", "API_KEYS"):
+    for var in (
+        "PLIVO_AUTH_TOKENS_PREVIOUS",
+        "PLIVO_MAIN_AUTH_TOKEN",
+        "PLIVO_MAIN_AUTH_TOKENS_PREVIOUS",
+        "PLIVO_SIGNATURE",
+        "API_KEYS",
+    ):
         env.pop(var, None)
     print(
         f"work dir {work}; {args.rate:,} changes/s over {args.connections} connections, "
