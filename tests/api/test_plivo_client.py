@@ -39,8 +39,10 @@ async def test_send_get_list() -> None:
         assert mdr["to_number"] == "14155550101"
         assert "_callback_url" not in mdr
         assert await client.get_message("00000000-0000-0000-0000-000000000000") is None
-        listed = await client.list_messages(to_number="+14155550101", message_direction="outbound")
-        assert [m["message_uuid"] for m in listed] == accepted.message_uuids
+        page = await client.list_page(
+            {"to_number": "+14155550101", "message_direction": "outbound"}
+        )
+        assert [m["message_uuid"] for m in page["objects"]] == accepted.message_uuids
     finally:
         await client.aclose()
     assert sim.messages[accepted.message_uuids[0]]["_callback_url"] == CALLBACK

@@ -254,11 +254,6 @@ class PlivoClient:
             raise SendError(Failure.AMBIGUOUS, "List Messages objects are not all MDRs")
         return dict(data)
 
-    async def list_messages(self, **filters: str | int) -> list[dict[str, Any]]:
-        """One page of MDRs, newest first."""
-        objects: list[dict[str, Any]] = (await self.list_page(filters))["objects"]
-        return objects
-
 
 def next_page_params(meta: Mapping[str, Any]) -> dict[str, str] | None:
     """The query of the next page from `meta.next` (a path with a query, or null)."""
