@@ -7,6 +7,7 @@ run. When CI is set they fail (never skip) if it is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -42,6 +43,7 @@ from plivo_tracker.messages.models import (
 )
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
+from plivo_tracker.simulator.scenario import ScenarioConfig
 
 PG_ADMIN_DSN = os.environ.get("PLIVO_TRACKER_TEST_PG", "postgresql://127.0.0.1:5432/test")
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -193,6 +195,37 @@ async def client(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+ServiceOpener = Callable[..., contextlib.AbstractAsyncContextManager[tuple[httpx.AsyncClient, Any]]]
+
+
+@pytest.fixture
+def simulator_service(make_settings: Callable[..., Settings], db_url: str) -> ServiceOpener:
+    """Opens the whole app in simulator mode on `db_url` (no credentials, dispatcher and loops
+    in process, the simulator's callbacks delivered to the app itself):
+    `async with simulator_service(scenario, **settings) as (client, app)`."""
+
+    @contextlib.asynccontextmanager
+    async def _open(
+        scenario: ScenarioConfig, **overrides: Any
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "plivo_auth_id": None,
+            "plivo_auth_token": None,
+            "plivo_mps": 1000,
+            **overrides,
+        }
+        app = create_app(
+            make_settings(**values), migrate=False, loopback_callbacks=True, scenario=scenario
+        )
+        async with LifespanManager(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                yield c, app
+
+    return _open
 
 
 def new_nonce() -> str:

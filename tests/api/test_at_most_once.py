@@ -12,12 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plivo_tracker.app import create_app
-from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_writer
 from plivo_tracker.messages.models import outbox, send_attempts
 from plivo_tracker.outbound.budget import Limits
@@ -26,7 +23,7 @@ from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN, ServiceOpener
 
 FINAL = {"delivered", "undelivered", "failed"}
 UNLIMITED = Limits(mps=None, api_per_5s=0, list_per_minute=0)
@@ -211,23 +208,13 @@ async def test_a_lookup_that_fails_is_never_not_found(
 
 @pytest.fixture
 async def service(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatedPlivo]]:
-    settings = make_settings(
-        database_url=db_url,
-        plivo_auth_id=None,
-        plivo_auth_token=None,
-        plivo_mps=1000,
-        reconcile_after_seconds=0,
-        reconcile_max_lookups=1,
-        plivo_list_per_minute=0,
-    )
     scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=0, dup_rate=0.1)
-    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c, app.state.sending.simulator
+    async with simulator_service(
+        scenario, reconcile_after_seconds=0, reconcile_max_lookups=1, plivo_list_per_minute=0
+    ) as (client, app):
+        yield client, app.state.sending.simulator
 
 
 async def _until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:

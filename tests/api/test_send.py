@@ -10,11 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
@@ -26,25 +24,19 @@ from plivo_tracker.outbound.retry import RetryPolicy
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN, ServiceOpener
 
 FINAL = {"delivered", "undelivered", "failed"}
 
 
 @pytest.fixture
 async def sim_client(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """The app in simulator mode (no credentials), callbacks delivered to itself in-process."""
-    settings = make_settings(
-        database_url=db_url, plivo_auth_id=None, plivo_auth_token=None, plivo_mps=1000
-    )
     scenario = ScenarioConfig(speed=200, fail_rate=0.1, undelivered_rate=0.1, dup_rate=0.2)
-    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c, app
+    async with simulator_service(scenario) as opened:
+        yield opened
 
 
 async def _wait_final(client: httpx.AsyncClient, ids: list[int]) -> list[Any]:
@@ -287,46 +279,37 @@ async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngin
 
 
 async def test_resend_policy_builds_a_chain_up_to_its_limit(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> None:
     """RESEND_ERROR_CODES / RESEND_MAX_ATTEMPTS: an undelivered message with a listed code is
     sent again (a new message pointing at the failed one), and again, until the chain holds
     three messages; each message of the chain lists the whole chain."""
-    settings = make_settings(
-        database_url=db_url,
-        plivo_auth_id=None,
-        plivo_auth_token=None,
-        plivo_mps=1000,
+    scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=1.0, dup_rate=0.2)
+    async with simulator_service(
+        scenario,
         resend_error_codes="20,30,70,80,100,200",  # every code the simulator uses for undelivered
         resend_max_attempts=3,
         resend_backoff_seconds=0,
-    )
-    scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=1.0, dup_rate=0.2)
-    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            resp = await client.post(
-                "/api/messages", json={"to": ["+14155550101", "+14155550102"], "text": "hi"}
-            )
-            originals = [m["id"] for m in resp.json()["messages"]]
-            chains: list[list[int]] = []
-            for _ in range(400):  # the resends appear as the previous attempts fail
-                found = [(await client.get(f"/api/messages/{i}")).json() for i in originals]
-                chains = [[c["id"] for c in m["chain"]] for m in found]
-                if all(len(c) == 3 for c in chains):
-                    last = [(await client.get(f"/api/messages/{c[-1]}")).json() for c in chains]
-                    if all(m["status"] in FINAL for m in last):
-                        break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # time for a (wrong) fourth attempt to show up
-            engine = app.state.ctx.engine
-            async with engine.connect() as conn:
-                total = (
-                    await conn.execute(select(func.count()).select_from(messages))
-                ).scalar_one()
-            tail = (await client.get(f"/api/messages/{chains[0][-1]}")).json()
-            sim: SimulatedPlivo = app.state.sending.simulator
+    ) as (client, app):
+        resp = await client.post(
+            "/api/messages", json={"to": ["+14155550101", "+14155550102"], "text": "hi"}
+        )
+        originals = [m["id"] for m in resp.json()["messages"]]
+        chains: list[list[int]] = []
+        for _ in range(400):  # the resends appear as the previous attempts fail
+            found = [(await client.get(f"/api/messages/{i}")).json() for i in originals]
+            chains = [[c["id"] for c in m["chain"]] for m in found]
+            if all(len(c) == 3 for c in chains):
+                last = [(await client.get(f"/api/messages/{c[-1]}")).json() for c in chains]
+                if all(m["status"] in FINAL for m in last):
+                    break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # time for a (wrong) fourth attempt to show up
+        engine = app.state.ctx.engine
+        async with engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(messages))).scalar_one()
+        tail = (await client.get(f"/api/messages/{chains[0][-1]}")).json()
+        sim: SimulatedPlivo = app.state.sending.simulator
     assert [c[0] for c in chains] == originals
     assert all(len(c) == 3 for c in chains)
     assert tail["attempt_of"] == chains[0][1]
@@ -336,25 +319,15 @@ async def test_resend_policy_builds_a_chain_up_to_its_limit(
 
 
 async def test_default_policy_does_not_resend_permanent_codes(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> None:
-    settings = make_settings(
-        database_url=db_url,
-        plivo_auth_id=None,
-        plivo_auth_token=None,
-        plivo_mps=1000,
-        resend_backoff_seconds=0,
-    )
     scenario = ScenarioConfig(speed=300, fail_rate=1.0, undelivered_rate=0, dup_rate=0)
-    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            resp = await client.post("/api/messages", json={"to": "+14155550101", "text": "hi"})
-            [original] = [m["id"] for m in resp.json()["messages"]]
-            [failed] = await _wait_final(client, [original])
-            await asyncio.sleep(0.3)
-            sim: SimulatedPlivo = app.state.sending.simulator
+    async with simulator_service(scenario, resend_backoff_seconds=0) as (client, app):
+        resp = await client.post("/api/messages", json={"to": "+14155550101", "text": "hi"})
+        [original] = [m["id"] for m in resp.json()["messages"]]
+        [failed] = await _wait_final(client, [original])
+        await asyncio.sleep(0.3)
+        sim: SimulatedPlivo = app.state.sending.simulator
     # The simulator's `failed` codes (40, 50, 420, 450, 900) are all off by default.
     assert failed["status"] == "failed"
     assert [c["id"] for c in failed["chain"]] == [original]

@@ -5,56 +5,42 @@ leaves at `sent` settle as "sent, no receipt". Nothing waits for ever."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from plivo_tracker.app import create_app
-from plivo_tracker.config import Settings
 from plivo_tracker.simulator.api import SimulatedPlivo
 from plivo_tracker.simulator.scenario import ScenarioConfig
+from tests.conftest import ServiceOpener
 
 
-async def _service(
-    make_settings: Callable[..., Settings], db_url: str, scenario: ScenarioConfig
-) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatedPlivo]]:
-    settings = make_settings(
-        database_url=db_url,
-        plivo_auth_id=None,
-        plivo_auth_token=None,
-        plivo_mps=1000,
-        stuck_after_seconds=1,
-        no_receipt_after_seconds=2,
-        sweep_interval_seconds=0.2,
+def _sweeping(simulator_service: ServiceOpener, scenario: ScenarioConfig) -> Any:
+    """The service with a sweeper that acts within seconds instead of half an hour."""
+    return simulator_service(
+        scenario, stuck_after_seconds=1, no_receipt_after_seconds=2, sweep_interval_seconds=0.2
     )
-    app = create_app(settings, migrate=False, loopback_callbacks=True, scenario=scenario)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c, app.state.sending.simulator
 
 
 @pytest.fixture
 async def dropped(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatedPlivo]]:
     scenario = ScenarioConfig(
         speed=300, fail_rate=0, undelivered_rate=0.5, dup_rate=0, callback_drop_rate=1.0
     )
-    async for pair in _service(make_settings, db_url, scenario):
-        yield pair
+    async with _sweeping(simulator_service, scenario) as (client, app):
+        yield client, app.state.sending.simulator
 
 
 @pytest.fixture
 async def no_receipt(
-    make_settings: Callable[..., Settings], db_url: str
+    simulator_service: ServiceOpener,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SimulatedPlivo]]:
     scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=0, sent_final_rate=1.0)
-    async for pair in _service(make_settings, db_url, scenario):
-        yield pair
+    async with _sweeping(simulator_service, scenario) as (client, app):
+        yield client, app.state.sending.simulator
 
 
 async def _wait(client: httpx.AsyncClient, ids: list[int], seconds: float) -> list[Any]:
