@@ -2,8 +2,9 @@
 
 It does the least any callback endpoint must do (read the whole request, answer with a small
 JSON body), served by uvicorn with the options `plivo-tracker serve` uses: uvloop, httptools, no
-access log, one process. The ratio serve/empty therefore measures what the service adds
-(signature check, parsing, the durable group commit) on top of the HTTP stack itself.
+access log, one process, the same connection limits and proxy-header handling. The ratio
+serve/empty therefore measures what the service adds (signature check, parsing, the durable
+group commit) on top of the HTTP stack itself.
 
     python bench/empty_app.py --host 127.0.0.1 --port 8001
 """
@@ -14,6 +15,8 @@ import argparse
 from typing import Any
 
 import uvicorn
+
+from plivo_tracker.config import load_settings
 
 BODY = b'{"result":"stored"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
@@ -46,6 +49,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
+    # The server limits `serve` would set from the same environment (bench/callbacks.py passes
+    # the service's environment to both).
+    settings = load_settings()
     # Same server options as plivo_tracker.cli.serve.
     uvicorn.run(
         app,
@@ -57,7 +63,12 @@ def main() -> None:
         log_level=args.log_level,
         server_header=False,
         timeout_graceful_shutdown=30,
-        proxy_headers=False,
+        limit_concurrency=settings.max_connections,
+        backlog=2048,
+        timeout_keep_alive=settings.keepalive_seconds,
+        h11_max_incomplete_event_size=16 * 1024,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

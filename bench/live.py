@@ -88,6 +88,9 @@ from urllib.parse import urlencode
 import httpx
 
 from callbacks import (
+    ACCESS_ENV,
+    API_HEADERS,
+    BENCH_UNSET,
     Proc,
     append_section,
     cpu_seconds,
@@ -284,6 +287,9 @@ async def _clients(args: argparse.Namespace) -> None:
         try:
             async with connect(
                 args.url,
+                # WS /ws needs the key (the baseline ignores it); sent with the handshake, so
+                # no auth frame adds a round trip to the connect.
+                additional_headers=API_HEADERS,
                 compression="deflate" if args.deflate else None,
                 ping_interval=None,
                 open_timeout=30,
@@ -462,6 +468,8 @@ def run_target(
         time.sleep(SETTLE)
         if name == "serve":
             t.metrics = scrape_live(base)
+            if not t.metrics:
+                t.notes.append("could not read the service's /metrics: no server counters")
         if profiler is not None:
             profiler.wait(timeout=60)
     finally:
@@ -525,10 +533,11 @@ def scrape_live(base: str) -> dict[str, float]:
     wanted = ("plivo_tracker_live_", "plivo_tracker_commit_batch_size_", "plivo_tracker_commit_sec")
     out: dict[str, float] = {}
     try:
-        text = httpx.get(base + "/metrics", timeout=10).text
+        resp = httpx.get(base + "/metrics", headers=API_HEADERS, timeout=10)
+        resp.raise_for_status()
     except httpx.HTTPError:
         return out
-    for line in text.splitlines():
+    for line in resp.text.splitlines():
         if line.startswith(wanted):
             name, _, value = line.rpartition(" ")
             out[name] = out.get(name, 0.0) + float(value)
@@ -841,14 +850,9 @@ def main() -> int:
         SPOOL_DIR=str(work / "spool"),
         LOG_LEVEL="warning",
         LOG_FORMAT="json",
+        **ACCESS_ENV,
     )
-    for var in (
-        "PLIVO_AUTH_TOKENS_PREVIOUS",
-        "PLIVO_MAIN_AUTH_TOKEN",
-        "PLIVO_MAIN_AUTH_TOKENS_PREVIOUS",
-        "PLIVO_SIGNATURE",
-        "API_KEYS",
-    ):
+    for var in BENCH_UNSET:
         env.pop(var, None)
     print(
         f"work dir {work}; {args.rate:,} changes/s over {args.connections} connections, "

@@ -37,6 +37,9 @@ from urllib.parse import parse_qsl
 
 import uvicorn
 
+from plivo_tracker.cli import WS_MAX_FRAME
+from plivo_tracker.config import Settings, load_settings
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -82,14 +85,12 @@ def with_lifespan_hooks(
 # ---- serve -------------------------------------------------------------------------------
 
 
-def serve_app(records: Records) -> tuple[ASGI, str]:
+def serve_app(records: Records, settings: Settings) -> ASGI:
     from plivo_tracker.app import create_app
-    from plivo_tracker.config import load_settings
     from plivo_tracker.inbound.ingest import StatusChange
     from plivo_tracker.live.hub import Frame
     from plivo_tracker.logging import configure_logging
 
-    settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
 
@@ -125,7 +126,7 @@ def serve_app(records: Records) -> tuple[ASGI, str]:
 
         hub._read_after = timed_read
 
-    return with_lifespan_hooks(app, install, records.write), settings.log_level
+    return with_lifespan_hooks(app, install, records.write)
 
 
 # ---- baseline ----------------------------------------------------------------------------
@@ -223,8 +224,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     records = Records(args.out)
+    # Both modes read the settings `serve` would (bench/live.py passes the same environment),
+    # so the baseline runs with the same server limits.
+    settings = load_settings()
     if args.mode == "serve":
-        app, log_level = serve_app(records)
+        app, log_level = serve_app(records, settings), settings.log_level
     else:
         app, log_level = baseline_app(records), "warning"
     # The options of plivo_tracker.cli.serve.
@@ -239,7 +243,13 @@ def main() -> None:
         server_header=False,
         timeout_graceful_shutdown=30,
         ws_per_message_deflate=False,
-        proxy_headers=False,
+        limit_concurrency=settings.max_connections,
+        backlog=2048,
+        timeout_keep_alive=settings.keepalive_seconds,
+        h11_max_incomplete_event_size=16 * 1024,
+        ws_max_size=WS_MAX_FRAME,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

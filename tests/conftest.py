@@ -51,6 +51,11 @@ TOKEN = "account-token-TEST"
 MAIN_TOKEN = "main-token-TEST"
 OLD_TOKEN = "retired-token-TEST"
 BASE_URL = "https://hooks.example.com"
+# Credentials are set by default, so API keys are required (config.api_keys_problem).
+API_KEY = "test-api-key-0123456789abcdefghijklmnop"
+AUTH = {"X-API-Key": API_KEY}
+# The host names test clients use: httpx's ASGI default, the public URL's and loopback.
+TEST_HOSTS = "testserver,hooks.example.com,localhost,127.0.0.1,::1"
 ALL_TABLES = (
     status_events,
     message_parts,
@@ -164,9 +169,14 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "plivo_auth_tokens_previous": OLD_TOKEN,
             "spool_dir": str(tmp_path / "spool"),
             "log_format": "json",
+            "api_keys": API_KEY,
+            "allowed_hosts": TEST_HOSTS,
+            # Tests poll the API as fast as they like; the limits have their own tests.
+            "rate_limit_api": "100000/minute",
         }
         values.update(overrides)
-        return load_settings(**values)
+        # None means "unset": the setting's own default (a list setting cannot be None).
+        return load_settings(**{k: v for k, v in values.items() if v is not None})
 
     return _make
 
@@ -193,7 +203,9 @@ async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
 @pytest.fixture
 async def client(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=AUTH
+    ) as c:
         yield c
 
 
@@ -222,7 +234,9 @@ def simulator_service(make_settings: Callable[..., Settings], db_url: str) -> Se
         )
         async with LifespanManager(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", headers=AUTH
+            ) as c:
                 yield c, app
 
     return _open

@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from plivo_tracker import __version__
-from plivo_tracker.config import ConfigError, Settings
+from plivo_tracker.config import ConfigError, Settings, api_keys_problem
 from plivo_tracker.db.dialect import EVENTS_CHANNEL
 from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import upgrade
@@ -32,8 +32,8 @@ from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web import dashboard, errors
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.hygiene import SafeJSONResponse
-from plivo_tracker.web.limits import BodySizeLimit
 from plivo_tracker.web.ops import router as ops_router
+from plivo_tracker.web.throttle import Throttle
 
 log = structlog.get_logger(__name__)
 
@@ -94,9 +94,11 @@ def create_app(
     callbacks to this app directly instead of over HTTP (tests without a port).
     The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
     """
-    problem = settings.callback_url_error()  # whatever starts the app (serve, tests, ASGI)
+    # Checked whatever starts the app (serve, tests, another ASGI server).
+    problem = settings.callback_url_error() or api_keys_problem(settings)
     if problem:
         raise ConfigError(problem)
+    throttle = Throttle(settings)
     auto_migrate = settings.is_sqlite if migrate is None else migrate
     callbacks: httpx.AsyncClient | None = None
 
@@ -137,6 +139,7 @@ def create_app(
             writer=writer,
             committer=committer,
             spool=spool,
+            throttle=throttle,
             dispatcher=sending.dispatcher if dispatch else None,
             default_src=sending.default_src,
             hub=hub,
@@ -203,9 +206,9 @@ def create_app(
         summary="Send SMS/MMS through Plivo and track every message's delivery status.",
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        redoc_url=None,  # one documentation page (/docs) is enough surface
     )
     errors.register(app)
-    app.add_middleware(BodySizeLimit)
     app.include_router(inbound_router)
     app.include_router(messages_router)
     app.include_router(ops_router)
@@ -213,5 +216,5 @@ def create_app(
     app.include_router(live_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
-    outer = CallbackEndpoint(app)
+    outer = CallbackEndpoint(app, settings, throttle)
     return outer

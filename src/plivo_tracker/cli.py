@@ -49,6 +49,9 @@ def _settings(*, serving: bool = False, **overrides: Any) -> Settings:
         _fail(str(exc))
 
 
+WS_MAX_FRAME = 4096
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HOST).")] = None,
@@ -64,8 +67,6 @@ def serve(
     )
     if demo and not settings.simulator_mode:
         _fail("--demo sends messages: it runs only in simulator mode (no PLIVO_AUTH_ID/TOKEN)")
-    if not settings.binds_loopback and not settings.api_keys:
-        _fail(f"HOST: refusing to listen on {settings.host} without API_KEYS (set API_KEYS)")
 
     import uvicorn
 
@@ -79,8 +80,12 @@ def serve(
         loop = "uvloop"
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
         loop = "asyncio"
+    try:
+        app = create_app(settings)  # refuses to run without API_KEYS where they are required
+    except ConfigError as exc:
+        _fail(str(exc))
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop=loop,
@@ -92,7 +97,19 @@ def serve(
         # Frames are ~200 bytes: compressing each one per client cost more CPU than it saved
         # (bench/live.py).
         ws_per_message_deflate=False,
-        proxy_headers=False,  # the signed URL comes from PUBLIC_BASE_URL, never from headers
+        # Limits set on purpose (docs/security.md): connections at once (HTTP and WebSocket;
+        # beyond it new ones get 503), idle keep-alive, the size of a request's head, and the
+        # largest WebSocket frame read (clients only ever send a ~60-byte auth frame).
+        limit_concurrency=settings.max_connections,
+        backlog=2048,
+        timeout_keep_alive=settings.keepalive_seconds,
+        h11_max_incomplete_event_size=16 * 1024,
+        ws_max_size=WS_MAX_FRAME,
+        # X-Forwarded-For/-Proto only from the proxy (FORWARDED_ALLOW_IPS): the client address
+        # feeds the per-address rate limits. The signed callback URL never comes from headers
+        # (it is PUBLIC_BASE_URL).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

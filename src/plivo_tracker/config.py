@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import limits
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from plivo_tracker.outbound.resend import ResendPolicy, parse_codes
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
+MIN_API_KEY_LENGTH = 32
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_HOST_NAME = re.compile(r"[a-z0-9_.\-]+|[0-9a-f:.]+")
 
 # In simulator mode the in-process simulator and the verifier share this account. The id follows
 # Plivo's format (20 chars, "MA" prefix) because the SDK and our client enforce it. The token is
@@ -81,6 +86,29 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host names this server answers (HTTP Host header, any port); empty = the host of
+    # PUBLIC_BASE_URL plus loopback names. "*" answers any (DNS rebinding is then possible).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Operations endpoints left open even when API keys are set: "docs" (/docs, /openapi.json)
+    # and/or "metrics" (/metrics). /health and /ready are always open.
+    public_endpoints: Annotated[list[Literal["docs", "metrics"]], NoDecode] = Field(
+        default_factory=list
+    )
+    # Proxies whose X-Forwarded-For / -Proto are believed (the client address that per-address
+    # rate limits count); comma-separated addresses or networks, "*" for any.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Server limits: connections (HTTP and WebSocket) at once before new ones get 503, and how
+    # long an idle keep-alive connection is kept.
+    max_connections: int = Field(default=1000, ge=10, le=100_000)
+    keepalive_seconds: int = Field(default=5, ge=1, le=300)
+    # Request rates (the `limits` library): storage shared by every process that serves
+    # (memory:// for one process, redis://HOST:PORT/DB for several), and the limits as
+    # "N/second|minute|hour" ("off" turns one off).
+    rate_limit_storage: str = "memory://"
+    rate_limit_api: str = "1200/minute"
+    rate_limit_ws_connect: str = "60/minute"
+    rate_limit_auth_failures: str = "30/minute"
+    rate_limit_callback_failures: str = "120/minute"
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # Where the spool keeps callbacks while the database is unreachable (PRODUCT invariant 2).
@@ -107,12 +135,61 @@ class Settings(BaseSettings):
         "plivo_auth_tokens_previous",
         "plivo_main_auth_tokens_previous",
         "api_keys",
+        "allowed_hosts",
+        "public_endpoints",
         "resend_error_codes",
         mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        # A key can send SMS on the account: it must be too long to guess (secrets.token_urlsafe).
+        if any(len(key) < MIN_API_KEY_LENGTH for key in value):
+            raise ValueError(
+                f"every key must be at least {MIN_API_KEY_LENGTH} characters (e.g. "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        hosts = [h.lower().rstrip(".").strip("[]") for h in value]
+        bad = [h for h in hosts if h != "*" and not _HOST_NAME.fullmatch(h)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a host name or address (no scheme, no port)")
+        return hosts
+
+    @field_validator(
+        "rate_limit_api",
+        "rate_limit_ws_connect",
+        "rate_limit_auth_failures",
+        "rate_limit_callback_failures",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value == "off":
+            return value
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate such as 100/minute, 10/second or 1000/hour (or off)"
+            ) from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_storage(cls, value: str) -> str:
+        scheme = value.removeprefix("async+").split("://", 1)[0]
+        if scheme not in ("memory", "redis", "rediss") or "://" not in value:
+            raise ValueError("must be memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
+        return value
 
     @field_validator("resend_error_codes")
     @classmethod
@@ -204,6 +281,16 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def hosts(self) -> frozenset[str] | None:
+        """Host names answered (lower case, no port), or None for any (ALLOWED_HOSTS=*)."""
+        if "*" in self.allowed_hosts:
+            return None
+        if self.allowed_hosts:
+            return frozenset(self.allowed_hosts)
+        public = (urlsplit(self.public_base_url).hostname or "").lower()
+        return frozenset({public, *LOOPBACK_NAMES} - {""})
+
+    @property
     def public_url_given(self) -> bool:
         """PUBLIC_BASE_URL was set (not derived from HOST and PORT)."""
         return self._public_url_given
@@ -247,6 +334,19 @@ class Settings(BaseSettings):
 
 
 _PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".test")
+
+
+def api_keys_problem(settings: Settings) -> str | None:
+    """Why this app may not run without API keys, or None (pure): keys are required whenever
+    real credentials are set (the API can send SMS on the account) or the server listens
+    beyond loopback. Simulator mode on loopback stays keyless, so the first command just works."""
+    if settings.api_keys:
+        return None
+    if not settings.simulator_mode:
+        return "API_KEYS: required with Plivo credentials (the API sends SMS on the account)"
+    if not settings.binds_loopback:
+        return f"API_KEYS: required to listen on {settings.host} (only loopback may go keyless)"
+    return None
 
 
 def callback_url_problem(url: str) -> str | None:

@@ -16,7 +16,12 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
-from plivo_tracker.config import Settings, callback_url_problem
+from plivo_tracker.config import (
+    MIN_API_KEY_LENGTH,
+    Settings,
+    api_keys_problem,
+    callback_url_problem,
+)
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import current_revision, head_revision
 from plivo_tracker.inbound.routes import CALLBACK_PATH
@@ -24,7 +29,6 @@ from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages.models import dispatch_state, messages, quarantine
 from plivo_tracker.plivo.client import PlivoClient, SendError
 
-MIN_KEY_LENGTH = 32
 _ALNUM_SENDER = re.compile(r"^[A-Za-z0-9 ]{1,11}$")
 
 
@@ -88,28 +92,20 @@ def callback_checks(settings: Settings) -> list[Check]:
 
 
 def key_checks(settings: Settings) -> list[Check]:
-    needed = not settings.simulator_mode or not settings.binds_loopback
-    if not settings.api_keys:
-        if needed:
-            return [
-                Check(
-                    "API keys",
-                    False,
-                    "API_KEYS is empty: the API can send SMS for anyone who reaches it",
-                    f"set API_KEYS to one or more random keys of {MIN_KEY_LENGTH}+ characters",
-                )
-            ]
-        return [Check("API keys", True, "none (simulator mode on loopback)", warning=True)]
-    short = [k for k in settings.api_keys if len(k) < MIN_KEY_LENGTH]
-    if short:
+    """Keys shorter than MIN_API_KEY_LENGTH never get here: the configuration refuses them."""
+    problem = api_keys_problem(settings)
+    if problem:
         return [
             Check(
                 "API keys",
                 False,
-                f"{len(short)} key(s) shorter than {MIN_KEY_LENGTH} characters",
-                "use keys such as `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+                problem.removeprefix("API_KEYS: ") + ": the server will not start",
+                f"set API_KEYS to one or more random keys of {MIN_API_KEY_LENGTH}+ characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
             )
         ]
+    if not settings.api_keys:
+        return [Check("API keys", True, "none (simulator mode on loopback)", warning=True)]
     return [Check("API keys", True, f"{len(settings.api_keys)} key(s)")]
 
 

@@ -54,3 +54,17 @@ SWEPT = Counter(
     "Stuck messages looked up by the sweeper, by what Plivo said (or no_receipt).",
     ["outcome"],
 )
+RATE_LIMITED = Counter(
+    "plivo_tracker_rate_limited_total",
+    "Requests refused with 429 (or WebSocket close 4429) by a rate limit, by limit.",
+    ["kind"],
+)
+RATE_LIMIT_ERRORS = Counter(
+    "plivo_tracker_rate_limit_errors_total",
+    "Rate-limit storage failures (the request was let through).",
+)
+REFUSED = Counter(
+    "plivo_tracker_refused_total",
+    "Requests refused by the access rules, by reason (host, unauthorized, origin, media_type).",
+    ["reason"],
+)

@@ -249,7 +249,7 @@ async def test_undecidable_sends_wait_as_unknown_until_an_operator_resolves_them
     first = await _send(client, "+14155550101")
     second = await _send(client, "+14155550101")
     ids = first + second
-    await client.post("/api/dispatch/resume")
+    assert (await client.post("/api/dispatch/resume", json={})).status_code == 200
 
     async def both_unknown() -> bool:
         return await _statuses(client, ids) == ["unknown", "unknown"]
@@ -380,7 +380,7 @@ async def test_an_operator_pause_holds_until_resumed(
     ready = (await client.get("/ready")).json()
     assert ready["status"] == "degraded"
     assert "carrier maintenance" in ready["reason"]
-    resp = await client.post("/api/dispatch/resume")
+    resp = await client.post("/api/dispatch/resume", json={})
     assert resp.json()["paused"] is False
 
     async def final() -> bool:

@@ -12,12 +12,14 @@ from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from tests.conftest import callback_fields, new_uuid, signed_form
 
+KEY_ONE, KEY_TWO = "key-one-" + "1" * 30, "key-two-" + "2" * 30
+
 
 @pytest.fixture
 async def keyed(
     make_settings: Callable[..., Settings], db_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(database_url=db_url, api_keys="key-one, key-two"))
+    app = create_app(make_settings(database_url=db_url, api_keys=f"{KEY_ONE}, {KEY_TWO}"))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
@@ -32,11 +34,13 @@ async def test_api_requires_a_key(keyed: httpx.AsyncClient) -> None:
     missing = await keyed.get(f"/api/messages/{uuid}")
     assert missing.status_code == 401
     assert missing.json()["error"]["code"] == "unauthorized"
-    wrong = await keyed.get(f"/api/messages/{uuid}", headers={"X-API-Key": "key-three"})
+    wrong = await keyed.get(f"/api/messages/{uuid}", headers={"X-API-Key": "key-three-" + "3" * 30})
     assert wrong.status_code == 401
-    bearer = await keyed.get(f"/api/messages/{uuid}", headers={"Authorization": "Bearer key-two"})
+    bearer = await keyed.get(
+        f"/api/messages/{uuid}", headers={"Authorization": f"Bearer {KEY_TWO}"}
+    )
     assert bearer.status_code == 200
-    header = await keyed.get(f"/api/messages/{uuid}", headers={"X-API-Key": "key-one"})
+    header = await keyed.get(f"/api/messages/{uuid}", headers={"X-API-Key": KEY_ONE})
     assert header.json()["status"] == "sent"
     # Operations endpoints stay open for orchestrators.
     assert (await keyed.get("/health")).status_code == 200

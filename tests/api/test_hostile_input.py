@@ -123,7 +123,7 @@ async def test_json_callback_with_a_lone_surrogate_is_refused_not_a_500(
         ("GET", "/api/stats", 200),
         ("GET", "/api/messages/999", 404),
         ("GET", "/no/such/route", 404),
-        ("DELETE", "/api/messages", 405),
+        ("DELETE", "/api/messages", 415),  # a write without JSON: refused before routing
         ("POST", "/plivo/callback", 403),
         ("PUT", "/plivo/callback", 405),
     ],

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.messages.models import status_events
-from tests.conftest import callback_fields, free_port, new_uuid, signed_form
+from tests.conftest import AUTH, callback_fields, free_port, new_uuid, signed_form
 
 Serve = Callable[..., Any]
 
@@ -118,11 +118,14 @@ async def _changes_in_db(db_url: str) -> list[tuple[int, str, str | None]]:
 
 
 def _http(host: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://{host}", timeout=10)
+    return httpx.AsyncClient(base_url=f"http://{host}", timeout=10, headers=AUTH)
 
 
 async def test_frames_are_committed_changes_in_order(host: str, db_url: str) -> None:
-    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+    async with (
+        _http(host) as http,
+        websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws,
+    ):
         await _ready(ws)
         uuids = [new_uuid() for _ in range(3)]
         await asyncio.gather(*(_journey(http, u) for u in uuids))
@@ -142,7 +145,10 @@ async def test_frames_are_committed_changes_in_order(host: str, db_url: str) -> 
 
 
 async def test_failure_frame_carries_the_error_code(host: str) -> None:
-    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+    async with (
+        _http(host) as http,
+        websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws,
+    ):
         await _ready(ws)
         await _callback(http, new_uuid(), "undelivered", 1, ErrorCode="30")
         [frame] = await _frames(ws, 1)
@@ -152,7 +158,7 @@ async def test_failure_frame_carries_the_error_code(host: str) -> None:
 
 async def test_resume_with_since_has_no_gap_and_no_duplicate(host: str, db_url: str) -> None:
     async with _http(host) as http:
-        async with websockets.connect(f"ws://{host}/ws") as ws:
+        async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws:
             await _ready(ws)
             await _journey(http, new_uuid())
             first = await _frames(ws, 3)
@@ -160,7 +166,9 @@ async def test_resume_with_since_has_no_gap_and_no_duplicate(host: str, db_url: 
         missed = [new_uuid() for _ in range(2)]
         for u in missed:
             await _journey(http, u)
-        async with websockets.connect(f"ws://{host}/ws?since={first[-1]['id']}") as ws:
+        async with websockets.connect(
+            f"ws://{host}/ws?since={first[-1]['id']}", additional_headers=AUTH
+        ) as ws:
             ready_task = asyncio.ensure_future(_frames(ws, 6 + 3))
             await asyncio.sleep(0.05)
             await _journey(http, new_uuid())  # and live ones after the replay
@@ -179,7 +187,9 @@ async def test_resume_seam_under_concurrent_writes(host: str, db_url: str) -> No
         cursor = 0
         seen: list[int] = []
         while not writers.done():
-            async with websockets.connect(f"ws://{host}/ws?since={cursor}") as ws:
+            async with websockets.connect(
+                f"ws://{host}/ws?since={cursor}", additional_headers=AUTH
+            ) as ws:
                 try:
                     async with asyncio.timeout(0.15):
                         while True:
@@ -190,7 +200,9 @@ async def test_resume_seam_under_concurrent_writes(host: str, db_url: str) -> No
                 except TimeoutError:
                     pass  # drop the connection mid-stream and resume
         await writers
-        async with websockets.connect(f"ws://{host}/ws?since={cursor}") as ws:
+        async with websockets.connect(
+            f"ws://{host}/ws?since={cursor}", additional_headers=AUTH
+        ) as ws:
             ready = await _ready_collecting(ws, seen)
         assert ready["last_id"] >= cursor
     assert seen == [c[0] for c in await _changes_in_db(db_url)]
@@ -211,14 +223,18 @@ async def test_filters_by_message_and_status(host: str) -> None:
         # The target message must exist to filter on it; its first change is the cursor. (A
         # socket opened without ?since= starts at what its process had published, which may
         # be just before a change committed a moment earlier.)
-        async with websockets.connect(f"ws://{host}/ws") as everything:
+        async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as everything:
             await _ready(everything)
             await _callback(http, target, "queued", 1)
             [queued] = await _frames(everything, 1)
         after = f"since={queued['id']}"
         async with (
-            websockets.connect(f"ws://{host}/ws?message_id={target}&{after}") as by_message,
-            websockets.connect(f"ws://{host}/ws?status=delivered&{after}") as by_status,
+            websockets.connect(
+                f"ws://{host}/ws?message_id={target}&{after}", additional_headers=AUTH
+            ) as by_message,
+            websockets.connect(
+                f"ws://{host}/ws?status=delivered&{after}", additional_headers=AUTH
+            ) as by_status,
         ):
             await _ready(by_message)
             await _ready(by_status)
@@ -233,7 +249,7 @@ async def test_filters_by_message_and_status(host: str) -> None:
 
 async def test_bad_parameters_are_refused_with_a_reason(host: str) -> None:
     for query, code in (("since=abc", "bad_since"), ("status=nope", "bad_status")):
-        async with websockets.connect(f"ws://{host}/ws?{query}") as ws:
+        async with websockets.connect(f"ws://{host}/ws?{query}", additional_headers=AUTH) as ws:
             frame = json.loads(await ws.recv())
             assert frame == {"type": "error", "code": code, "message": frame["message"]}
             with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -244,7 +260,7 @@ async def test_bad_parameters_are_refused_with_a_reason(host: str) -> None:
 
 async def test_heartbeats_when_idle(serve: Serve) -> None:
     async with serve(live_heartbeat_seconds=0.1) as host:
-        async with websockets.connect(f"ws://{host}/ws") as ws:
+        async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws:
             ready = await _ready(ws)
             async with asyncio.timeout(5):
                 beat = json.loads(await ws.recv())
@@ -254,38 +270,57 @@ async def test_heartbeats_when_idle(serve: Serve) -> None:
 
 @pytest.mark.parametrize("how", ["query", "first_message", "bearer"])
 async def test_api_key_accepted(serve: Serve, how: str) -> None:
-    async with serve(api_keys="k-live-1,k-live-2") as host:
+    async with serve(
+        api_keys="k-live-1-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx,k-live-2-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
+    ) as host:
         url, headers = f"ws://{host}/ws", {}
         if how == "query":
-            url += "?api_key=k-live-2"
+            url += "?api_key=k-live-2-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
         elif how == "bearer":
-            headers = {"Authorization": "Bearer k-live-1"}
+            headers = {"Authorization": "Bearer k-live-1-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}
         async with websockets.connect(url, additional_headers=headers) as ws:
             if how == "first_message":
-                await ws.send(json.dumps({"type": "auth", "api_key": "k-live-1"}))
+                await ws.send(
+                    json.dumps(
+                        {"type": "auth", "api_key": "k-live-1-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}
+                    )
+                )
             ready = await _ready(ws)
     assert ready["type"] == "ready"
 
 
-@pytest.mark.parametrize("send", [None, {"type": "auth", "api_key": "wrong"}, "not json"])
-async def test_api_key_refused(serve: Serve, send: object) -> None:
-    async with serve(api_keys="k-live-1") as host:
+@pytest.mark.parametrize(
+    ("send", "code", "close"),
+    [
+        (None, "unauthorized", 4401),
+        ({"type": "auth", "api_key": "wrong"}, "unauthorized", 4401),
+        ("not json", "bad_frame", 4400),
+        ({"type": "hello"}, "bad_frame", 4400),
+        (b"\x00binary", "bad_frame", 4400),
+        ("[" * 1000, "bad_frame", 4400),
+        (json.dumps({"type": "auth", "api_key": "k" * 2000}), "frame_too_large", 1009),
+    ],
+    ids=["none", "wrong-key", "not-json", "not-auth", "binary", "nested", "too-large"],
+)
+async def test_api_key_refused(serve: Serve, send: object, code: str, close: int) -> None:
+    """Any bad first frame closes the stream with a code that says what was wrong."""
+    async with serve(api_keys="k-live-1-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") as host:
         async with websockets.connect(f"ws://{host}/ws?since=0") as ws:
             if send is not None:
-                await ws.send(send if isinstance(send, str) else json.dumps(send))
+                await ws.send(send if isinstance(send, str | bytes) else json.dumps(send))
             frame = json.loads(await ws.recv())
             assert frame["type"] == "error"
-            assert frame["code"] == "unauthorized"
+            assert frame["code"] == code
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.code == close
 
 
 async def test_sends_stream_their_local_changes(serve: Serve) -> None:
     """A message sent through the API shows up as `accepted` before Plivo is ever called."""
     async with serve() as host, _http(host) as http:
-        async with websockets.connect(f"ws://{host}/ws") as ws:
+        async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws:
             await _ready(ws)
             resp = await http.post(
                 "/api/messages", json={"to": "+14155550123", "text": "hi", "from": "+14155550100"}
@@ -298,7 +333,7 @@ async def test_sends_stream_their_local_changes(serve: Serve) -> None:
 
 
 async def test_cross_site_pages_cannot_open_the_stream(host: str) -> None:
-    evil = {"Origin": "https://evil.example.com"}
+    evil = {**AUTH, "Origin": "https://evil.example.com"}
     async with websockets.connect(f"ws://{host}/ws", additional_headers=evil) as ws:
         frame = json.loads(await ws.recv())
         assert frame["code"] == "forbidden_origin"
@@ -306,7 +341,7 @@ async def test_cross_site_pages_cannot_open_the_stream(host: str) -> None:
             await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
-    own = {"Origin": f"http://{host}"}  # the dashboard itself
+    own = {**AUTH, "Origin": f"http://{host}"}  # the dashboard itself
     async with websockets.connect(f"ws://{host}/ws", additional_headers=own) as ws:
         assert (await _ready(ws))["type"] == "ready"
 
@@ -322,7 +357,10 @@ async def test_a_send_that_adopts_a_placeholder_names_the_id_that_is_gone(
     from plivo_tracker.outbound import repository as out_repo
 
     uuid = new_uuid()
-    async with _http(host) as http, websockets.connect(f"ws://{host}/ws") as ws:
+    async with (
+        _http(host) as http,
+        websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws,
+    ):
         await _ready(ws)
         body = {"to": "+14155550123", "text": "hi", "from": "+14155550100"}
         sent_id = (await http.post("/api/messages", json=body)).json()["messages"][0]["id"]
@@ -347,3 +385,46 @@ async def test_a_send_that_adopts_a_placeholder_names_the_id_that_is_gone(
     assert merged["merged_from"] == early["message_id"]
     assert (merged["previous_status"], merged["status"]) == ("accepted", "sent")
     assert merged["message_uuid"] == uuid
+
+
+async def test_websocket_connects_are_rate_limited_per_address(serve: Serve) -> None:
+    async with serve(rate_limit_ws_connect="3/minute") as host:
+        for _ in range(3):
+            async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws:
+                assert (await _ready(ws))["type"] == "ready"
+        async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as ws:
+            frame = json.loads(await ws.recv())
+            assert frame["code"] == "rate_limited"
+            assert frame["retry_after"] >= 1
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4429
+
+
+async def test_a_rebound_host_cannot_open_the_stream(host: str) -> None:
+    """DNS rebinding: the attacker's page is same-origin with itself, Host names it."""
+    port = int(host.rsplit(":", 1)[1])
+    rebound = f"rebind.attacker.example:{port}"
+    headers = {**AUTH, "Origin": f"http://{rebound}"}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        # The browser resolved the attacker's name to this server: connect there, name it.
+        async with websockets.connect(
+            f"ws://{rebound}/ws", host="127.0.0.1", port=port, additional_headers=headers
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_repeated_wrong_keys_on_the_stream_meet_4429(serve: Serve) -> None:
+    async with serve(rate_limit_auth_failures="3/minute") as host:
+        codes = []
+        for _ in range(5):
+            wrong = {"X-API-Key": "w" * 40}
+            async with websockets.connect(f"ws://{host}/ws", additional_headers=wrong) as ws:
+                await ws.recv()  # the error frame
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd is not None
+            codes.append(closed.value.rcvd.code)
+    assert codes == [4401, 4401, 4401, 4429, 4429]

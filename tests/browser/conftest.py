@@ -177,7 +177,8 @@ def start_server(
         SIMULATOR_AUTH_TOKEN=SIMULATOR_TOKEN,
         SPOOL_DIR=str(tmp_path / f"spool-{name}"),
         # Messages these tests count are theirs alone: no resends appear unless a test asks.
-        **{"RESEND_ERROR_CODES": "none", **extra_env},
+        # Simulator mode on loopback: keyless, as a new user's first run (unless a test asks).
+        **{"RESEND_ERROR_CODES": "none", "API_KEYS": "", **extra_env},
     )
     server.wait_healthy()
     return server

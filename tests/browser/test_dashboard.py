@@ -19,7 +19,7 @@ from tests.conftest import new_uuid
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "browser-test-key"
+API_KEY = "browser-test-key-0123456789abcdefghij"
 # Tests of the page alone run on SQLite only; those that read lists, stats or replays from the
 # database run on both (the `db_url` fixture).
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

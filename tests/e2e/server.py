@@ -15,7 +15,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN, free_port
+from tests.conftest import API_KEY, AUTH_ID, BASE_URL, TOKEN, free_port
 
 START_TIMEOUT = 60.0
 
@@ -47,6 +47,9 @@ class Server:
             LOG_LEVEL="warning",
             LOG_FORMAT="json",
             RESEND_ERROR_CODES="none",  # the messages a test counts are its own
+            # Credentials are set, so keys are required; tests poll as fast as they like.
+            API_KEYS=API_KEY,
+            RATE_LIMIT_API="100000/minute",
         )
         env.update(extra_env)
         self._log: IO[bytes] = self.log_path.open("wb")

@@ -51,7 +51,7 @@ def test_a_real_account_with_problems_gets_one_line_each_with_the_fix(
         PLIVO_AUTH_TOKEN="wrong-token",
         PLIVO_API_URL=live_simulator_process,
         PUBLIC_BASE_URL="https://hooks.example.com",
-        API_KEYS="short",
+        API_KEYS="",
         PLIVO_SRC="not a sender!",
     )
     assert done.returncode == 1

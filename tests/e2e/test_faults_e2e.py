@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import AUTH_ID, TOKEN, free_port
+from tests.conftest import AUTH, AUTH_ID, TOKEN, free_port
 from tests.e2e.server import Server, server_cmd, simulator_process
 
 SETTLE_WITHIN = 60.0  # seconds, per phase: the bound every message must meet
@@ -70,7 +70,10 @@ class Run:
             number = f"+{prefix}{self._next:04d}"
             self._next += 1
             resp = httpx.post(
-                self.base + "/api/messages", json={"to": number, "text": "hello"}, timeout=10
+                self.base + "/api/messages",
+                json={"to": number, "text": "hello"},
+                timeout=10,
+                headers=AUTH,
             )
             assert resp.status_code == 202, resp.text
             ids.append(resp.json()["messages"][0]["id"])
@@ -79,7 +82,9 @@ class Run:
         return ids
 
     def messages(self, ids: list[int]) -> list[dict[str, Any]]:
-        return [httpx.get(f"{self.base}/api/messages/{i}", timeout=10).json() for i in ids]
+        return [
+            httpx.get(f"{self.base}/api/messages/{i}", timeout=10, headers=AUTH).json() for i in ids
+        ]
 
     def until(self, check: Callable[[], bool], seconds: float, what: str) -> None:
         deadline = time.monotonic() + seconds

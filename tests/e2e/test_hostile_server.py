@@ -10,6 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.conftest import AUTH
 from tests.e2e.server import Server
 from tests.hostile import all_requests
 
@@ -43,7 +44,9 @@ def test_hostile_input_over_real_http_never_reaches_the_server_log(
                 assert closed.value.rcvd.code == 4400
         # The server still works after all of it.
         sent = httpx.post(
-            server.base + "/api/messages", json={"to": "+14155550101", "text": "still here"}
+            server.base + "/api/messages",
+            json={"to": "+14155550101", "text": "still here"},
+            headers=AUTH,
         )
         assert sent.status_code == 202
     finally:

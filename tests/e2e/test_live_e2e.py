@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import callback_fields, new_uuid, signed_form
+from tests.conftest import API_KEY, AUTH, callback_fields, new_uuid, signed_form
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,9 @@ def _callback(base: str, uuid: str, status: str, seq: int) -> None:
 
 
 def _ws(server: Server, query: str = "") -> ClientConnection:
-    return connect(f"ws://127.0.0.1:{server.port}/ws{query}", open_timeout=10)
+    return connect(
+        f"ws://127.0.0.1:{server.port}/ws{query}", open_timeout=10, additional_headers=AUTH
+    )
 
 
 def _until_ready(ws: ClientConnection) -> list[dict[str, Any]]:
@@ -89,6 +91,7 @@ def test_change_ingested_by_b_reaches_a_client_of_a(two_servers: tuple[Server, S
             b.base + "/api/messages",
             json={"to": "+14155550123", "text": "hi", "from": "+14155550100"},
             timeout=10,
+            headers=AUTH,
         )
         assert resp.status_code == 202
         [accepted] = _status_frames(on_a, 1)
@@ -113,12 +116,12 @@ def _tail(server: Server, *args: str, **env: str) -> subprocess.Popen[str]:
 
 
 def test_tail_follows_and_resumes(tmp_path: Path) -> None:
-    server = Server(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'tail.db'}", "tail", API_KEYS="k1")
+    server = Server(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'tail.db'}", "tail")
     try:
         server.wait_healthy()
         uuid = new_uuid()
         _callback(server.base, uuid, "queued", 1)
-        live = _tail(server, "--count", "2", "--json", PLIVO_TRACKER_API_KEY="k1")
+        live = _tail(server, "--count", "2", "--json", PLIVO_TRACKER_API_KEY=API_KEY)
         time.sleep(1.5)  # let it connect: it starts live, after the `queued` change
         _callback(server.base, uuid, "sent", 2)
         _callback(server.base, uuid, "delivered", 3)
@@ -128,7 +131,7 @@ def test_tail_follows_and_resumes(tmp_path: Path) -> None:
         assert [f["status"] for f in frames] == ["sent", "delivered"]
 
         # --since replays from the database; the human format names the transition.
-        replay = _tail(server, "--since", "0", "--count", "3", "--api-key", "k1")
+        replay = _tail(server, "--since", "0", "--count", "3", "--api-key", API_KEY)
         stdout, stderr = replay.communicate(timeout=60)
         assert replay.returncode == 0, stderr
         lines = stdout.splitlines()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import AUTH_ID, TOKEN, free_port
+from tests.conftest import API_KEY, AUTH, AUTH_ID, TOKEN, free_port
 from tests.e2e.server import Server, server_cmd
 
 pytestmark = pytest.mark.slow
@@ -28,11 +28,15 @@ def _send_wait(tmp_path: Path, base: str, *numbers: str) -> subprocess.Completed
     for n in numbers:
         args += ["--to", n]
     args += ["--text", "Your code is 482193", "--timeout", "90"]
-    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    env = {**os.environ, "PLIVO_TRACKER_API_KEY": API_KEY}
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=150, env=env)
 
 
 def _statuses(base: str, count: int) -> list[str]:
-    return [httpx.get(f"{base}/api/messages/{i}").json()["status"] for i in range(1, count + 1)]
+    return [
+        httpx.get(f"{base}/api/messages/{i}", headers=AUTH).json()["status"]
+        for i in range(1, count + 1)
+    ]
 
 
 def test_serve_in_simulator_mode(tmp_path: Path, database: str) -> None:
@@ -52,7 +56,7 @@ def test_serve_in_simulator_mode(tmp_path: Path, database: str) -> None:
         assert done.returncode in (0, 3), done.stderr  # 3: some message ended not delivered
         statuses = _statuses(server.base, 3)
         assert set(statuses) <= {"delivered", "undelivered", "failed"}
-        events = httpx.get(f"{server.base}/api/messages/1").json()["events"]
+        events = httpx.get(f"{server.base}/api/messages/1", headers=AUTH).json()["events"]
         local = [e["status"] for e in events if e["source"] == "local"]
         assert local == ["accepted", "queued"]  # our own changes, then Plivo's callbacks
         callbacks = [e for e in events if e["source"] == "callback"]
@@ -106,7 +110,7 @@ def test_serve_against_the_standalone_simulator(tmp_path: Path, database: str) -
             f"http://127.0.0.1:{sim_port}/v1/Account/{AUTH_ID}/Message/", auth=(AUTH_ID, TOKEN)
         ).json()
         assert listed["meta"]["total_count"] == 2  # two 500s first, still each sent once
-        first = httpx.get(f"{server.base}/api/messages/1").json()
+        first = httpx.get(f"{server.base}/api/messages/1", headers=AUTH).json()
         assert json.dumps(first)  # a full message document
     finally:
         server.stop(graceful=True)

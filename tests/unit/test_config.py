@@ -196,18 +196,22 @@ def test_keyword_override_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(port=9001).port == 9001
 
 
-@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS"])
+# Long enough to be API keys (at least 32 characters).
+A, B, C = "a" * 32, "b" * 40, "c" * 33
+
+
+@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS", "ALLOWED_HOSTS"])
 def test_comma_list_from_env(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
-    monkeypatch.setenv(variable, "a, b,,c")
-    assert getattr(load_settings(), variable.lower()) == ["a", "b", "c"]
+    monkeypatch.setenv(variable, f"{A}, {B},,{C}")
+    assert getattr(load_settings(), variable.lower()) == [A, B, C]
 
 
-@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS"])
+@pytest.mark.parametrize("variable", ["API_KEYS", "PLIVO_AUTH_TOKENS_PREVIOUS", "ALLOWED_HOSTS"])
 def test_comma_list_from_keyword(variable: str) -> None:
-    assert getattr(load_settings(**{variable.lower(): "a, b,,c"}), variable.lower()) == [
-        "a",
-        "b",
-        "c",
+    assert getattr(load_settings(**{variable.lower(): f"{A}, {B},,{C}"}), variable.lower()) == [
+        A,
+        B,
+        C,
     ]
 
 
@@ -218,8 +222,8 @@ def test_empty_comma_list(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 
 
 def test_comma_list_single_value_is_not_json_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_KEYS", '["x"]')
-    assert load_settings().api_keys == ['["x"]']
+    monkeypatch.setenv("API_KEYS", f'["{A}"]')
+    assert load_settings().api_keys == [f'["{A}"]']
 
 
 def test_account_tokens_current_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,16 +19,25 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, Headers
 from starlette.formparsers import MultiPartParser
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from plivo_tracker import metrics
+from plivo_tracker.config import Settings
 from plivo_tracker.inbound.committer import CommitterClosed, StoreFailed
 from plivo_tracker.inbound.ingest import make_item
 from plivo_tracker.plivo import signature
 from plivo_tracker.plivo.callback import parse_form
+from plivo_tracker.web.access import AccessGuard, client_address, host_allowed
 from plivo_tracker.web.deps import Context
-from plivo_tracker.web.hygiene import NOSNIFF, InputGuard, SecurityHeaders
-from plivo_tracker.web.limits import MAX_BODY
+from plivo_tracker.web.hygiene import API_CSP, InputGuard, SecurityHeaders, security_headers
+from plivo_tracker.web.limits import (
+    MAX_BODY,
+    BodySizeLimit,
+    announced_too_big,
+    has_body,
+    read_limited,
+)
+from plivo_tracker.web.throttle import Throttle
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["plivo"])
@@ -61,6 +70,8 @@ _UNAVAILABLE = _error("unavailable", "cannot store the callback now; retry later
 _TOO_LARGE = _error("payload_too_large", f"body exceeds {MAX_BODY} bytes")
 _NOT_ALLOWED = _error("method_not_allowed", "use POST or GET")
 _INTERNAL = _error("internal_error", "internal error")
+_TOO_MANY = _error("rate_limited", "too many callbacks that failed verification")
+_BAD_HOST = _error("host_not_allowed", "this server does not answer to that Host name")
 
 
 async def _multipart(content_type: str, body: bytes) -> FormData:
@@ -97,12 +108,18 @@ async def read_fields(
 
 
 async def handle_callback(
-    ctx: Context, method: str, raw_query: str, headers: dict[str, str], body: bytes
-) -> tuple[int, bytes]:
-    """Verify one callback and wait for its durable commit; returns (status, JSON body).
+    ctx: Context,
+    method: str,
+    raw_query: str,
+    headers: dict[str, str],
+    body: bytes,
+    client: str,
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Verify one callback and wait for its durable commit; returns (status, JSON body,
+    extra headers).
 
     `headers` holds the request's headers with lower-case names (at least those in
-    `_KEPT_HEADERS`).
+    `_KEPT_HEADERS`); `client` is what the failure rate limit counts (web/throttle.py).
     """
     started = time.perf_counter()
     settings = ctx.settings
@@ -124,7 +141,11 @@ async def handle_callback(
     if not verdict.ok:
         metrics.SIGNATURE_FAILURES.labels(reason=verdict.scheme).inc()
         log.warning("callback.rejected", reason=verdict.scheme, method=method)
-        return 403, _FORBIDDEN
+        # Counted only once verification failed: a genuine callback is never limited.
+        wait = await ctx.throttle.hit("callback_failures", client)
+        if wait is not None:
+            return 429, _TOO_MANY, [(b"retry-after", str(wait).encode())]
+        return 403, _FORBIDDEN, []
 
     # POST fields come in the body; GET fields (and a POST with an empty body) in the query.
     fields = form if form else (None if problem else parse_form(raw_query))
@@ -146,49 +167,28 @@ async def handle_callback(
         outcome = await ctx.committer.submit(item)
     except (CommitterClosed, StoreFailed) as exc:
         log.error("callback.not_stored", error=str(exc))
-        return 503, _UNAVAILABLE
+        return 503, _UNAVAILABLE, []
     metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-    return 200, _RESULT[outcome.value]
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body, or None when it exceeds MAX_BODY (or the client left)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            NOSNIFF,
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
+    return 200, _RESULT[outcome.value], []
 
 
 class CallbackEndpoint:
-    """ASGI wrapper: serves /plivo/callback itself and hands everything else to the app,
-    behind the URL guard and the security headers (web/hygiene.py)."""
+    """The outermost ASGI app: serves /plivo/callback itself and hands everything else to the
+    FastAPI app behind the security headers, the URL guard, the access rules and the body
+    limit (web/)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, settings: Settings, throttle: Throttle) -> None:
         self.app = app
-        self._rest = SecurityHeaders(InputGuard(app))
+        headers = security_headers(settings.public_base_url)
+        # The size limit before the access rules: every oversize body is a 413, whatever else
+        # is wrong with the request (it costs at most MAX_BODY bytes of reading).
+        self._rest = SecurityHeaders(
+            InputGuard(BodySizeLimit(AccessGuard(app, settings, throttle))), headers
+        )
+        self._hosts = settings.hosts
+        # The callback's answers carry the same headers, built once (the hot path).
+        self._headers = [(b"content-type", b"application/json"), *headers]
+        self._headers.append((b"content-security-policy", API_CSP))
 
     @property
     def state(self) -> Any:
@@ -200,25 +200,43 @@ class CallbackEndpoint:
             return
         method = scope["method"]
         if method not in ("POST", "GET"):
-            await _respond(send, 405, _NOT_ALLOWED)
+            await self._respond(send, 405, _NOT_ALLOWED)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            await _respond(send, 413, _TOO_LARGE)
+        if not host_allowed(headers.get("host"), self._hosts):
+            await self._respond(send, 400, _BAD_HOST)
             return
-        body = await _read_body(receive) if method == "POST" else b""
+        if announced_too_big(scope["headers"], MAX_BODY):
+            await self._respond(send, 413, _TOO_LARGE)
+            return
+        body = await read_limited(receive, MAX_BODY) if has_body(scope["headers"]) else b""
         if body is None:
-            await _respond(send, 413, _TOO_LARGE)
+            await self._respond(send, 413, _TOO_LARGE)
             return
         try:
-            status, payload = await handle_callback(
-                self.app.state.ctx, method, scope["query_string"].decode("latin-1"), headers, body
+            status, payload, extra = await handle_callback(
+                self.app.state.ctx,
+                method,
+                scope["query_string"].decode("latin-1"),
+                headers,
+                body,
+                client_address(scope),
             )
         except Exception:  # noqa: BLE001 - logged; the client never sees internals
             log.exception("callback.unhandled")
-            status, payload = 500, _INTERNAL
-        await _respond(send, status, payload)
+            status, payload, extra = 500, _INTERNAL, []
+        await self._respond(send, status, payload, extra)
+
+    async def _respond(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [*self._headers, (b"content-length", str(len(body)).encode()), *(extra or [])]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 # OpenAPI documentation of the route; requests normally reach CallbackEndpoint first.
@@ -235,10 +253,14 @@ _DOC: dict[str, Any] = {
 async def _via_fastapi(request: Request) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     body = await request.body() if request.method == "POST" else b""
-    status, payload = await handle_callback(
-        request.app.state.ctx, request.method, request.url.query, headers, body
+    client = "addr:" + (request.client.host if request.client else "unknown")
+    status, payload, extra = await handle_callback(
+        request.app.state.ctx, request.method, request.url.query, headers, body, client
     )
-    return Response(payload, status_code=status, media_type="application/json")  # nosniff: outer
+    response = Response(payload, status_code=status, media_type="application/json")
+    for name, value in extra:
+        response.headers[name.decode()] = value.decode()
+    return response  # security headers: the outer layers
 
 
 @router.post(CALLBACK_PATH, summary="Plivo status callback (form, multipart or JSON)", **_DOC)

@@ -13,16 +13,22 @@ import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 from starlette.websockets import WebSocketState
 
 from plivo_tracker.live.hub import Filter, LiveHub, Subscriber, pages_of_changes
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.status import MessageStatus
-from plivo_tracker.web.auth import key_from_headers, key_matches
+from plivo_tracker.web.access import (
+    CLOSE_RATE_LIMITED,
+    client_address,
+    key_from_headers,
+    key_matches,
+    same_origin,
+)
 from plivo_tracker.web.deps import Context
 
 log = structlog.get_logger(__name__)
@@ -33,6 +39,9 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408
+CLOSE_TOO_BIG = 1009
+FIRST_FRAME_MAX = 1024  # an auth frame is ~60 characters
+AUTH_FRAME = 'the first frame must be {"type": "auth", "api_key": KEY}'
 CLOSE_GOING_AWAY = 1001
 SLOW = "this client read too slowly and was dropped; reconnect with ?since=<last id>"
 _STATUSES = frozenset(s.value for s in MessageStatus)
@@ -53,28 +62,54 @@ def _check_origin(ws: WebSocket, public_base_url: str) -> None:
     must not read the stream of a dashboard running on localhost. Clients that are not
     browsers send no Origin and are not affected."""
     origin = ws.headers.get("origin")
-    if origin is None:
-        return
-    allowed = {ws.headers.get("host", ""), urlsplit(public_base_url).netloc}
-    if urlsplit(origin).netloc not in allowed:
-        raise Refused(CLOSE_FORBIDDEN, "forbidden_origin", f"WebSocket from {origin} refused")
+    if not same_origin(origin, ws.headers.get("host"), public_base_url):
+        raise Refused(CLOSE_FORBIDDEN, "forbidden_origin", "WebSocket from another site refused")
 
 
-async def _authenticate(ws: WebSocket, keys: list[str]) -> None:
-    """A key in a header or ?api_key=, else a first message {"type": "auth", "api_key": …}."""
+def read_auth_frame(frame: Message) -> str:
+    """The API key of a first frame `{"type": "auth", "api_key": KEY}` (pure); Refused with
+    4400 for anything else, so a client learns what was wrong instead of a bare 4401."""
+    text = frame.get("text")
+    if text is None:
+        raise Refused(CLOSE_BAD_REQUEST, "bad_frame", "the first frame must be a text frame")
+    if len(text) > FIRST_FRAME_MAX:
+        raise Refused(
+            CLOSE_TOO_BIG, "frame_too_large", f"the first frame must be under {FIRST_FRAME_MAX}"
+        )
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        raise Refused(CLOSE_BAD_REQUEST, "bad_frame", "the first frame is not JSON") from None
+    key = msg.get("api_key") if isinstance(msg, dict) and msg.get("type") == "auth" else None
+    if not isinstance(key, str):
+        raise Refused(CLOSE_BAD_REQUEST, "bad_frame", AUTH_FRAME)
+    return key
+
+
+async def _authenticate(ws: WebSocket, ctx: Context) -> None:
+    """A key in a header or ?api_key=, else a first frame {"type": "auth", "api_key": …}.
+
+    The server reads at most WS_MAX_FRAME bytes of a frame (uvicorn's ws_max_size, set by
+    `serve`), and we look at the first one only when no key came with the handshake."""
+    keys = ctx.settings.api_keys
     if not keys:
         return
+    address = client_address(ws.scope)
+    wait = await ctx.throttle.blocked("auth_failures", address)
+    if wait is not None:
+        raise Refused(CLOSE_RATE_LIMITED, "rate_limited", f"too many failed keys; wait {wait} s")
     given = key_from_headers(ws.headers) or ws.query_params.get("api_key")
     if given is None:
         try:
-            first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT)
-            msg = json.loads(first)
-            given = (
-                msg.get("api_key") if isinstance(msg, dict) and msg.get("type") == "auth" else None
-            )
-        except (TimeoutError, ValueError, KeyError):
+            frame = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
+        except TimeoutError:
+            frame = None
+        if frame is None or frame["type"] == "websocket.disconnect":
             given = None
-    if not isinstance(given, str) or not key_matches(given, keys):
+        else:
+            given = read_auth_frame(frame)
+    if not key_matches(given, keys):
+        await ctx.throttle.hit("auth_failures", address)
         raise Refused(CLOSE_UNAUTHORIZED, "unauthorized", "a valid API key is required")
 
 
@@ -154,7 +189,7 @@ async def live(ws: WebSocket) -> None:
     await ws.accept()
     try:
         _check_origin(ws, ctx.settings.public_base_url)
-        await _authenticate(ws, ctx.settings.api_keys)
+        await _authenticate(ws, ctx)
         since, flt = await _parse(ws, ctx)
     except Refused as exc:
         await ws.send_text(json.dumps({"type": "error", "code": exc.code, "message": exc.message}))

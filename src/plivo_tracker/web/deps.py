@@ -15,6 +15,7 @@ from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub
 from plivo_tracker.messages.service import StatsCache
 from plivo_tracker.outbound.dispatcher import Dispatcher
+from plivo_tracker.web.throttle import Throttle
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class Context:
     writer: Writer
     committer: GroupCommitter
     spool: Spool
+    throttle: Throttle
     dispatcher: Dispatcher | None = None
     default_src: str | None = None  # the simulator's number in simulator mode
     hub: LiveHub | None = None

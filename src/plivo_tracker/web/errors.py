@@ -32,11 +32,6 @@ class NotFound(AppError):
     code = "not_found"
 
 
-class Unauthorized(AppError):
-    status = 401
-    code = "unauthorized"
-
-
 class Forbidden(AppError):
     status = 403
     code = "forbidden"

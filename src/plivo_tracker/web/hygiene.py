@@ -84,7 +84,13 @@ class SafeJSONResponse(JSONResponse):
         return _dumps(content)
 
 
-async def send_error(send: Send, status: int, code: str, message: str) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """A complete `{"error": {...}}` response in plain ASGI (before or around the app)."""
     body = _dumps({"error": {"code": code, "message": message}})
     await send(
@@ -95,6 +101,7 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 NOSNIFF,
+                *(headers or []),
             ],
         }
     )
@@ -126,25 +133,54 @@ class InputGuard:
         await self.app(scope, receive, send)
 
 
-class SecurityHeaders:
-    """nosniff on every HTTP response; an escaped exception ends here, answered or logged."""
+# A JSON answer is never a page: it may load nothing and be framed by nobody.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+# FastAPI's Swagger UI page loads its bundle from jsdelivr and starts it with an inline script.
+DOCS_CSP = (
+    b"default-src 'none'; script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'; "
+    b"style-src https://cdn.jsdelivr.net 'unsafe-inline'; img-src 'self' data: "
+    b"https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'"
+)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def security_headers(public_base_url: str) -> list[tuple[bytes, bytes]]:
+    """Headers every response carries (pure). HSTS only when the public URL is https: a
+    browser that saw it over plain http would ignore it anyway, and on loopback it would pin
+    a developer's localhost to https."""
+    headers = [
+        NOSNIFF,
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+    if public_base_url.startswith("https://"):
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers
+
+
+class SecurityHeaders:
+    """Security headers on every HTTP response (a page's own CSP wins; JSON gets the strict
+    one); an escaped exception ends here, answered or logged."""
+
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.app = app
+        self.headers = headers if headers is not None else [NOSNIFF]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = False
+        csp = DOCS_CSP if scope["path"] == "/docs" else API_CSP
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
-                    headers.append(NOSNIFF)
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.headers if h[0] not in present)
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", csp))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -157,4 +193,5 @@ class SecurityHeaders:
                 log.warning("http.failed_after_response", path=scope.get("path"), error=repr(exc))
                 return
             log.error("http.unhandled", path=scope.get("path"), exc_info=exc)
-            await send_error(send, 500, "internal_error", "internal error")
+            extra = [h for h in self.headers if h != NOSNIFF]
+            await send_error(send, 500, "internal_error", "internal error", extra)

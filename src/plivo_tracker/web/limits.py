@@ -1,4 +1,9 @@
-"""Body size limit (64 KiB on POST routes → 413), as plain ASGI middleware so it costs ~nothing."""
+"""Body size limit (64 KiB on every route → 413), as plain ASGI middleware.
+
+Bytes are counted, whatever the method and whatever `Content-Length` says: a body announced
+too long is refused before it is read, and any body (a chunked one has no length) is read up
+to the limit before the app sees it. The callback endpoint applies the same rule itself.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,34 @@ from plivo_tracker.web.hygiene import send_error
 MAX_BODY = 64 * 1024
 
 
-async def _reject(send: Send) -> None:
-    await send_error(send, 413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
+def announced_too_big(headers: list[tuple[bytes, bytes]], max_body: int) -> bool | None:
+    """True/False from `Content-Length` (an unreadable one is too big); None when the request
+    announces no length (chunked, or no body at all) (pure)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > max_body
+    return None
+
+
+def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
+
+
+async def read_limited(receive: Receive, max_body: int) -> bytes | None:
+    """The whole body, or None when it exceeds `max_body` bytes (or the client left)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class BodySizeLimit:
@@ -19,44 +50,26 @@ class BodySizeLimit:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or not has_body(scope["headers"]):
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_body
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await _reject(send)
-                    return
-        if any(name == b"content-length" for name, _ in scope["headers"]):
-            # The server stops reading at Content-Length, which was checked above.
-            await self.app(scope, receive, send)
+        if announced_too_big(scope["headers"], self.max_body):
+            await self._reject(send)
             return
-        # Chunked upload without a length: read it (up to the limit) before the app sees it.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_body:
-                await _reject(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        body = await read_limited(receive, self.max_body)
+        if body is None:
+            await self._reject(send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        await send_error(send, 413, "payload_too_large", f"body exceeds {self.max_body} bytes")
