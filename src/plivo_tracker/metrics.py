@@ -49,6 +49,13 @@ RECONCILED = Counter(
     "Lookups of ambiguous sends by result (found, not_found, unknown).",
     ["outcome"],
 )
+# Counted from the database at each scrape (an indexed count of a handful of rows): the number
+# is shared by every process, survives restarts and drops when an operator resolves a message,
+# whichever process made it unknown or resolved it.
+MESSAGES_UNKNOWN = Gauge(
+    "plivo_tracker_messages_unknown",
+    "Messages whose send outcome is unknown, waiting for an operator (resolve --adopt/--resend).",
+)
 SWEPT = Counter(
     "plivo_tracker_swept_total",
     "Stuck messages looked up by the sweeper, by what Plivo said (or no_receipt).",

@@ -230,6 +230,17 @@ async def _statuses(client: httpx.AsyncClient, ids: list[int]) -> list[str]:
     return [(await client.get(f"/api/messages/{i}")).json()["status"] for i in ids]
 
 
+async def _unknown_gauge(client: httpx.AsyncClient) -> float:
+    """`plivo_tracker_messages_unknown` as /metrics shows it now."""
+    text = (await client.get("/metrics")).text
+    [value] = [
+        line.split()[1]
+        for line in text.splitlines()
+        if line.startswith("plivo_tracker_messages_unknown ")
+    ]
+    return float(value)
+
+
 async def _send(client: httpx.AsyncClient, *numbers: str) -> list[int]:
     resp = await client.post("/api/messages", json={"to": list(numbers), "text": "hello"})
     assert resp.status_code == 202, resp.text
@@ -255,6 +266,7 @@ async def test_undecidable_sends_wait_as_unknown_until_an_operator_resolves_them
         return await _statuses(client, ids) == ["unknown", "unknown"]
 
     await _until(both_unknown, 15, "unknown")
+    assert await _unknown_gauge(client) == 2  # what the UnknownMessages alert watches
     message = (await client.get(f"/api/messages/{ids[0]}")).json()
     assert message["settled"] is False
     assert "cannot tell which" in message["error_detail"]
@@ -277,6 +289,7 @@ async def test_undecidable_sends_wait_as_unknown_until_an_operator_resolves_them
     assert resp.status_code == 200, resp.text
     again = await client.post(f"/api/messages/{ids[1]}/resolve", json={"action": "resend"})
     assert again.status_code == 409  # no longer unknown: a second resend is refused
+    assert await _unknown_gauge(client) == 0
 
     async def both_final() -> bool:
         return all(s in FINAL for s in await _statuses(client, ids))
