@@ -16,14 +16,21 @@ from sqlalchemy import func, select
 
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.messages.models import callback_nonces
-from tests.conftest import _pg_drop, callback_fields, create_pg_database, new_uuid, signed_form
+from tests.conftest import (
+    API_KEY,
+    _pg_drop,
+    callback_fields,
+    create_pg_database,
+    new_uuid,
+    signed_form,
+)
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **env}
+    full_env = {**os.environ, "PLIVO_TRACKER_API_KEY": API_KEY, **env}
     return subprocess.run(
         [sys.executable, "-m", "plivo_tracker", *args],
         cwd=cwd,

@@ -24,7 +24,8 @@ def test_hostile_input_over_real_http_never_reaches_the_server_log(
     try:
         server.wait_healthy()
         answers: dict[str, int] = {}
-        with httpx.Client(base_url=server.base, timeout=10.0) as client:
+        # With the key, so that every hostile request reaches the parsers behind it.
+        with httpx.Client(base_url=server.base, timeout=10.0, headers=AUTH) as client:
             for name, (method, target, body, headers) in all_requests().items():
                 resp = client.request(method, target, content=body, headers=headers)
                 answers[name] = resp.status_code
