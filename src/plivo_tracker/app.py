@@ -34,6 +34,7 @@ from plivo_tracker.web.deps import Context
 from plivo_tracker.web.hygiene import SafeJSONResponse
 from plivo_tracker.web.limits import BodySizeLimit
 from plivo_tracker.web.ops import router as ops_router
+from plivo_tracker.web.request_id import RequestId
 
 log = structlog.get_logger(__name__)
 
@@ -86,13 +87,14 @@ def create_app(
     dispatch: bool = True,
     loopback_callbacks: bool = False,
     scenario: ScenarioConfig | None = None,
-) -> CallbackEndpoint:
+) -> RequestId:
     """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`).
 
     `dispatch` runs the outbox dispatcher in this process (`serve` on one machine; `worker`
     does it elsewhere). `loopback_callbacks` makes the in-process simulator deliver its
     callbacks to this app directly instead of over HTTP (tests without a port).
-    The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
+    The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path), and that by
+    the request id (web/request_id.py).
     """
     problem = settings.callback_url_error()  # whatever starts the app (serve, tests, ASGI)
     if problem:
@@ -213,5 +215,5 @@ def create_app(
     app.include_router(live_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
-    outer = CallbackEndpoint(app)
+    outer = RequestId(CallbackEndpoint(app))  # outermost: every log line has the request id
     return outer

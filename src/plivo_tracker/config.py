@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # uvicorn's access line for every request (JSON with the request id, through structlog).
+    access_log: bool = True
     # Where the spool keeps callbacks while the database is unreachable (PRODUCT invariant 2).
     spool_dir: str = "./data/spool"
     # Group commit: the most callbacks one transaction takes.
