@@ -33,6 +33,7 @@ from plivo_tracker.web import dashboard, errors
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.hygiene import SafeJSONResponse
 from plivo_tracker.web.ops import router as ops_router
+from plivo_tracker.web.request_id import RequestId
 from plivo_tracker.web.throttle import Throttle
 
 log = structlog.get_logger(__name__)
@@ -86,13 +87,14 @@ def create_app(
     dispatch: bool = True,
     loopback_callbacks: bool = False,
     scenario: ScenarioConfig | None = None,
-) -> CallbackEndpoint:
+) -> RequestId:
     """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`).
 
     `dispatch` runs the outbox dispatcher in this process (`serve` on one machine; `worker`
     does it elsewhere). `loopback_callbacks` makes the in-process simulator deliver its
     callbacks to this app directly instead of over HTTP (tests without a port).
-    The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path).
+    The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path), and that by
+    the request id (web/request_id.py).
     """
     # Checked whatever starts the app (serve, tests, another ASGI server).
     problem = settings.callback_url_error() or api_keys_problem(settings)
@@ -216,5 +218,6 @@ def create_app(
     app.include_router(live_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
-    outer = CallbackEndpoint(app, settings, throttle)
+    # Outermost: every log line of the request has its id.
+    outer = RequestId(CallbackEndpoint(app, settings, throttle))
     return outer

@@ -71,7 +71,7 @@ def serve(
     import uvicorn
 
     from plivo_tracker.app import create_app
-    from plivo_tracker.logging import configure_logging
+    from plivo_tracker.logging import configure_logging, uvicorn_log_config
 
     configure_logging(settings.log_format, settings.log_level)
     try:
@@ -90,7 +90,9 @@ def serve(
         port=settings.port,
         loop=loop,
         http="auto",  # httptools when installed
-        access_log=False,  # structured logs come from the app; an access line per callback costs
+        # uvicorn's own lines (access and errors) through structlog, with the request id.
+        log_config=uvicorn_log_config(settings.log_format),
+        access_log=settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
         log_level=settings.log_level,
         server_header=False,
         timeout_graceful_shutdown=30,
@@ -567,7 +569,7 @@ def simulate(
         _fail("PLIVO_AUTH_ID: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the simulated account")
     import uvicorn
 
-    from plivo_tracker.logging import configure_logging
+    from plivo_tracker.logging import configure_logging, uvicorn_log_config
     from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
     from plivo_tracker.simulator.emitter import Emitter
     from plivo_tracker.simulator.scenario import ScenarioConfig
@@ -613,7 +615,12 @@ def simulate(
         emitter=emitter if callbacks else None,
     )
     uvicorn.run(
-        create_simulator_app(state), host=host, port=port, access_log=False, log_level="warning"
+        create_simulator_app(state),
+        host=host,
+        port=port,
+        log_config=uvicorn_log_config(settings.log_format),
+        access_log=False,
+        log_level="warning",
     )
 
 

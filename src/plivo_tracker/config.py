@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     rate_limit_callback_failures: str = "120/minute"
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # uvicorn's access line for every request (JSON with the request id, through structlog).
+    access_log: bool = True
     # Where the spool keeps callbacks while the database is unreachable (PRODUCT invariant 2).
     spool_dir: str = "./data/spool"
     # Group commit: the most callbacks one transaction takes.

@@ -39,10 +39,17 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor
+
+# When the request being served reached the app (web/request_id.py sets it): the access line's
+# duration. A ContextVar of its own, so it is never rendered as a field of other events.
+request_started: ContextVar[float | None] = ContextVar("request_started", default=None)
 
 _HEX = "[0-9A-Fa-f]"
 _UUID = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?!\w)"
@@ -152,25 +159,100 @@ def mask_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
     return event_dict
 
 
+def resolve_format(fmt: str | None) -> str:
+    """LOG_FORMAT, or `console` in a TTY and `json` otherwise."""
+    if fmt is None:
+        return "console" if sys.stderr.isatty() else "json"
+    return fmt
+
+
+def _renderer(fmt: str | None) -> Processor:
+    if resolve_format(fmt) == "console":
+        return structlog.dev.ConsoleRenderer()
+    return structlog.processors.JSONRenderer()
+
+
+# The same steps for our own events and for the standard library's records (uvicorn's), before
+# and after what is particular to each: context (the request id), level, time; then the
+# exception as text, phone numbers masked, and the renderer.
+def _head() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _tail(fmt: str | None) -> list[Processor]:
+    return [structlog.processors.format_exc_info, mask_processor, _renderer(fmt)]
+
+
 def configure_logging(fmt: str | None, level: str) -> None:
     """Console renderer in a TTY, JSON lines otherwise (or as LOG_FORMAT says)."""
-    if fmt is None:
-        fmt = "console" if sys.stderr.isatty() else "json"
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
-    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            mask_processor,
-            renderer,
-        ],
+        processors=[*_head(), *_tail(fmt)],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def uvicorn_access_fields(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    """uvicorn's access line as fields: `http.access` with client, method, path (its query
+    string left out: it may hold phone numbers), HTTP version, status, and `duration_ms` up to
+    the response's start (when uvicorn logs it) if the request id middleware timed it.
+    Other standard-library records keep their message; their %-arguments are already in it."""
+    args = event_dict.pop("positional_args", None)
+    record = event_dict.get("_record")
+    if (
+        record is None
+        or record.name != "uvicorn.access"
+        or not isinstance(args, tuple)
+        or len(args) != 5
+    ):
+        return event_dict
+    client, method, target, http_version, status = args
+    event_dict["event"] = "http.access"
+    event_dict["client"] = client
+    event_dict["method"] = method
+    event_dict["path"] = str(target).split("?", 1)[0]
+    event_dict["http_version"] = http_version
+    event_dict["status"] = status
+    started = request_started.get()
+    if started is not None:
+        event_dict["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return event_dict
+
+
+def stdlib_formatter(fmt: str | None) -> structlog.stdlib.ProcessorFormatter:
+    """A logging.Formatter that renders standard-library records like our own events."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_head(), structlog.stdlib.add_logger_name, uvicorn_access_fields],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_tail(fmt)],
+        pass_foreign_args=True,
+    )
+
+
+def uvicorn_log_config(fmt: str | None) -> dict[str, Any]:
+    """uvicorn's `log_config`: its `uvicorn.error` and `uvicorn.access` lines through structlog
+    (same processors, masking included) to stderr, where our own events go. Levels are
+    uvicorn's `log_level`; `access_log=False` still turns the access lines off."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"structlog": {"()": stdlib_formatter, "fmt": fmt}},
+        "handlers": {
+            "structlog": {
+                "class": "logging.StreamHandler",
+                "formatter": "structlog",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["structlog"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["structlog"], "level": "INFO", "propagate": False},
+        },
+    }
