@@ -385,3 +385,16 @@ async def test_oversize_bodies_are_413_with_or_without_a_length(
     assert "content-length" not in chunked.request.headers
     assert chunked.status_code == 413, chunked.text
     assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_failing_limiter_storage_lets_requests_through(open_app: Opener) -> None:
+    """Redis down: the limiter fails open (logged and counted), the service keeps serving."""
+    from plivo_tracker import metrics
+
+    before = metrics.RATE_LIMIT_ERRORS._value.get()
+    async with open_app(
+        headers=AUTH, rate_limit_api="2/minute", rate_limit_storage="redis://127.0.0.1:1/0"
+    ) as client:
+        answers = [(await client.get("/api/messages")).status_code for _ in range(4)]
+    assert answers == [200] * 4
+    assert metrics.RATE_LIMIT_ERRORS._value.get() > before
