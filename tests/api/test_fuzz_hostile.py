@@ -163,15 +163,32 @@ def service(make_settings: Callable[..., Settings], db_url: str) -> Iterator[Ser
         yield Service(app, client, portal, Path(cfg.spool_dir))
 
 
+class Drawn:
+    """A drawn value with a short repr: Hypothesis refuses to print one over 30 kB (a warning,
+    an error here), and a failing case must still be shown."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= 3000 else f"{text[:3000]}... ({len(text)} characters)"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 def _fuzz(strategy: st.SearchStrategy[Any], check: Callable[[Any], None], **overrides: Any) -> None:
     """Run `check` on examples of `strategy` (a nested Hypothesis test, so that the caller can
     check the process after the whole search)."""
 
     @settings(FUZZ, **overrides)
-    @given(strategy)
-    def run(value: Any) -> None:
-        note(f"case: {value!r}"[:3000])  # this Hypothesis prints no value for a failing case
-        check(value)
+    @given(strategy.map(Drawn))
+    def run(case: Drawn) -> None:
+        note(f"case: {case!r}")  # printed with a failure (under pytest, the case may not be)
+        check(case.value)
 
     run()
 
