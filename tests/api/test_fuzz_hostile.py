@@ -509,8 +509,8 @@ def body(draw: st.DrawFn) -> tuple[str, bytes]:
         ctype, data = "application/x-www-form-urlencoded", draw(FORM_TEXT).encode()
         if draw(st.booleans()):  # a stray byte that is not UTF-8
             cut = draw(st.integers(0, len(data)))
-            data = data[:cut] + draw(st.sampled_from([b"\xff", b"\xc0\x80", b"\xed\xa0\x80"]))
-            data += data[cut:]
+            stray = draw(st.sampled_from([b"\xff", b"\xc0\x80", b"\xed\xa0\x80"]))
+            data = data[:cut] + stray + data[cut:]
     else:
         ctype, data = "application/octet-stream", draw(st.binary(max_size=2_000))
     if draw(st.integers(0, 3)) == 3:  # sometimes under another type (not 0: drawn most)
