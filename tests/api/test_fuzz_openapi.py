@@ -38,7 +38,7 @@ from plivo_tracker.inbound.routes import CallbackEndpoint
 API_KEY = "fuzz-" + "k" * 35  # 40 characters
 AUTH = {"X-API-Key": API_KEY}
 SENDER = "14155550100"
-EXAMPLES = 50  # generated per operation, positive and negative, after the coverage phase
+EXAMPLES = 100  # generated per operation, positive and negative, after the coverage phase
 
 # Every operation of the document (test_every_documented_operation_is_fuzzed keeps this honest).
 OPERATIONS = [
