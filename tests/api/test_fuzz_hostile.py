@@ -967,6 +967,47 @@ def test_a_body_of_exactly_64_kib_is_read(service: Service, framing: str) -> Non
     assert resp.status_code != 413
 
 
+CONTENT_LENGTH = st.one_of(
+    st.sampled_from(["-1", "+5", " 5", "5 ", "0x10", "1_0", "1e3", "", "5,5", "05", "\t5"]),
+    st.sampled_from(["²", "¹³", "5²"]),  # latin-1 (a header can hold them) and isdigit()
+    HUGE_NUMBER.filter(lambda n: n.isascii()),
+    st.text(HEADER_CHARS, max_size=20),
+)
+LENGTH_ROUTES = [("POST", CALLBACK), ("POST", "/api/messages/validate"), ("GET", "/api/messages")]
+
+
+def test_hostile_content_length_values_never_5xx(service: Service) -> None:
+    """What a lenient server might pass on as Content-Length (non-ASCII digits like "²",
+    signs, spaces, hex): an answer, never an exception out of the app."""
+
+    def check(case: tuple[tuple[str, str], str, bytes]) -> None:
+        (method, path), length, data = case
+        signed = _signatures(service, method, "", "", b"", v3=False) if path == CALLBACK else {}
+        headers = _headers("application/json", {**AUTH, **signed, "content-length": length})
+        resp = service.request(method, path, body=data, headers=headers)
+        assert resp.status_code < 500, (resp.status_code, resp.text[:300])
+
+    strategy = st.tuples(st.sampled_from(LENGTH_ROUTES), CONTENT_LENGTH, st.binary(max_size=50))
+    _fuzz(strategy, check)
+    _assert_healthy(service)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), LENGTH_ROUTES, ids=[f"{m} {p}" for m, p in LENGTH_ROUTES]
+)
+def test_a_body_longer_than_its_content_length_is_413(
+    service: Service, method: str, path: str
+) -> None:
+    """The limit counts the bytes that arrive, not the bytes announced: an app behind a server
+    that does not cut the body at Content-Length still refuses more than 64 KiB."""
+    data = b"x" * (MAX_BODY + 1)
+    signed = _signatures(service, method, "", "", b"", v3=False) if path == CALLBACK else {}
+    headers = _headers("application/json", {**AUTH, **signed, "content-length": "10"})
+    resp = service.request(method, path, chunks=[data[:10], data[10:]], headers=headers)
+    assert resp.status_code == 413, (resp.status_code, resp.text[:300])
+    _assert_healthy(service)
+
+
 # --- WS /ws -----------------------------------------------------------------------------------
 
 WS_FRAME = st.one_of(

@@ -204,7 +204,10 @@ class CallbackEndpoint:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        # isascii(): "²" is a digit to isdigit() but not to int(), which raised out of the app.
+        if length is not None and (
+            not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY
+        ):
             await _respond(send, 413, _TOO_LARGE)
             return
         body = await _read_body(receive) if method == "POST" else b""
