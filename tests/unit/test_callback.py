@@ -215,6 +215,39 @@ def test_garbage_time_in_callback_is_none() -> None:
     assert ev.event_time == ev.sent_time
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ["9999-12-31 23:59:59-23:59", "9999-12-31T23:59:59-12:00", "0001-01-01 00:00:00+00:01"],
+)
+def test_parse_time_out_of_range_in_utc_is_none(raw: str) -> None:
+    # Valid as written, but not representable once in UTC: was an OverflowError (a 500).
+    assert parse_time(raw) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {**form(), "\ud800": ["x"]},
+        {**form(), "To": ["14155550101", "\udc00"]},
+        {**form(), "Extra": ["", "a\udfffb"]},
+    ],
+    ids=["key", "second value", "second value of an extra field"],
+)
+def test_lone_surrogate_in_a_key_or_later_value_is_unparseable(
+    fields: dict[str, list[str]],
+) -> None:
+    # Every key and value is stored as UTF-8 (the raw payload, the spool): such a payload is
+    # kept raw in the quarantine instead of failing the database and the spool (a 503).
+    with pytest.raises(UnparseableCallback, match="lone surrogate"):
+        parse_callback(fields)
+
+
+def test_nul_in_a_later_value_is_still_parsed() -> None:
+    # NUL is only a problem in a column (first values); the raw payload escapes it.
+    ev = parse_callback({**form(), "To": ["14155550101", "\x00"]})
+    assert ev.to == "14155550101"
+
+
 # --- dedupe key ------------------------------------------------------------------------------
 
 

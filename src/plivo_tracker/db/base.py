@@ -22,6 +22,8 @@ metadata = MetaData(
 
 # SQLite only auto-increments an "INTEGER PRIMARY KEY"; PostgreSQL gets a 64-bit identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+# The largest id either can hold (signed 64-bit): a larger number in a query fails the query.
+MAX_ID = 2**63 - 1
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -19,6 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 from starlette.websockets import WebSocketState
 
+from plivo_tracker.db.base import MAX_ID
 from plivo_tracker.live.hub import Filter, LiveHub, Subscriber, pages_of_changes
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.status import MessageStatus
@@ -118,7 +119,9 @@ async def _parse(ws: WebSocket, ctx: Context) -> tuple[int | None, Filter]:
     since: int | None = None
     if params.get("since"):
         raw = params["since"]
-        if not raw.isdigit():
+        # ASCII digits (str.isdigit takes "²"), and no more than an id column holds (the
+        # length first: int() refuses over 4,300 digits).
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
             raise Refused(CLOSE_BAD_REQUEST, "bad_since", "since must be an event id (digits)")
         since = int(raw)
     statuses: frozenset[str] | None = None

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plivo_tracker.db.base import MAX_ID
 from plivo_tracker.db.dialect import (
     event_order_sql,
     from_driver_time,
@@ -341,6 +342,10 @@ def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime)
 async def find_message(conn: AsyncConnection, ref: str) -> dict[str, Any] | None:
     """A message by local id (digits) or by MessageUUID (its own or one of its parts')."""
     if ref.isdigit():
+        # Ids are BIGINT: more digits than that, or digits int() refuses ("²" is a digit to
+        # isdigit()), name no message, instead of failing the query (a 500 before).
+        if not ref.isascii() or len(ref) > 19 or int(ref) > MAX_ID:
+            return None
         cond = messages.c.id == int(ref)
     else:
         part_owner = select(message_parts.c.message_id).where(message_parts.c.part_uuid == ref)

@@ -42,11 +42,18 @@ def _spellings(number: str | None) -> tuple[str, ...]:
 
 
 def _utc(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise InvalidParameter(
             f"{name} needs a time zone (e.g. 2026-11-23T10:00:00Z)", parameter=name
         )
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # Its offset moves it out of years 1..9999 in UTC (9999-12-31T23:59:59-23:59): the
+        # database could not compare it (a 500 before).
+        raise InvalidParameter(f"{name} is out of range", parameter=name) from None
 
 
 @router.get("/messages", summary="Messages, newest first, with filters and cursor pagination")
@@ -59,7 +66,8 @@ async def list_recent(
     until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text or UUID contains")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    # At most 18 digits like `ids`: ids are 64-bit, and a larger number failed the query (500).
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]{1,18}$")] = None,
     ids: Annotated[
         str | None,
         Query(

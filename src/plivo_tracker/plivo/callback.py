@@ -113,11 +113,13 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: an offset that moves the time out of years 1..9999 in UTC
+        # ("9999-12-31 23:59:59-23:59"); it was a 500 before.
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def dedupe_key(fields: Fields, message_uuid: str, status: str, sequence: str | None) -> str:
@@ -146,6 +148,14 @@ def parse_callback(fields: Fields) -> CallbackEvent:
             if "\x00" in stripped or (not stripped.isascii() and _SURROGATE.search(stripped)):
                 raise UnparseableCallback(f"{key[:32]!r} holds NUL or a lone surrogate")
             first[key] = stripped
+        # Every key and value is stored too (the event's raw payload, the spool), as UTF-8: a
+        # lone surrogate in a key or in a later value made both refuse the item (503 for ever).
+        # NUL is fine there (escaped in the JSON).
+        if not key.isascii() and _SURROGATE.search(key):
+            raise UnparseableCallback("a field name holds a lone surrogate")
+        for value in values[1:]:
+            if not value.isascii() and _SURROGATE.search(value):
+                raise UnparseableCallback(f"{key[:32]!r} holds a lone surrogate")
     get = first.get
     uuid = get("MessageUUID")
     if uuid is None:

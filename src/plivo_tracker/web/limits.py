@@ -19,7 +19,8 @@ def announced_too_big(headers: list[tuple[bytes, bytes]], max_body: int) -> bool
     announces no length (chunked, or no body at all) (pure)."""
     for name, value in headers:
         if name == b"content-length":
-            return not value.isdigit() or int(value) > max_body
+            # bytes.isdigit() is ASCII only: "²" (a digit to str.isdigit) never reaches int().
+            return not value.isdigit() or len(value) > 19 or int(value) > max_body
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
 
@@ -51,7 +51,9 @@ async def ready(ctx: ContextDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+# Documented as text/plain (the exposition format), not FastAPI's default application/json:
+# clients generated from /openapi.json would otherwise try to parse it as JSON.
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def prometheus(ctx: ContextDep) -> Response:
     metrics.SPOOL_FILES.set(len(ctx.spool.pending()))
     try:
