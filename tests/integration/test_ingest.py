@@ -160,6 +160,21 @@ async def test_all_parts_delivered_makes_parent_delivered(
     assert await status_of(engine, parent) == "delivered"
 
 
+async def test_a_part_claimed_by_a_second_parent_is_stored_not_spooled(
+    engine: AsyncEngine, committer: GroupCommitter
+) -> None:
+    """An incoherent but authentic callback (found by the fuzzer): a part UUID that is already
+    another message's part, named under a new parent. It used to fail its batch with a
+    KeyError on every replay; now it is stored and counts for the parent it names."""
+    first, second, part = new_uuid(), new_uuid(), new_uuid()
+    fields = callback_fields(part, "sent", ParentMessageUUID=first, PartInfo="1 of 2")
+    assert await committer.submit(item(fields)) == Outcome.STORED
+    fields = callback_fields(part, "delivered", ParentMessageUUID=second, PartInfo="2 of 2")
+    assert await committer.submit(item(fields)) == Outcome.STORED
+    assert await status_of(engine, second) == "delivered"
+    assert await status_of(engine, first) == "sent"
+
+
 async def test_new_style_long_message_is_one_message(
     engine: AsyncEngine, committer: GroupCommitter
 ) -> None:

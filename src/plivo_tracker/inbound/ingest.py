@@ -379,7 +379,9 @@ def _plan(
                 mv[col] = value
                 plan.changed_messages.add(ev.message_key)
         incoming = State(ev.status, ev.sequence, ev.event_time)
-        if ev.is_part:
+        # A part whose UUID is already another message's part (an incoherent callback: Plivo
+        # never moves a part) has no row here: it counts for its parent like a plain status.
+        if ev.is_part and ev.message_uuid in p_snap.get(m.id, {}):
             effect, new_status = _apply_part(ev, m, p_snap, blank_parts, previous, incoming, now)
             plan.changed_parts.add(ev.message_uuid)
         else:
