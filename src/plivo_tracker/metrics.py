@@ -54,3 +54,8 @@ SWEPT = Counter(
     "Stuck messages looked up by the sweeper, by what Plivo said (or no_receipt).",
     ["outcome"],
 )
+PURGED = Counter(
+    "plivo_tracker_purged_total",
+    "Rows deleted by the retention purge, by table.",
+    ["table"],
+)

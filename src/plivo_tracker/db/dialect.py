@@ -47,19 +47,19 @@ EVENTS_CHANNEL = "plivo_tracker_events"
 EVENT_ORDER_LOCK = 7_083_745_260_101
 
 
-def event_order_sql(dialect: Dialect) -> str | None:
+def event_order_sql(dialect: Dialect, notify: bool = True) -> str | None:
     """First statement of every transaction that inserts status events (docs/adr/0006).
 
     PostgreSQL: a transaction-scoped advisory lock, held until COMMIT, so event ids are drawn
     and made visible one transaction at a time: a reader that sees id N sees every id below N
     for good. The same statement queues a NOTIFY (delivered on COMMIT, dropped on rollback)
     that wakes the live feed of every server process. SQLite: BEGIN IMMEDIATE already admits
-    one writer at a time, and one process's writer wakes its own feed.
+    one writer at a time, and one process's writer wakes its own feed. `notify=False`: only the
+    lock (the purge, which adds no events, takes it to wait its turn among the writers).
     """
     if dialect.name == "postgresql":
-        return (
-            f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', '')"
-        )
+        wake = f", pg_notify('{EVENTS_CHANNEL}', '')" if notify else ""
+        return f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}){wake}"
     return None
 
 
