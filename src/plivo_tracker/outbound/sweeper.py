@@ -30,6 +30,8 @@ from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget
 from plivo_tracker.outbound.retry import Failure
 from plivo_tracker.plivo.client import PlivoClient, SendError
+from plivo_tracker.retention.content import erase_unneeded
+from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +89,7 @@ class Sweeper(PeriodicLoop):
         no_receipt_after: float,
         interval: float,
         batch: int = 100,
+        erasure: Erasure | None = None,
     ) -> None:
         super().__init__(interval)
         self._writer = writer
@@ -95,6 +98,7 @@ class Sweeper(PeriodicLoop):
         self.stuck_after = timedelta(seconds=stuck_after)
         self.no_receipt_after = timedelta(seconds=no_receipt_after)
         self._batch = batch
+        self._erasure = erasure
         self._lease = Lease(writer, LEASE_NAME, timedelta(seconds=max(interval * 3, 60.0)))
 
     async def run_once(self, *, dry_run: bool = False) -> SweepResult:
@@ -168,7 +172,13 @@ class Sweeper(PeriodicLoop):
             source="reconcile",
         )
         changed = await self._writer.run(
-            functools.partial(_apply, item=item, message_id=message.id, no_receipt=no_receipt)
+            functools.partial(
+                _apply,
+                item=item,
+                message_id=message.id,
+                no_receipt=no_receipt,
+                erasure=self._erasure,
+            )
         )
         result.changed += changed
         if no_receipt:
@@ -179,10 +189,18 @@ class Sweeper(PeriodicLoop):
 RATE_LIMIT_RETRIES = 5
 
 
-def _apply(conn: Connection, item: CallbackItem, message_id: int, no_receipt: bool) -> int:
-    """Plivo's answer through the status machine, and the settled reason, in one transaction."""
+def _apply(
+    conn: Connection,
+    item: CallbackItem,
+    message_id: int,
+    no_receipt: bool,
+    erasure: Erasure | None = None,
+) -> int:
+    """Plivo's answer through the status machine, and the settled reason, in one transaction
+    (which also erases the text once it is settled, with STORE_MESSAGE_TEXT=false)."""
     now = datetime.now(UTC)
-    batch = ingest_batch(conn, [item], now)
+    batch = ingest_batch(conn, [item], now, erasure=erasure)
     if no_receipt:
         repo.settle_no_receipt(conn, message_id, now)
+        erase_unneeded(conn, [message_id], now, erasure)
     return len(batch.changes)
