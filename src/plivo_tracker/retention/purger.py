@@ -75,7 +75,7 @@ class PurgeResult:
 class _MessageBatch:
     cursor: repo.Cursor | None  # None: nothing older is left to read
     deleted: dict[str, int]
-    ahead: frozenset[int]  # chained messages beyond the cursor that went with the batch
+    chained: frozenset[int]  # messages of resend chains that went (a chain spans batches)
     kept: int
 
 
@@ -88,7 +88,8 @@ def _message_batch(
     dry_run: bool,
 ) -> _MessageBatch:
     """One transaction: read the next old messages, judge them, delete (or count) the ones
-    that go. `done`: chained messages a dry run counted already, ahead of its cursor."""
+    that go. `done`: messages of chains a dry run counted already (a chain is met again from
+    each of its messages)."""
     if not dry_run:
         begin_status_writes(conn, notify=False)
     batch = repo.old_messages(conn, cutoff, after, limit)
@@ -99,8 +100,8 @@ def _message_batch(
     ids = sorted(verdict.delete - done)
     counted = repo.count_messages(conn, ids) if dry_run else repo.delete_messages(conn, ids)
     last = batch[-1]
-    ahead = frozenset(ids) - {m.id for m in batch}
-    return _MessageBatch((last.created_at, last.id), counted, ahead, len(verdict.kept))
+    chained = frozenset(i for i in ids if members[i].attempt_of is not None or members[i].resent)
+    return _MessageBatch((last.created_at, last.id), counted, chained, len(verdict.kept))
 
 
 def _keyed_batch(conn: Connection, table: str, cutoff: datetime, limit: int) -> tuple[int, bool]:
@@ -195,7 +196,7 @@ class Purger(PeriodicLoop):
             result.deleted.update(batch.deleted)
             result.kept += batch.kept
             if result.dry_run:
-                done |= batch.ahead
+                done |= batch.chained
             if batch.cursor is None:
                 return
             cursor = batch.cursor
