@@ -856,7 +856,7 @@ def purge(
     out.print(table)
     out.print(
         f"{'dry run: nothing deleted; ' if dry_run else ''}{result.kept:,} older messages "
-        "kept (not settled yet, or resent by one that is not)",
+        "kept (not settled yet, in a resend chain with one that is not, or the newest)",
         highlight=False,
     )
 

@@ -58,7 +58,8 @@ TABLES = (
 @dataclass
 class PurgeResult:
     """What a pass deleted (or, dry, would delete), per table; `kept`: messages older than the
-    cut-off that stay because they are not settled for good (or are chained to one)."""
+    cut-off that stay: not settled for good, chained to one that is not, or holding the
+    newest message or event id."""
 
     cutoffs: Cutoffs
     dry_run: bool = False
@@ -248,7 +249,7 @@ class Purger(PeriodicLoop):
             "purge.dry_run" if result.dry_run else "purge.done",
             older_than=result.cutoffs.messages.isoformat(),
             deleted={t: n for t, n in counts.items() if n},
-            kept_unsettled=result.kept,
+            kept=result.kept,
             batches=result.batches,
             seconds=round(result.seconds, 3),
         )
