@@ -288,3 +288,22 @@ async def test_one_purge_per_interval_across_processes(engine: AsyncEngine, writ
         assert owner.startswith("purge-")
     finally:
         await other_writer.close()
+
+
+async def test_background_batches_leave_later_commits_durable(
+    engine: AsyncEngine, writer: Writer
+) -> None:
+    """The purge's COMMITs skip the disk wait; the writer's next transaction (a callback batch)
+    is as durable as ever: SQLite back at synchronous=FULL, PostgreSQL at synchronous_commit=on."""
+    sqlite = engine.dialect.name == "sqlite"
+    show = "PRAGMA synchronous" if sqlite else "SHOW synchronous_commit"
+
+    def setting(conn: Connection) -> Any:
+        return conn.exec_driver_sql(show).scalar()
+
+    during = await writer.run(setting, background=True)
+    after = await writer.run(setting)
+    if sqlite:
+        assert (during, after) == (1, 2)  # NORMAL inside the purge's batch, FULL after it
+    else:
+        assert (during, after) == ("off", "on")

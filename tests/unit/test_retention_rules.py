@@ -18,6 +18,7 @@ from plivo_tracker.retention.rules import (
     cutoffs,
     judge,
     last_rollup_minute,
+    messages_per_batch,
     parse_duration,
     purgeable,
     settled_for_good,
@@ -248,3 +249,10 @@ def test_text_is_kept_only_while_sending_needs_it(
     status: str, reason: str | None, outbox: str | None, resends: bool, needed: bool
 ) -> None:
     assert Erasure(resends=resends).still_needed(status, reason, outbox) is needed
+
+
+def test_a_batch_of_messages_holds_about_purge_batch_size_rows() -> None:
+    assert messages_per_batch(500) == 83  # guessed: 6 rows a message
+    assert messages_per_batch(500, rows=1000, messages=100) == 50  # measured: 10 rows each
+    assert messages_per_batch(500, rows=500, messages=500) == 500  # messages alone
+    assert messages_per_batch(5, rows=10_000, messages=10) == 1  # never less than one

@@ -19,11 +19,12 @@ def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) 
     return mod.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
 
 
-def skip_locked(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
-    """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED); SQLite has
-    one writer at a time, so the claim is atomic under BEGIN IMMEDIATE as it is."""
+def skip_locked(dialect: Dialect, stmt: Select[Any], of: Any = None) -> Select[Any]:
+    """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED; `of`: only
+    that table's rows, e.g. beside an outer join); SQLite has one writer at a time, so the claim
+    is atomic under BEGIN IMMEDIATE as it is."""
     if dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
+        return stmt.with_for_update(skip_locked=True, of=of)
     return stmt
 
 

@@ -2,11 +2,16 @@
 
 Order of a pass: settled messages (with their parts, events, send attempts and outbox rows),
 the quarantine, idempotency keys, callback nonces, then the statistics rollups (their own, longer
-retention). Each batch is one write transaction of at most PURGE_BATCH_SIZE rows of one kind,
-through the same writer as the callback batches, so a callback waits for at most one short
-batch: on SQLite the writer takes one transaction at a time, on PostgreSQL a batch of messages
-waits its turn among the writers of statuses (the event-order lock) and so cannot deadlock with
-them. What is kept and why: docs/operations.md ("Retention"), docs/adr/0009.
+retention). Each batch is one write transaction of about PURGE_BATCH_SIZE rows (a message counts
+with the rows it takes along), through the same writer as the callback batches, so a callback
+waits for one short batch at most: on SQLite the writer takes one transaction at a time; on
+PostgreSQL a batch of messages skips any message another transaction holds (SKIP LOCKED: it is
+left for the next pass), so it never waits for, or deadlocks with, a writer of statuses.
+Batches are background work (`Writer.run`): on SQLite they run off the event loop, their
+COMMITs do not wait for the disk (a crash may undo the last deletes; the next pass does them
+again), and after each one the purge leaves the writer to the callbacks for as long as the
+batch held it. What is kept and why: docs/operations.md
+("Retention"), docs/adr/0009.
 
 `serve` and `worker` run it every PURGE_INTERVAL_SECONDS; a lease makes it once per interval
 across every process (whoever comes first when it is due). `plivo-tracker purge` runs one pass by
@@ -19,9 +24,10 @@ import asyncio
 import functools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Table
@@ -31,12 +37,19 @@ from plivo_tracker.db.engine import Writer
 from plivo_tracker.loops import Lease, PeriodicLoop
 from plivo_tracker.messages.repository import begin_status_writes
 from plivo_tracker.retention import repository as repo
-from plivo_tracker.retention.rules import Cutoffs, cutoffs, judge, last_rollup_minute
+from plivo_tracker.retention.rules import (
+    Cutoffs,
+    cutoffs,
+    judge,
+    last_rollup_minute,
+    messages_per_batch,
+)
 
 if TYPE_CHECKING:
     from plivo_tracker.config import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 LEASE_NAME = "purge"
 # How often each process looks whether the purge is due (it is, once per interval in all).
@@ -91,12 +104,10 @@ def _message_batch(
     """One transaction: read the next old messages, judge them, delete (or count) the ones
     that go. `done`: messages of chains a dry run counted already (a chain is met again from
     each of its messages)."""
-    if not dry_run:
-        begin_status_writes(conn, notify=False)
-    batch = repo.old_messages(conn, cutoff, after, limit)
+    batch = repo.old_messages(conn, cutoff, after, limit, lock=not dry_run)
     if not batch:
         return _MessageBatch(None, {}, frozenset(), 0)
-    members = repo.chained(conn, batch)
+    members = repo.chained(conn, batch, lock=not dry_run)
     verdict = judge(batch, members, cutoff, repo.newest_ids(conn))
     ids = sorted(verdict.delete - done)
     counted = repo.count_messages(conn, ids) if dry_run else repo.delete_messages(conn, ids)
@@ -114,6 +125,10 @@ def _keyed_batch(conn: Connection, table: str, cutoff: datetime, limit: int) -> 
 def _rollup_batch(
     conn: Connection, table: Table, grain: int, last: int, limit: int
 ) -> tuple[int, bool]:
+    """Delete about `limit` rollup rows of `grain` from before minute `last`. A change to a
+    very old message may upsert these rows at the same moment: like every writer of statuses
+    the batch first waits its turn (PostgreSQL), so the two cannot deadlock."""
+    begin_status_writes(conn, notify=False)
     bound = repo.rollup_bound(conn, table, grain, last, limit)
     upto = last if bound is None else min(bound, last)
     return repo.delete_rollups(conn, table, grain, upto), bound is not None and bound < last
@@ -132,16 +147,18 @@ class Purger(PeriodicLoop):
         stats_retention: timedelta,
         batch_size: int = 500,
         interval: float | None = None,
-        pause: float = 0.0,
+        share: float = 0.5,
     ) -> None:
         """`interval`: run as a loop, once per interval across processes (None: by hand, no
-        lease). `pause`: seconds between two batches (0: just let waiting writers go first)."""
+        lease). `share`: the most of the writer's time the purge takes (after each batch it
+        leaves the writer to the callbacks for as long as the batch held it, at 0.5)."""
         super().__init__(min(interval, CHECK_EVERY) if interval else CHECK_EVERY)
         self._writer = writer
         self.retention = retention
         self.stats_retention = stats_retention
         self.batch_size = batch_size
-        self._pause = pause
+        self._share = share
+        self._held = 0.0  # seconds the last batch held the writer
         self._lease = Lease(writer, LEASE_NAME, timedelta(seconds=interval)) if interval else None
         self._hold_at = 0.0  # monotonic time the lease is extended next during a pass
 
@@ -171,29 +188,43 @@ class Purger(PeriodicLoop):
         self._report(result)
         return result
 
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """One batch as background work of the writer (see `Writer.run`), timed."""
+        started = time.monotonic()
+        try:
+            return await self._writer.run(fn, background=True)
+        finally:
+            self._held = time.monotonic() - started
+
     async def _batch(self, result: PurgeResult) -> None:
         """Between two batches: let the writers that queued meanwhile go first, and keep the
         lease while a long pass (the first one on a large database) goes on."""
         result.batches += 1
-        await asyncio.sleep(self._pause)
+        await asyncio.sleep(self._held * (1 - self._share) / self._share)
         if self._lease is not None and not result.dry_run and time.monotonic() >= self._hold_at:
             self._hold_at = time.monotonic() + CHECK_EVERY
             await self._lease.hold(datetime.now(UTC))
 
     async def _messages(self, cutoff: datetime, result: PurgeResult) -> None:
+        """PURGE_BATCH_SIZE counts rows: a batch takes as many messages as make about that
+        many rows with their events, parts, attempts and outbox rows."""
         cursor: repo.Cursor | None = None
         done: set[int] = set()
+        limit = messages_per_batch(self.batch_size)
         while not self.stopping:
-            batch = await self._writer.run(
+            batch = await self._write(
                 functools.partial(
                     _message_batch,
                     cutoff=cutoff,
                     after=cursor,
-                    limit=self.batch_size,
+                    limit=limit,
                     done=done,
                     dry_run=result.dry_run,
                 )
             )
+            if batch.deleted.get("messages"):
+                rows = sum(batch.deleted.values())
+                limit = messages_per_batch(self.batch_size, rows, batch.deleted["messages"])
             result.deleted.update(batch.deleted)
             result.kept += batch.kept
             if result.dry_run:
@@ -206,14 +237,14 @@ class Purger(PeriodicLoop):
     async def _keyed(self, table: str, cutoff: datetime, result: PurgeResult) -> None:
         if result.dry_run:
             count = functools.partial(repo.count_older, table=table, cutoff=cutoff)
-            result.deleted[table] += await self._writer.run(count)
+            result.deleted[table] += await self._write(count)
             return
         more = True
         while more and not self.stopping:
             step = functools.partial(
                 _keyed_batch, table=table, cutoff=cutoff, limit=self.batch_size
             )
-            deleted, more = await self._writer.run(step)
+            deleted, more = await self._write(step)
             result.deleted[table] += deleted
             await self._batch(result)
 
@@ -225,14 +256,14 @@ class Purger(PeriodicLoop):
                     count = functools.partial(
                         repo.count_rollups, table=table, grain=grain, last=last
                     )
-                    result.deleted[table.name] += await self._writer.run(count)
+                    result.deleted[table.name] += await self._write(count)
                     continue
                 more = True
                 while more and not self.stopping:
                     step = functools.partial(
                         _rollup_batch, table=table, grain=grain, last=last, limit=self.batch_size
                     )
-                    deleted, more = await self._writer.run(step)
+                    deleted, more = await self._write(step)
                     result.deleted[table.name] += deleted
                     await self._batch(result)
 

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Column, Connection, Table, delete, exists, func, or_, select, update
 
+from plivo_tracker.db.dialect import skip_locked
 from plivo_tracker.messages.models import (
     callback_nonces,
     idempotency_keys,
@@ -69,10 +70,14 @@ def _aged(rows: Iterable[Any]) -> list[Aged]:
 
 
 def old_messages(
-    conn: Connection, cutoff: datetime, after: Cursor | None, limit: int
+    conn: Connection, cutoff: datetime, after: Cursor | None, limit: int, lock: bool = False
 ) -> list[Aged]:
     """Up to `limit` messages created before `cutoff`, in (created_at, id) order after `after`:
-    an index range on created_at, whatever their status (the rule decides, and counts the rest)."""
+    an index range on created_at, whatever their status (the rule decides, and counts the rest).
+
+    `lock`: row-locked for this transaction, skipping those another transaction is changing
+    right now (PostgreSQL): the purge never waits for a writer, so it cannot deadlock with one,
+    and a message in the middle of a change is simply left for the next pass."""
     m = messages.c
     stmt = (
         select(*_aged_columns())
@@ -82,14 +87,19 @@ def old_messages(
         .limit(limit)
     )
     if after is not None:
+        # The plain lower bound keeps it one index range read in order, LIMIT rows long; an OR
+        # of the two cases alone made SQLite read the whole rest of the range and sort it.
         at, last = after
-        stmt = stmt.where(or_(m.created_at > at, and_(m.created_at == at, m.id > last)))
-    return _aged(conn.execute(stmt))
+        stmt = stmt.where(m.created_at >= at, or_(m.created_at > at, m.id > last))
+    return _aged(conn.execute(skip_locked(conn.dialect, stmt, of=messages) if lock else stmt))
 
 
-def chained(conn: Connection, batch: Sequence[Aged], rounds: int = 20) -> dict[int, Aged]:
+def chained(
+    conn: Connection, batch: Sequence[Aged], lock: bool = False, rounds: int = 20
+) -> dict[int, Aged]:
     """The batch and every message linked to it through `attempt_of`, either way (a resend
-    chain holds at most RESEND_MAX_ATTEMPTS ≤ 10 messages)."""
+    chain holds at most RESEND_MAX_ATTEMPTS ≤ 10 messages). `lock`: as in `old_messages`; a
+    link skipped because it is being changed leaves its chain incomplete, so it stays."""
     found = {m.id: m for m in batch}
     todo = [m for m in batch if m.attempt_of is not None or m.resent]
     m = messages.c
@@ -102,7 +112,10 @@ def chained(conn: Connection, batch: Sequence[Aged], rounds: int = 20) -> dict[i
             select(*_aged_columns())
             .select_from(messages.outerjoin(outbox, outbox.c.message_id == m.id))
             .where(or_(m.attempt_of.in_(ids), m.id.in_(parents)))
+            .order_by(m.id)
         )
+        if lock:
+            stmt = skip_locked(conn.dialect, stmt, of=messages)
         new = [a for a in _aged(conn.execute(stmt)) if a.id not in found]
         found.update((a.id, a) for a in new)
         todo = new

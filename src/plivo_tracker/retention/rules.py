@@ -71,6 +71,19 @@ def last_rollup_minute(cutoff: datetime, grain: int) -> int:
 
 # ---- messages ---------------------------------------------------------------------------------
 
+# Rows a message takes with it, guessed before the first batch measured it: the message, an
+# outbox row, a send attempt and three status events.
+ROWS_PER_MESSAGE_GUESS = 6
+
+
+def messages_per_batch(batch_rows: int, rows: int = 0, messages: int = 0) -> int:
+    """How many messages one transaction may take so that it deletes about `batch_rows` rows
+    (PURGE_BATCH_SIZE) in all, from the rows per message of the last batch (`rows` deleted
+    with `messages` messages; none yet: a guess). At least one."""
+    per_message = rows / messages if messages else ROWS_PER_MESSAGE_GUESS
+    return max(1, int(batch_rows / max(1.0, per_message)))
+
+
 FINAL = frozenset(s.value for s in TERMINAL)
 # Outbox states after which the dispatcher never touches a message again; anything else
 # (pending, sending, reconcile, reconciling, unknown) is a send still in progress.
