@@ -306,3 +306,42 @@ async def test_without_stored_text_a_refused_send_keeps_no_text(
     assert final[0]["text"] is None
     assert final[0]["content_erased_at"] is not None
     assert await _texts(engine, ids) == [(None, None)]
+
+
+async def test_without_stored_text_an_unknown_send_keeps_its_text_until_resolved(
+    simulator_service: ServiceOpener, engine: AsyncEngine
+) -> None:
+    """Two sends answered 500 after Plivo created them cannot be told apart: both wait as
+    `unknown`, and keep their text (an operator may resend). Adopting a UUID erases it at once
+    (resends off); a resend keeps it until Plivo accepts the new attempt."""
+    scenario = ScenarioConfig(speed=300, fail_rate=0, undelivered_rate=0)
+    async with simulator_service(
+        scenario,
+        store_message_text=False,
+        resend_error_codes="none",
+        reconcile_after_seconds=0,
+        reconcile_max_lookups=1,
+        plivo_list_per_minute=0,
+    ) as (client, app):
+        sim: SimulatedPlivo = app.state.sending.simulator
+        sim.faults.fail_after_create = 2
+        await client.post("/api/dispatch/pause", json={"reason": "both sends in one pass"})
+        ids = []
+        for _ in range(2):
+            resp = await client.post("/api/messages", json={"to": "+14155550101", "text": "hi"})
+            ids += [m["id"] for m in resp.json()["messages"]]
+        await client.post("/api/dispatch/resume")
+        unknown = await _wait(client, ids, lambda m: m["status"] == "unknown")
+        assert [m["text"] for m in unknown] == ["hi", "hi"]
+        adopt = {"action": "adopt", "message_uuid": list(sim.messages)[0]}
+        assert (await client.post(f"/api/messages/{ids[0]}/resolve", json=adopt)).status_code == 200
+        adopted = (await client.get(f"/api/messages/{ids[0]}")).json()
+        assert adopted["text"] is None
+        assert adopted["content_erased_at"] is not None
+        resend = {"action": "resend"}
+        assert (
+            await client.post(f"/api/messages/{ids[1]}/resolve", json=resend)
+        ).status_code == 200
+        sent = await _wait(client, ids[1:], lambda m: m["status"] not in ("accepted", "unknown"))
+        assert sent[0]["text"] is None
+    assert sim.accepted == 3
