@@ -1,4 +1,5 @@
-"""create_app(settings) and its lifespan: engine, migrations (SQLite), group committer, spool."""
+"""create_app(settings) and its lifespan: engine, migrations (SQLite), group committer, spool,
+and the background loops (dispatcher, sweeper, purge)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from plivo_tracker.live.routes import router as live_router
 from plivo_tracker.messages.routes import router as messages_router
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.routes import router as outbound_router
+from plivo_tracker.retention.purger import make_purger
 from plivo_tracker.sending import build_sending
 from plivo_tracker.simulator.demo import run_demo
 from plivo_tracker.simulator.scenario import ScenarioConfig
@@ -124,6 +126,7 @@ def create_app(
             writer=writer,
             resend=settings.resend_policy,
             on_resend=sending.dispatcher.wake if dispatch else None,
+            erasure=settings.erasure,
         )
         committer.start()
         reader = make_reader(engine)
@@ -161,6 +164,9 @@ def create_app(
             if dispatch and sending.sweeper is not None
             else None
         )
+        # The loops run where dispatching does (`serve`; `worker` runs them elsewhere).
+        purger = make_purger(writer, settings, loop=True) if dispatch else None
+        purging = asyncio.create_task(purger.run()) if purger is not None else None
         demo = _start_demo(settings, writer, sending.dispatcher, sending.default_src, dispatch)
         replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
         _tune_gc()
@@ -186,10 +192,14 @@ def create_app(
             sending.dispatcher.stop()
             if sending.sweeper is not None:
                 sending.sweeper.stop()
+            if purger is not None:
+                purger.stop()  # mid-pass: after the batch in hand
             if dispatcher is not None:
                 await dispatcher
             if sweeper is not None:
                 await sweeper
+            if purging is not None:
+                await purging
             await sending.close()
             if callbacks is not None:
                 await callbacks.aclose()

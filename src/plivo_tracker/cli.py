@@ -1,5 +1,5 @@
 """The `plivo-tracker` command: serve, worker, send, status, tail, simulate, db, spool, dispatch,
-resolve."""
+resolve, sweep, purge."""
 
 from __future__ import annotations
 
@@ -440,11 +440,13 @@ def tail(
 
 @app.command()
 def worker() -> None:
-    """Run only the outbox dispatcher and the sweeper (scale-out: many workers on PostgreSQL)."""
+    """Run only the outbox dispatcher, the sweeper and the purge (scale-out: many workers on
+    PostgreSQL)."""
     settings = _settings(serving=True)
 
     from plivo_tracker.db.engine import make_engine, make_writer
     from plivo_tracker.logging import configure_logging
+    from plivo_tracker.retention.purger import make_purger
     from plivo_tracker.sending import build_sending
 
     configure_logging(settings.log_format, settings.log_level)
@@ -459,15 +461,17 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         sweeper = sending.sweeper
         assert sweeper is not None
+        purger = make_purger(writer, settings, loop=True)
 
         def stop() -> None:
             sending.dispatcher.stop()
             sweeper.stop()
+            purger.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
         try:
-            await asyncio.gather(sending.dispatcher.run(), sweeper.run())
+            await asyncio.gather(sending.dispatcher.run(), sweeper.run(), purger.run())
         finally:
             await sending.close()
             await writer.close()
@@ -799,19 +803,86 @@ def resolve(
         _fail("give exactly one of --adopt UUID and --resend")
     uuid = adopt.strip() if adopt else None
 
+    from plivo_tracker.retention.content import erase_unneeded
+
+    settings = _settings()
+
     def work(conn: Any) -> None:
         now = datetime.now(UTC)
         if uuid is not None:
             resolve_adopt(conn, message_id, uuid, now)
+            erase_unneeded(conn, [message_id], now, settings.erasure)
         else:
             resolve_resend(conn, message_id, now)
 
     try:
-        _on_database(_settings(), work)
+        _on_database(settings, work)
     except ResolveError as exc:
         _fail(str(exc), 1)
     action = f"adopted {uuid}" if uuid else "queued again"
     out.print(f"message {message_id}: {action}")
+
+
+@app.command()
+def purge(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="AGE",
+            help="Delete what is older than this: 90d, 12h, 30m (default RETENTION_DAYS).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete settled messages (with their history), quarantine rows, idempotency keys and
+    nonces older than the retention, and statistics older than STATS_RETENTION_DAYS; print the
+    rows per table. Never a message still queued, in flight or unknown (docs/operations.md).
+    The server does it every PURGE_INTERVAL_SECONDS by itself."""
+    from datetime import timedelta
+
+    from plivo_tracker.retention.rules import BadDuration, parse_duration
+
+    settings = _settings()
+    try:
+        age = parse_duration(older_than) if older_than is not None else None
+    except BadDuration as exc:
+        _fail(f"--older-than: {exc}")
+    age = age or timedelta(days=settings.retention_days)
+
+    from plivo_tracker.db.engine import make_engine, make_writer
+    from plivo_tracker.retention.purger import make_purger
+
+    async def _run() -> Any:
+        engine = make_engine(settings.database_url)
+        writer = make_writer(engine)
+        try:
+            purger = make_purger(writer, settings, loop=False)
+            return await purger.run_once(older_than=age, dry_run=dry_run)
+        finally:
+            await writer.close()
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(_run())
+    except OSError as exc:
+        _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
+    verb = "would delete" if dry_run else "deleted"
+    cut = result.cutoffs
+    table = Table("table", verb, "older than", title=None, show_edge=False)
+    replay = {"idempotency_keys", "callback_nonces"}
+    for name, n in result.counts().items():
+        before = cut.stats if name.startswith("stats_") else cut.messages
+        before = cut.replay_guard if name in replay else before
+        table.add_row(name, f"{n:,}", before.strftime("%Y-%m-%d %H:%M UTC"))
+    out.print(table)
+    out.print(
+        f"{'dry run: nothing deleted; ' if dry_run else ''}{result.kept:,} older messages "
+        "kept (not settled yet, in a resend chain with one that is not, or the newest)",
+        highlight=False,
+    )
 
 
 def main() -> None:

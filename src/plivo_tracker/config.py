@@ -9,10 +9,18 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from plivo_tracker.outbound.resend import ResendPolicy, parse_codes
+from plivo_tracker.retention.rules import Erasure
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/plivo-tracker.db"
 MIN_API_KEY_LENGTH = 32
@@ -132,6 +140,17 @@ class Settings(BaseSettings):
     live_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # Random per process unless set: the simulator signs with it, the verifier accepts it.
     simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    # Retention (docs/operations.md "Retention"): settled messages with their history, the
+    # quarantine, idempotency keys and nonces are deleted after this many days ...
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    # ... the statistics rollups after this many (their own, longer retention) ...
+    stats_retention_days: int = Field(default=400, ge=1, le=36_500)
+    # ... by a purge every PURGE_INTERVAL_SECONDS (one process at a time), this many rows per
+    # short transaction so that callbacks never wait long behind it.
+    purge_interval_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    purge_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # False: a message's text and media URLs are erased once sending no longer needs them.
+    store_message_text: bool = True
 
     @field_validator(
         "plivo_auth_tokens_previous",
@@ -203,6 +222,26 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"Plivo error codes are numbers (or 'none'), not {bad[0]!r}")
         return codes
+
+    @field_validator("stats_retention_days")
+    @classmethod
+    def _stats_outlive_messages(cls, value: int, info: ValidationInfo) -> int:
+        # The rollups outlive the messages they count: an older window still has statistics.
+        retention = info.data.get("retention_days")
+        if retention is not None and value < retention:
+            raise ValueError(
+                f"must be at least RETENTION_DAYS ({retention}), not {value}: the statistics "
+                "outlive the messages they count"
+            )
+        return value
+
+    @property
+    def erasure(self) -> Erasure | None:
+        """STORE_MESSAGE_TEXT=false: when a message's text goes (None: texts are kept). With
+        resends on, a final failure may still need it, so it stays until the status is final."""
+        if self.store_message_text:
+            return None
+        return Erasure(resends=bool(self.resend_policy.codes))
 
     @property
     def resend_policy(self) -> ResendPolicy:

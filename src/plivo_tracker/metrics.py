@@ -75,3 +75,8 @@ REFUSED = Counter(
     "Requests refused by the access rules, by reason (host, unauthorized, origin, media_type).",
     ["reason"],
 )
+PURGED = Counter(
+    "plivo_tracker_purged_total",
+    "Rows deleted by the retention purge, by table.",
+    ["table"],
+)

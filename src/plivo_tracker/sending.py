@@ -110,6 +110,7 @@ def build_sending(
             list_per_minute=settings.plivo_list_per_minute,
         ),
         log_default=settings.plivo_log,
+        erasure=settings.erasure,
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
     sweeper = Sweeper(
@@ -119,5 +120,6 @@ def build_sending(
         stuck_after=settings.stuck_after_seconds,
         no_receipt_after=settings.no_receipt_after_seconds,
         interval=settings.sweep_interval_seconds,
+        erasure=settings.erasure,
     )
     return Sending(client, dispatcher, simulator, emitter, default_src, sweeper)

@@ -26,19 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
 
-# Settings that other branches of the "secure by default and safe to leave running" issue add to
-# config.py. .env.example lists them already; until they land, they are the only names it may
-# hold that Settings does not have. The integrator deletes this constant once they are merged.
-PLANNED_SETTINGS_FROM_OTHER_BRANCHES = frozenset(
-    {
-        "RETENTION_DAYS",
-        "STATS_RETENTION_DAYS",
-        "STORE_MESSAGE_TEXT",
-        "PURGE_INTERVAL_SECONDS",
-        "PURGE_BATCH_SIZE",
-    }
-)
-
 # ---- .env.example ------------------------------------------------------------------------------
 
 # `NAME=value`, or commented out as `# NAME=value`; prose comments never start with `NAME=`.
@@ -53,7 +40,7 @@ def env_example_lines() -> list[tuple[str, str]]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No setting from the caller's environment or a stray .env file."""
-    for name in SETTING_NAMES | PLANNED_SETTINGS_FROM_OTHER_BRANCHES:
+    for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.chdir(tmp_path)
@@ -68,10 +55,7 @@ def test_env_example_lists_every_setting_once() -> None:
 
 def test_env_example_holds_only_settings() -> None:
     names = {name for name, _ in env_example_lines()}
-    not_yet_in_config = PLANNED_SETTINGS_FROM_OTHER_BRANCHES - SETTING_NAMES
-    assert sorted(names - SETTING_NAMES - not_yet_in_config) == []
-    # The planned names are there too, so the tolerance above hides nothing else.
-    assert sorted(PLANNED_SETTINGS_FROM_OTHER_BRANCHES - names) == []
+    assert sorted(names - SETTING_NAMES) == []
 
 
 def test_env_example_values_are_the_defaults(clean_env: pytest.MonkeyPatch) -> None:

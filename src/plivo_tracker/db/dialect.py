@@ -19,11 +19,12 @@ def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) 
     return mod.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
 
 
-def skip_locked(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
-    """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED); SQLite has
-    one writer at a time, so the claim is atomic under BEGIN IMMEDIATE as it is."""
+def skip_locked(dialect: Dialect, stmt: Select[Any], of: Any = None) -> Select[Any]:
+    """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED; `of`: only
+    that table's rows, e.g. beside an outer join); SQLite has one writer at a time, so the claim
+    is atomic under BEGIN IMMEDIATE as it is."""
     if dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
+        return stmt.with_for_update(skip_locked=True, of=of)
     return stmt
 
 
@@ -47,19 +48,19 @@ EVENTS_CHANNEL = "plivo_tracker_events"
 EVENT_ORDER_LOCK = 7_083_745_260_101
 
 
-def event_order_sql(dialect: Dialect) -> str | None:
+def event_order_sql(dialect: Dialect, notify: bool = True) -> str | None:
     """First statement of every transaction that inserts status events (docs/adr/0006).
 
     PostgreSQL: a transaction-scoped advisory lock, held until COMMIT, so event ids are drawn
     and made visible one transaction at a time: a reader that sees id N sees every id below N
     for good. The same statement queues a NOTIFY (delivered on COMMIT, dropped on rollback)
     that wakes the live feed of every server process. SQLite: BEGIN IMMEDIATE already admits
-    one writer at a time, and one process's writer wakes its own feed.
+    one writer at a time, and one process's writer wakes its own feed. `notify=False`: only the
+    lock (the purge, which adds no events, takes it to wait its turn among the writers).
     """
     if dialect.name == "postgresql":
-        return (
-            f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', '')"
-        )
+        wake = f", pg_notify('{EVENTS_CHANNEL}', '')" if notify else ""
+        return f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}){wake}"
     return None
 
 

@@ -88,12 +88,19 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class Writer(Protocol):
-    """Runs a synchronous function inside one write transaction and commits it."""
+    """Runs a synchronous function inside one write transaction and commits it.
+
+    `background=True`: bulk work nobody waits for, which a crash may undo because it is simply
+    done again (the purge's deletes). Its COMMIT does not wait for the disk (SQLite:
+    `synchronous=NORMAL` for that transaction, PostgreSQL: `synchronous_commit=off`); every
+    later durable COMMIT flushes the log past it, so an acknowledged callback stays as durable
+    as before. On SQLite its statements also run on the writer's thread, not the event loop,
+    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile."""
 
     # Called on the event loop after every successful COMMIT (wakes the live feed).
     on_commit: Callable[[], None] | None
 
-    async def run(self, fn: Callable[[Connection], T]) -> T: ...
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T: ...
 
     async def close(self) -> None: ...
 
@@ -125,9 +132,13 @@ class ThreadWriter:
         self._lock = asyncio.Lock()
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         async with self._lock:
-            result = await self._run(fn)
+            if background:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, self._background, fn)
+            else:
+                result = await self._run(fn)
         if self.on_commit is not None:
             self.on_commit()
         return result
@@ -151,6 +162,23 @@ class ThreadWriter:
         finally:
             conn.close()
 
+    def _background(self, fn: Callable[[Connection], T]) -> T:
+        """The whole transaction on the writer's thread, committed without an fsync."""
+        try:
+            conn = self._engine.connect()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        # Outside any transaction, on the driver's connection (SQLAlchemy would begin one).
+        raw: Any = conn.connection.dbapi_connection
+        try:
+            raw.execute("PRAGMA synchronous=NORMAL")
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                return fn(conn)
+        finally:
+            raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
+            conn.close()
+
     async def close(self) -> None:
         self._engine.dispose()
         self._executor.shutdown(wait=True)
@@ -163,7 +191,7 @@ class AsyncWriter:
         self._engine = engine
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         conn = self._engine.connect()
         try:
             await conn.start()
@@ -172,6 +200,8 @@ class AsyncWriter:
         try:
             await writer(conn)
             async with conn.begin():
+                if background:
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 result = await conn.run_sync(fn)
         finally:
             await conn.close()

@@ -31,6 +31,7 @@ from plivo_tracker.inbound.ingest import (
 )
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.outbound.resend import ResendPolicy
+from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +61,10 @@ class GroupCommitter:
         writer: Writer | None = None,
         resend: ResendPolicy | None = None,
         on_resend: Callable[[], None] | None = None,
+        erasure: Erasure | None = None,
     ) -> None:
         self._resend = resend
+        self._erasure = erasure
         self._on_resend = on_resend
         # A writer passed in is shared (and closed) by its owner.
         self._own_writer = writer is None
@@ -159,7 +162,9 @@ class GroupCommitter:
 
     async def _commit(self, items: list[CallbackItem]) -> BatchResult:
         now = datetime.now(UTC)
-        result = await self._writer.run(lambda conn: ingest_batch(conn, items, now, self._resend))
+        result = await self._writer.run(
+            lambda conn: ingest_batch(conn, items, now, self._resend, self._erasure)
+        )
         if result.resent and self._on_resend is not None:
             self._on_resend()  # wake the dispatcher: new outbox rows are due
         return result

@@ -32,6 +32,8 @@ from plivo_tracker.messages.status import (
 from plivo_tracker.outbound import repository as outbound_repo
 from plivo_tracker.outbound.resend import ResendPolicy
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
+from plivo_tracker.retention.content import erase_unneeded
+from plivo_tracker.retention.rules import FINAL, Erasure
 
 
 class Outcome(StrEnum):
@@ -165,11 +167,14 @@ def ingest_batch(
     items: list[CallbackItem],
     now: datetime,
     resend: ResendPolicy | None = None,
+    erasure: Erasure | None = None,
 ) -> BatchResult:
     """Store a batch of verified callbacks and apply their statuses; return per-item outcomes.
 
     A message of ours that becomes failed/undelivered with a code the `resend` policy resends
-    gets another attempt queued in the same transaction."""
+    gets another attempt queued in the same transaction. With `erasure` (STORE_MESSAGE_TEXT=
+    false), a message of ours whose status became final loses its text in it too, after any
+    resend copied it."""
     outcomes: list[Outcome | None] = [None] * len(items)
     repo.begin_status_writes(conn)
 
@@ -295,6 +300,7 @@ def ingest_batch(
                     at=now,
                 )
             )
+    resent: list[int] = []
     if resend is not None and resend.codes:
         again = sorted(
             {
@@ -305,9 +311,9 @@ def ingest_batch(
         )
         if again:
             resent = outbound_repo.resend(conn, again, now, resend)
-            result = BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes, resent)
-            return result
-    return BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes)
+    if erasure is not None:
+        erase_unneeded(conn, [c.message_id for c in changes if c.status in FINAL], now, erasure)
+    return BatchResult([o or Outcome.DUPLICATE for o in outcomes], changes, resent)
 
 
 def _event(item: CallbackItem) -> CallbackEvent:

@@ -67,6 +67,9 @@ messages = Table(
     # purpose: adding one makes SQLite rebuild the table, and dropping the old copy would
     # cascade-delete the event history.
     Column("attempt_of", BigInteger),
+    # STORE_MESSAGE_TEXT=false: when `text` and `media_urls` were erased (sending no longer
+    # needed them); NULL while they are kept.
+    Column("content_erased_at", UTCDateTime()),
 )
 Index("ix_messages_attempt_of", messages.c.attempt_of, unique=True)
 Index("ix_messages_status_id", messages.c.status, messages.c.id)
@@ -129,6 +132,8 @@ callback_nonces = Table(
     Column("received_at", UTCDateTime(), nullable=False),
 )
 
+Index("ix_callback_nonces_received_at", callback_nonces.c.received_at)  # the purge
+
 # Validly signed payloads we could not interpret: kept raw, acknowledged, never dropped.
 quarantine = Table(
     "quarantine",
@@ -143,6 +148,7 @@ quarantine = Table(
     Column("reason", String(300), nullable=False),
     Column("nonce", String(128)),
 )
+Index("ix_quarantine_received_at", quarantine.c.received_at)  # the purge
 
 # The outbox: one row per message to send; the dispatcher claims due rows under a lease.
 outbox = Table(
@@ -214,6 +220,16 @@ idempotency_keys = Table(
     Column("response", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)  # the purge
+
+# Holds a row only inside a purge's transaction, never committed: while it does, the delete
+# triggers on `messages` leave the statistics rollups alone (migration 0006), so purging old
+# messages does not un-count them. Other transactions never see the row.
+purge_marker = Table(
+    "purge_marker",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+)
 
 # Shared token bucket for PLIVO_MPS across dispatcher processes (PostgreSQL; locked per take).
 rate_limits = Table(
@@ -228,7 +244,8 @@ rate_limits = Table(
 # Counts of the messages created in one block of `grain` minutes (1, 60 or 1440) starting at
 # `minute` (minutes since 1970-01-01 UTC, a multiple of `grain`), kept by triggers on `messages`.
 # The triggers (and PostgreSQL's trigger functions) live only in migration 0004, which also
-# documents the rules; these definitions keep the metadata (and autogenerate) in step.
+# documents the rules (0006: a purge's deletes leave them alone, see `purge_marker`); these
+# definitions keep the metadata (and autogenerate) in step.
 # `origin = 'claim'` rows never count; rows whose counts fell to 0 stay and are ignored by reads.
 
 

@@ -190,10 +190,12 @@ def load_parts(conn: Connection, message_ids: Iterable[int]) -> dict[int, dict[s
     return out
 
 
-def begin_status_writes(conn: Connection) -> None:
+def begin_status_writes(conn: Connection, notify: bool = True) -> None:
     """Call first in a write transaction that may insert status events: it orders event ids by
-    commit and wakes the live feeds of other processes (see `event_order_sql`)."""
-    sql = event_order_sql(conn.dialect)
+    commit and wakes the live feeds of other processes (see `event_order_sql`). The purge calls
+    it with `notify=False`: it writes nothing to stream, but waits its turn among the writers
+    of statuses (PostgreSQL), so none of them can deadlock with it."""
+    sql = event_order_sql(conn.dialect, notify)
     if sql is not None:
         conn.exec_driver_sql(sql)
 

@@ -75,6 +75,9 @@ class MessageSummary(BaseModel):
     has_conflict: bool
     attempt_of: int | None = None  # the message this one re-sends (RESEND_ERROR_CODES)
     text: str | None = None
+    # STORE_MESSAGE_TEXT=false: when the text and media URLs were erased (`text` is then null
+    # because it is not stored, not because there was none).
+    content_erased_at: datetime | None = None
     direction: str = "outbound"
     # True for a final status, and for a message Plivo still calls `sent` long after it was
     # sent ("no_receipt"); `unknown` and everything still moving are not settled.
@@ -136,6 +139,7 @@ def _summary_fields(row: dict[str, Any]) -> dict[str, Any]:
         has_conflict=bool(row["has_conflict"]),
         attempt_of=row.get("attempt_of"),
         text=row.get("text"),
+        content_erased_at=row.get("content_erased_at"),
         direction=row.get("direction") or "outbound",
         settled=settled(row["status"], row.get("settled_reason")),
         settled_reason=settled_reason(row["status"], row.get("settled_reason")),

@@ -32,6 +32,8 @@ from plivo_tracker.outbound.reconcile import Expected, Verdict, list_filters, ma
 from plivo_tracker.outbound.repository import Claimed
 from plivo_tracker.outbound.retry import PAUSING, Action, Failure, RetryPolicy
 from plivo_tracker.plivo.client import PlivoClient, SendError, next_page_params
+from plivo_tracker.retention.content import erase_unneeded
+from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +77,10 @@ class Dispatcher:
         concurrency: int = 4,
         limits: Limits | None = None,
         log_default: str = "true",
+        erasure: Erasure | None = None,
     ) -> None:
         self._log = log_default  # Plivo's `log` when a send does not say (PLIVO_LOG)
+        self._erasure = erasure  # STORE_MESSAGE_TEXT=false: texts go once they are sent
         self._grace = reconcile_grace
         self._max_lookups = max_lookups
         self._writer = writer
@@ -141,9 +145,11 @@ class Dispatcher:
         failures = [o for o in outcomes if not isinstance(o, Sent)]
 
         def record(conn: Connection) -> None:
-            repo.record_accepted_many(conn, accepted, datetime.now(UTC))
+            now = datetime.now(UTC)
+            repo.record_accepted_many(conn, accepted, now)
             for apply in failures:
                 apply(conn)
+            erase_unneeded(conn, [c.message_id for c in claimed], now, self._erasure)
 
         await self._writer.run(record)
         return done + len(claimed)
@@ -237,17 +243,12 @@ class Dispatcher:
         api_id = api_ids[0] if api_ids else None
         if result.verdict == Verdict.FOUND and result.message_uuid:
             uuid = result.message_uuid
-            await self._writer.run(
-                functools.partial(
-                    repo.record_accepted,
-                    c=item,
-                    message_uuid=uuid,
-                    started=started,
-                    now=now,
-                    api_id=api_id,
-                    outcome="reconciled",
-                )
-            )
+
+            def found(conn: Connection) -> None:
+                repo.record_accepted(conn, item, uuid, started, now, api_id, "reconciled")
+                erase_unneeded(conn, [item.message_id], now, self._erasure)
+
+            await self._writer.run(found)
             metrics.RECONCILED.labels(outcome="found").inc()
             log.info("outbox.reconciled", message_id=item.message_id, message_uuid=uuid)
         elif result.verdict == Verdict.NOT_FOUND:
@@ -404,6 +405,7 @@ def make_dispatcher(
     max_lookups: int = RECONCILE_MAX_LOOKUPS,
     limits: Limits | None = None,
     log_default: str = "true",
+    erasure: Erasure | None = None,
 ) -> Dispatcher:
     return Dispatcher(
         writer,
@@ -417,4 +419,5 @@ def make_dispatcher(
         max_lookups=max_lookups,
         limits=limits,
         log_default=log_default,
+        erasure=erasure,
     )

@@ -164,8 +164,17 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
     )
 
 
-def request_hash(req: SendRequest) -> str:
-    canonical = json.dumps(req.model_dump(by_alias=True), sort_keys=True, ensure_ascii=False)
+# What a message says: with STORE_MESSAGE_TEXT=false it stays out of the idempotency record too
+# (a hash of a short text, such as a one-time code, is as good as the text to anyone who
+# tries every code).
+CONTENT_FIELDS = frozenset({"text", "media_urls"})
+
+
+def request_hash(req: SendRequest, *, with_content: bool = True) -> str:
+    """The fingerprint stored with an Idempotency-Key. `with_content=False` leaves the text
+    and media URLs out: the same key with another text is then answered like a retry."""
+    body = req.model_dump(by_alias=True, exclude=None if with_content else set(CONTENT_FIELDS))
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

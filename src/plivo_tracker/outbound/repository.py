@@ -854,18 +854,21 @@ def outbox_counts(conn: Connection) -> dict[str, int]:
 # ---- leases and the sweeper ------------------------------------------------------------------
 
 
-def take_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
-    """Become (or stay) the one holder of lease `name` for `ttl`; False while another holds it."""
+def take_lease(
+    conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta, renew: bool = True
+) -> bool:
+    """Become (or stay) the one holder of lease `name` for `ttl`; False while another holds it.
+
+    `renew=False`: only once the lease has run out, even for its holder (a job due every `ttl`
+    across processes, such as the purge, rather than a leader)."""
     conn.execute(
         insert_ignore(conn.dialect, leases, ["name"]),
         [{"name": name, "owner": None, "until": None}],
     )
+    free = or_(leases.c.until.is_(None), leases.c.until < now)
     result = conn.execute(
         update(leases)
-        .where(
-            leases.c.name == name,
-            or_(leases.c.owner == owner, leases.c.until.is_(None), leases.c.until < now),
-        )
+        .where(leases.c.name == name, or_(leases.c.owner == owner, free) if renew else free)
         .values(owner=owner, until=now + ttl)
     )
     return bool(result.rowcount)

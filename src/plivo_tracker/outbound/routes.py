@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 
 from plivo_tracker.messages.phone import text_info
 from plivo_tracker.outbound import repository as out_repo
@@ -23,6 +24,7 @@ from plivo_tracker.outbound.outbox import (
     submit,
     validate,
 )
+from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.web.deps import ContextDep
 from plivo_tracker.web.errors import error_response
 from plivo_tracker.web.hygiene import CleanLine
@@ -77,7 +79,8 @@ async def send_messages(
     except InvalidRequest as exc:
         problems = [p.as_dict() for p in exc.problems]
         return error_response(422, "invalid_request", str(exc), problems=problems)
-    key = (idempotency_key, request_hash(body)) if idempotency_key else None
+    digest = request_hash(body, with_content=ctx.settings.store_message_text)
+    key = (idempotency_key, digest) if idempotency_key else None
     now = datetime.now(UTC)
     try:
         response = await ctx.writer.run(lambda conn: submit(conn, valid, now, key))
@@ -118,8 +121,13 @@ async def resolve(
     try:
         if body.action == "adopt":
             assert body.message_uuid is not None
-            uuid = body.message_uuid
-            await ctx.writer.run(lambda conn: out_repo.resolve_adopt(conn, message_id, uuid, now))
+            uuid, erasure = body.message_uuid, ctx.settings.erasure
+
+            def adopt(conn: Connection) -> None:
+                out_repo.resolve_adopt(conn, message_id, uuid, now)
+                erase_unneeded(conn, [message_id], now, erasure)
+
+            await ctx.writer.run(adopt)
         else:
             await ctx.writer.run(lambda conn: out_repo.resolve_resend(conn, message_id, now))
     except out_repo.ResolveError as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +25,13 @@ from sqlalchemy import Connection
 from plivo_tracker import metrics
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.inbound.ingest import CallbackItem, ingest_batch, make_item
+from plivo_tracker.loops import Lease, PeriodicLoop
 from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget
 from plivo_tracker.outbound.retry import Failure
 from plivo_tracker.plivo.client import PlivoClient, SendError
+from plivo_tracker.retention.content import erase_unneeded
+from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +73,12 @@ class SweepResult:
     lines: list[str] = field(default_factory=list)  # one per message (dry runs, the CLI)
 
 
-class Sweeper:
+class Sweeper(PeriodicLoop):
+    """Sweeps every `interval` seconds while this process holds the lease (a leader: the
+    lease lasts three intervals, so another process takes over when this one is gone)."""
+
+    name = "sweeper"
+
     def __init__(
         self,
         writer: Writer,
@@ -82,44 +89,23 @@ class Sweeper:
         no_receipt_after: float,
         interval: float,
         batch: int = 100,
+        erasure: Erasure | None = None,
     ) -> None:
+        super().__init__(interval)
         self._writer = writer
         self._client = client
         self._budget = budget
         self.stuck_after = timedelta(seconds=stuck_after)
         self.no_receipt_after = timedelta(seconds=no_receipt_after)
-        self.interval = interval
         self._batch = batch
-        self._owner = f"sweeper-{secrets.token_hex(4)}"
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Sweep every `interval` seconds while this process holds the lease."""
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad pass; logged
-                log.exception("sweeper.pass_failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except TimeoutError:
-                pass
+        self._erasure = erasure
+        self._lease = Lease(writer, LEASE_NAME, timedelta(seconds=max(interval * 3, 60.0)))
 
     async def run_once(self, *, dry_run: bool = False) -> SweepResult:
         now = datetime.now(UTC)
         result = SweepResult()
-        lease = timedelta(seconds=max(self.interval * 3, 60.0))
-        if not dry_run:
-            leader = await self._writer.run(
-                functools.partial(
-                    repo.take_lease, name=LEASE_NAME, owner=self._owner, now=now, ttl=lease
-                )
-            )
-            if not leader:
-                return result
+        if not dry_run and not await self._lease.hold(now):
+            return result
         stuck = await self._writer.run(
             functools.partial(
                 repo.claim_stuck,
@@ -186,7 +172,13 @@ class Sweeper:
             source="reconcile",
         )
         changed = await self._writer.run(
-            functools.partial(_apply, item=item, message_id=message.id, no_receipt=no_receipt)
+            functools.partial(
+                _apply,
+                item=item,
+                message_id=message.id,
+                no_receipt=no_receipt,
+                erasure=self._erasure,
+            )
         )
         result.changed += changed
         if no_receipt:
@@ -197,10 +189,18 @@ class Sweeper:
 RATE_LIMIT_RETRIES = 5
 
 
-def _apply(conn: Connection, item: CallbackItem, message_id: int, no_receipt: bool) -> int:
-    """Plivo's answer through the status machine, and the settled reason, in one transaction."""
+def _apply(
+    conn: Connection,
+    item: CallbackItem,
+    message_id: int,
+    no_receipt: bool,
+    erasure: Erasure | None = None,
+) -> int:
+    """Plivo's answer through the status machine, and the settled reason, in one transaction
+    (which also erases the text once it is settled, with STORE_MESSAGE_TEXT=false)."""
     now = datetime.now(UTC)
-    batch = ingest_batch(conn, [item], now)
+    batch = ingest_batch(conn, [item], now, erasure=erasure)
     if no_receipt:
         repo.settle_no_receipt(conn, message_id, now)
+        erase_unneeded(conn, [message_id], now, erasure)
     return len(batch.changes)

@@ -186,7 +186,9 @@ export class DetailView {
 
     const textCard = el("section", { class: "card", "aria-labelledby": "detail-text-heading" },
       el("h2", { id: "detail-text-heading" }, "Text"),
-      m.text ? el("p", { class: "message-text" }, m.text) : el("p", { class: "muted" }, "No text."),
+      m.text
+        ? el("p", { class: "message-text" }, m.text)
+        : el("p", { class: "muted" }, m.content_erased_at ? "(not stored): erased once sent (STORE_MESSAGE_TEXT=false)." : "No text."),
     );
 
     const parts = m.parts || [];

@@ -378,7 +378,9 @@ export class MessageTable {
     statusCell.replaceChildren(...status);
     typeCell.textContent = (data.type || "—").toUpperCase();
     const text = data.text || "";
-    textCell.replaceChildren(el("span", { class: "truncate", title: text || null }, text || "—"));
+    // STORE_MESSAGE_TEXT=false: the text was erased once sent, say so rather than "—".
+    const missing = data.content_erased_at ? el("span", { class: "muted" }, "(not stored)") : "—";
+    textCell.replaceChildren(el("span", { class: "truncate", title: text || null }, text || missing));
     createdCell.replaceChildren(timeEl(data.created_at));
     updatedCell.replaceChildren(timeEl(data.updated_at || data.created_at));
     if (flash) {

@@ -1,0 +1,1 @@
+"""Retention: what the purge deletes and when; message text kept only while sending needs it."""
