@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from plivo_tracker.web.envelope import error_envelope
 from plivo_tracker.web.hygiene import SafeJSONResponse
 
 log = structlog.get_logger(__name__)
@@ -48,9 +49,7 @@ class Unavailable(AppError):
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    return SafeJSONResponse(
-        {"error": {"code": code, "message": message, **details}}, status_code=status
-    )
+    return SafeJSONResponse(error_envelope(code, message, **details), status_code=status)
 
 
 _HTTP_CODES = {
