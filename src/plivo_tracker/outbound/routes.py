@@ -13,7 +13,6 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from plivo_tracker.messages.phone import text_info
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.outbound.outbox import (
     IdempotencyConflict,
@@ -23,6 +22,7 @@ from plivo_tracker.outbound.outbox import (
     submit,
     validate,
 )
+from plivo_tracker.plivo.encoding import text_info
 from plivo_tracker.web.deps import ContextDep
 from plivo_tracker.web.errors import error_response
 from plivo_tracker.web.hygiene import CleanLine
