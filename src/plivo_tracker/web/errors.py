@@ -33,19 +33,9 @@ class NotFound(AppError):
     code = "not_found"
 
 
-class Forbidden(AppError):
-    status = 403
-    code = "forbidden"
-
-
 class InvalidParameter(AppError):
     status = 422
     code = "invalid_parameter"
-
-
-class Unavailable(AppError):
-    status = 503
-    code = "unavailable"
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
