@@ -120,19 +120,10 @@ def db_upgrade() -> None:
     """Apply migrations to DATABASE_URL (PostgreSQL needs this before `serve`)."""
     settings = _settings()
 
-    from plivo_tracker.db.engine import make_engine
-    from plivo_tracker.db.migrate import current_revision, upgrade
-
-    async def _run() -> str | None:
-        engine = make_engine(settings.database_url)
-        try:
-            await upgrade(engine)
-            return await current_revision(engine)
-        finally:
-            await engine.dispose()
+    from plivo_tracker.composition import upgrade_database
 
     try:
-        revision = asyncio.run(_run())
+        revision = asyncio.run(upgrade_database(settings))
     except OSError as exc:
         _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
     out.print(f"database at revision [bold]{revision}[/]")
@@ -444,40 +435,11 @@ def worker() -> None:
     PostgreSQL)."""
     settings = _settings(serving=True)
 
-    from plivo_tracker.db.engine import make_engine, make_writer
+    from plivo_tracker.composition import run_worker
     from plivo_tracker.logging import configure_logging
-    from plivo_tracker.retention.purger import make_purger
-    from plivo_tracker.sending import build_sending
 
     configure_logging(settings.log_format, settings.log_level)
-
-    async def _run() -> None:
-        import signal
-
-        engine = make_engine(settings.database_url)
-        writer = make_writer(engine)
-        sending = build_sending(settings, writer, engine.dialect)
-        await sending.listen(settings.database_url)
-        loop = asyncio.get_running_loop()
-        sweeper = sending.sweeper
-        assert sweeper is not None
-        purger = make_purger(writer, settings, loop=True)
-
-        def stop() -> None:
-            sending.dispatcher.stop()
-            sweeper.stop()
-            purger.stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
-        try:
-            await asyncio.gather(sending.dispatcher.run(), sweeper.run(), purger.run())
-        finally:
-            await sending.close()
-            await writer.close()
-            await engine.dispose()
-
-    asyncio.run(_run())
+    asyncio.run(run_worker(settings))
 
 
 @app.command()
@@ -633,37 +595,17 @@ def spool_replay() -> None:
     """Commit spooled callbacks now (the server also does this by itself every few seconds)."""
     settings = _settings()
 
-    from plivo_tracker.db.engine import make_engine
-    from plivo_tracker.inbound.committer import GroupCommitter
-    from plivo_tracker.inbound.spool import Spool
+    from plivo_tracker.composition import replay_spool
 
-    async def _run() -> int:
-        engine = make_engine(settings.database_url)
-        committer = GroupCommitter(engine)
-        try:
-            return await committer.replay(Spool(settings.spool_dir))
-        finally:
-            await committer.stop()
-            await engine.dispose()
-
-    out.print(f"replayed {asyncio.run(_run())} callbacks")
+    out.print(f"replayed {asyncio.run(replay_spool(settings))} callbacks")
 
 
 def _on_database(settings: Settings, work: Any) -> Any:
     """Run `work(conn)` in one write transaction on DATABASE_URL (operator commands)."""
-    from plivo_tracker.db.engine import make_engine, make_writer
-
-    async def _run() -> Any:
-        engine = make_engine(settings.database_url)
-        writer = make_writer(engine)
-        try:
-            return await writer.run(work)
-        finally:
-            await writer.close()
-            await engine.dispose()
+    from plivo_tracker.composition import on_database
 
     try:
-        return asyncio.run(_run())
+        return asyncio.run(on_database(settings, work))
     except OSError as exc:
         _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
 
@@ -757,23 +699,10 @@ def sweep(
             "inside the running server)"
         )
 
-    from plivo_tracker.db.engine import make_engine, make_writer
-    from plivo_tracker.sending import build_sending
-
-    async def _run() -> Any:
-        engine = make_engine(settings.database_url)
-        writer = make_writer(engine)
-        sending = build_sending(settings, writer, engine.dialect)
-        try:
-            assert sending.sweeper is not None
-            return await sending.sweeper.run_once(dry_run=dry_run)
-        finally:
-            await sending.close()
-            await writer.close()
-            await engine.dispose()
+    from plivo_tracker.composition import sweep_once
 
     try:
-        result = asyncio.run(_run())
+        result = asyncio.run(sweep_once(settings, dry_run=dry_run))
     except OSError as exc:
         _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
     for line in result.lines:
@@ -852,21 +781,10 @@ def purge(
         _fail(f"--older-than: {exc}")
     age = age or timedelta(days=settings.retention_days)
 
-    from plivo_tracker.db.engine import make_engine, make_writer
-    from plivo_tracker.retention.purger import make_purger
-
-    async def _run() -> Any:
-        engine = make_engine(settings.database_url)
-        writer = make_writer(engine)
-        try:
-            purger = make_purger(writer, settings, loop=False)
-            return await purger.run_once(older_than=age, dry_run=dry_run)
-        finally:
-            await writer.close()
-            await engine.dispose()
+    from plivo_tracker.composition import purge_once
 
     try:
-        result = asyncio.run(_run())
+        result = asyncio.run(purge_once(settings, older_than=age, dry_run=dry_run))
     except OSError as exc:
         _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
     verb = "would delete" if dry_run else "deleted"

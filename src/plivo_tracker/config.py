@@ -332,11 +332,6 @@ class Settings(BaseSettings):
         return frozenset({public, *LOOPBACK_NAMES} - {""})
 
     @property
-    def public_url_given(self) -> bool:
-        """PUBLIC_BASE_URL was set (not derived from HOST and PORT)."""
-        return self._public_url_given
-
-    @property
     def simulator_mode(self) -> bool:
         """No Plivo credentials: the in-process simulator stands where api.plivo.com would."""
         return not self.plivo_auth_token

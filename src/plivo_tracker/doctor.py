@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from plivo_tracker.composition import open_engine
 from plivo_tracker.config import (
     MIN_API_KEY_LENGTH,
     Settings,
     api_keys_problem,
     callback_url_problem,
 )
-from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import current_revision, head_revision
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.inbound.spool import Spool
@@ -110,9 +110,8 @@ def key_checks(settings: Settings) -> list[Check]:
 
 
 async def _database_checks(settings: Settings) -> list[Check]:
-    engine = make_engine(settings.database_url)
     checks: list[Check] = []
-    try:
+    async with open_engine(settings) as engine:
         try:
             current = await current_revision(engine)
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
@@ -183,8 +182,6 @@ async def _database_checks(settings: Settings) -> list[Check]:
                     "`plivo-tracker resolve ID --adopt UUID` or `--resend` (docs/adr/0008)",
                 )
             )
-    finally:
-        await engine.dispose()
     return checks
 
 

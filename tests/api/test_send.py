@@ -339,35 +339,31 @@ async def test_postgresql_workers_wake_on_notify(
 ) -> None:
     """A dispatcher in another process (here: its own engine and LISTEN connection) starts a
     message submitted elsewhere at once, not at its next poll."""
-    import plivo_tracker.sending as sending_mod
+    from plivo_tracker.composition import open_worker
 
     settings = make_settings(database_url=pg_url, plivo_auth_id=None, plivo_auth_token=None)
-    worker_engine, api_engine = make_engine(pg_url), make_engine(pg_url)
-    worker_writer, api_writer = make_writer(worker_engine), make_writer(api_engine)
-    sending = sending_mod.build_sending(
-        settings, worker_writer, worker_engine.dialect, poll_interval=30.0
-    )
-    await sending.listen(pg_url)
-    assert sending.listener is not None
-    task = asyncio.create_task(sending.dispatcher.run())
+    api_engine = make_engine(pg_url)
+    api_writer = make_writer(api_engine)
     try:
-        await asyncio.sleep(0.3)  # the worker is idle now, waiting up to 30 s
-        valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
-        started = asyncio.get_running_loop().time()
-        await api_writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
-        sim = sending.simulator
-        assert sim is not None
-        for _ in range(500):  # up to 10 s
-            if sim.accepted:
-                break
-            await asyncio.sleep(0.02)
-        waited = asyncio.get_running_loop().time() - started
+        async with open_worker(settings, poll_interval=30.0) as worker:
+            task = asyncio.create_task(worker.run())
+            try:
+                await asyncio.sleep(0.3)  # the worker is idle now, waiting up to 30 s
+                valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+                started = asyncio.get_running_loop().time()
+                await api_writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+                sim = worker.simulator
+                assert sim is not None
+                for _ in range(500):  # up to 10 s
+                    if sim.accepted:
+                        break
+                    await asyncio.sleep(0.02)
+                waited = asyncio.get_running_loop().time() - started
+            finally:
+                worker.stop()
+                await task
     finally:
-        await sending.close()
-        await task
-        for w in (worker_writer, api_writer):
-            await w.close()
-        for e in (worker_engine, api_engine):
-            await e.dispose()
+        await api_writer.close()
+        await api_engine.dispose()
     assert sim.accepted == 1
     assert waited < 5.0  # woken by NOTIFY, far sooner than the 30 s poll

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plivo_tracker.messages.phone import text_info
+from plivo_tracker.plivo.encoding import text_info
 from plivo_tracker.plivo.error_codes import KNOWN_CODES
 from plivo_tracker.simulator.scenario import (
     OUTCOMES,
@@ -223,7 +223,7 @@ def test_per_part_timelines_share_one_fate(seed: int, parts: int, per_part: bool
     ],
 )
 def test_text_info(text: str, encoding: str, segments: int) -> None:
-    from plivo_tracker.messages.phone import text_info
+    from plivo_tracker.plivo.encoding import text_info
 
     info = text_info(text)
     assert (info.encoding, info.segments) == (encoding, segments)

@@ -49,7 +49,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as conn:
         return await conn.run_sync(_current)
-
-
-async def at_head(engine: AsyncEngine) -> bool:
-    return await current_revision(engine) == head_revision()

@@ -29,6 +29,7 @@ from plivo_tracker.plivo import signature
 from plivo_tracker.plivo.callback import parse_form
 from plivo_tracker.web.access import AccessGuard, client_address, host_allowed
 from plivo_tracker.web.deps import Context
+from plivo_tracker.web.envelope import error_body
 from plivo_tracker.web.hygiene import API_CSP, InputGuard, SecurityHeaders, security_headers
 from plivo_tracker.web.limits import (
     MAX_BODY,
@@ -61,17 +62,13 @@ _RESULT = {
 }
 
 
-def _error(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-_FORBIDDEN = _error("invalid_signature", "Plivo signature missing or invalid")
-_UNAVAILABLE = _error("unavailable", "cannot store the callback now; retry later")
-_TOO_LARGE = _error("payload_too_large", f"body exceeds {MAX_BODY} bytes")
-_NOT_ALLOWED = _error("method_not_allowed", "use POST or GET")
-_INTERNAL = _error("internal_error", "internal error")
-_TOO_MANY = _error("rate_limited", "too many callbacks that failed verification")
-_BAD_HOST = _error("host_not_allowed", "this server does not answer to that Host name")
+_FORBIDDEN = error_body("invalid_signature", "Plivo signature missing or invalid")
+_UNAVAILABLE = error_body("unavailable", "cannot store the callback now; retry later")
+_TOO_LARGE = error_body("payload_too_large", f"body exceeds {MAX_BODY} bytes")
+_NOT_ALLOWED = error_body("method_not_allowed", "use POST or GET")
+_INTERNAL = error_body("internal_error", "internal error")
+_TOO_MANY = error_body("rate_limited", "too many callbacks that failed verification")
+_BAD_HOST = error_body("host_not_allowed", "this server does not answer to that Host name")
 
 
 async def _multipart(content_type: str, body: bytes) -> FormData:

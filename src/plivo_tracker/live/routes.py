@@ -31,6 +31,7 @@ from plivo_tracker.web.access import (
     same_origin,
 )
 from plivo_tracker.web.deps import Context
+from plivo_tracker.web.envelope import error_frame
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -195,7 +196,7 @@ async def live(ws: WebSocket) -> None:
         await _authenticate(ws, ctx)
         since, flt = await _parse(ws, ctx)
     except Refused as exc:
-        await ws.send_text(json.dumps({"type": "error", "code": exc.code, "message": exc.message}))
+        await ws.send_text(error_frame(exc.code, exc.message))
         await ws.close(exc.close_code)
         return
     except WebSocketDisconnect:
@@ -225,9 +226,8 @@ async def live(ws: WebSocket) -> None:
         return
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
         if sub.reason == "overflow":
-            error = {"type": "error", "code": "too_slow", "message": SLOW}
             # A client this far behind may not read the close either: don't wait on it for long.
-            await asyncio.wait_for(ws.send_text(json.dumps(error)), 1.0)
+            await asyncio.wait_for(ws.send_text(error_frame("too_slow", SLOW)), 1.0)
             await asyncio.wait_for(ws.close(CLOSE_TOO_SLOW), 1.0)
         else:
             await asyncio.wait_for(ws.close(CLOSE_GOING_AWAY), 1.0)

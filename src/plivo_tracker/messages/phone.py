@@ -1,18 +1,12 @@
-"""Phone numbers and text encoding, pure: E.164 validation, masking, SMS segment counting."""
+"""Phone numbers and text, pure: E.164 validation, and what text can be stored or sent.
+
+How Plivo encodes and splits a text into segments is Plivo's rule: plivo/encoding.py."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import phonenumbers
-
-# GSM 03.38 basic character set, and the extension table (each extension char costs 2 septets).
-_GSM_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_EXTENDED = set("^{}\\[~]|€\f")
 
 
 class InvalidNumber(ValueError):
@@ -34,34 +28,6 @@ def to_e164(raw: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidNumber("not a valid number for its country")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def plivo_digits(e164: str) -> str:
-    """Plivo's `dst` form: digits with the country code and no '+'."""
-    return e164.lstrip("+")
-
-
-@dataclass(frozen=True, slots=True)
-class TextInfo:
-    encoding: str  # "GSM-7" or "UCS-2"
-    length: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
-    segments: int
-
-
-def text_info(text: str) -> TextInfo:
-    """How Plivo will encode and split `text` (plivo-protocol.md §1.1: 160/153, 70/67)."""
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
-        length = sum(2 if ch in _GSM_EXTENDED else 1 for ch in text)
-        single, part, encoding = 160, 153, "GSM-7"
-    else:
-        length = len(text.encode("utf-16-le")) // 2
-        single, part, encoding = 70, 67, "UCS-2"
-    segments = 1 if length <= single else -(-length // part)
-    return TextInfo(encoding, length, segments)
-
-
-MAX_GSM_CHARS = 1600
-MAX_UCS2_CHARS = 737
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

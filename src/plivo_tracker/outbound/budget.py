@@ -61,7 +61,6 @@ class Budget:
         self.limits = limits
         self._shared = shared
         self._local: dict[str, tuple[TokenBucket, Bucket | None]] = {}
-        self.waited = 0.0  # seconds spent waiting for tokens (benchmarks, tests)
 
     async def before_send(self) -> None:
         await self._take([self.limits.sends(), self.limits.api()], shared=self._shared)
@@ -86,7 +85,6 @@ class Budget:
                 wait = self._take_local(buckets, time.monotonic())
             if wait <= 0:
                 return
-            self.waited += wait
             await asyncio.sleep(wait)
 
     def _take_local(self, buckets: list[tuple[str, float, float]], now: float) -> float:

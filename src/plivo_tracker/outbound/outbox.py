@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from plivo_tracker.messages import phone
 from plivo_tracker.messages.repository import begin_status_writes
 from plivo_tracker.outbound import repository as out_repo
+from plivo_tracker.plivo.encoding import MAX_UCS2_CHARS, text_info
 from plivo_tracker.web.hygiene import CleanLine, CleanText
 
 MAX_RECIPIENTS = 1000
@@ -127,7 +128,7 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
             continue
         if e164 not in recipients:
             recipients.append(e164)
-    info = phone.text_info(req.text) if req.text else None
+    info = text_info(req.text) if req.text else None
     if req.type == "sms":
         if not req.text:
             problems.append(Problem("text", "text is required for sms"))
@@ -142,10 +143,8 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
             problems.append(
                 Problem("media_urls", "media URLs must be absolute http(s) URLs", value=url)
             )
-    if info is not None and info.encoding == "UCS-2" and len(req.text or "") > phone.MAX_UCS2_CHARS:
-        problems.append(
-            Problem("text", f"Unicode text is limited to {phone.MAX_UCS2_CHARS} characters")
-        )
+    if info is not None and info.encoding == "UCS-2" and len(req.text or "") > MAX_UCS2_CHARS:
+        problems.append(Problem("text", f"Unicode text is limited to {MAX_UCS2_CHARS} characters"))
     src = req.from_ or default_src
     if not src:
         problems.append(Problem("from", "no sender: pass 'from' or set PLIVO_SRC"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plivo_tracker.plivo.error_codes import describe, normalize
+from plivo_tracker.plivo.error_codes import normalize
 
 # Retryable carrier/network failures: on by default.
 DEFAULT_CODES = frozenset({"20", "80"})
@@ -38,14 +38,6 @@ class ResendPolicy:
         if code is None or code not in self.codes or attempt >= self.max_attempts:
             return None
         return min(self.cap, self.base_delay * 2.0 ** (attempt - 1))
-
-    def describe_codes(self) -> list[tuple[str, str]]:
-        """(code, meaning) of every code resent, for docs and `doctor`."""
-        out = []
-        for code in sorted(self.codes, key=lambda c: (len(c), c)):
-            info = describe(code)
-            out.append((code, info.meaning if info else code))
-        return out
 
 
 def parse_codes(values: list[str]) -> frozenset[str]:

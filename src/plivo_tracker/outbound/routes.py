@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
-from plivo_tracker.messages.phone import text_info
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.outbound.outbox import (
     IdempotencyConflict,
@@ -24,6 +23,7 @@ from plivo_tracker.outbound.outbox import (
     submit,
     validate,
 )
+from plivo_tracker.plivo.encoding import text_info
 from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.web.deps import ContextDep
 from plivo_tracker.web.errors import error_response

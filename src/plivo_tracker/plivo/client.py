@@ -53,16 +53,6 @@ class SendError(Exception):
         self.api_id = api_id
 
 
-@dataclass(frozen=True, slots=True)
-class MessageList:
-    """Every MDR that List Messages returned for one query (all pages), newest first."""
-
-    objects: list[dict[str, Any]]
-    pages: int
-    complete: bool  # False: more pages existed than the caller allowed
-    api_ids: list[str] = field(default_factory=list)
-
-
 def _retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
     if not value:

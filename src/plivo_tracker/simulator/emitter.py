@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 import httpx
 import structlog
 
-from plivo_tracker.messages.status import RANK, MessageStatus
 from plivo_tracker.plivo.signature import Fields, signed_headers
 from plivo_tracker.simulator.scenario import PlannedCallback, ScenarioConfig, plan_message
 
@@ -33,6 +32,19 @@ log = structlog.get_logger(__name__)
 PLIVO_RETRY_DELAYS = (60.0, 120.0, 240.0)
 PLIVO_ANSWER_TIMEOUT = 8.0
 SIGNATURE_MODES = ("both", "v2", "v3", "ma")
+# How far along each MDR state is: Plivo never moves an MDR back (a late `sent` after
+# `delivered` changes nothing). The simulator keeps Plivo's order itself, apart from the
+# product's status machine (messages/status.py), which it exists to test.
+_STATE_ORDER = {
+    "queued": 0,
+    "received": 0,
+    "sent": 1,
+    "delivered": 2,
+    "undelivered": 2,
+    "failed": 2,
+    "rejected": 2,
+    "read": 3,
+}
 _FAMILY_HEADERS = {
     "v2": ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
     "v3": ("X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"),
@@ -131,8 +143,7 @@ class Emitter:
     @staticmethod
     def _advance(mdr: dict[str, Any], step: PlannedCallback, when: datetime) -> None:
         """Move the MDR forward (never back: a late `sent` changes nothing, as at Plivo)."""
-        current = MessageStatus(mdr["message_state"])
-        if RANK[MessageStatus(step.status)] <= RANK[current]:
+        if _STATE_ORDER[step.status] <= _STATE_ORDER[mdr["message_state"]]:
             return
         mdr["message_state"] = step.status
         mdr["error_code"] = step.error_code or ("000" if step.status == "delivered" else None)

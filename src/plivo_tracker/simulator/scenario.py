@@ -10,7 +10,7 @@ can get one timeline per part (old multipart behaviour, §2.4). `speed` divides 
 (tests use 50–1000).
 
 Nothing here reads the clock or does I/O: the emitter (`simulator/emitter.py`) executes plans.
-Segment counting is the product's own (`messages/phone.text_info`), so the simulator bills a
+Segment counting is Plivo's rule as plivo/encoding.py writes it down, so the simulator bills a
 text exactly as the sending side predicts.
 """
 
@@ -20,7 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from plivo_tracker.messages.phone import text_info
+from plivo_tracker.plivo.encoding import text_info
 
 # Real Plivo codes (plivo-protocol.md §4) for the two kinds of failure.
 UNDELIVERED_CODES = ("20", "30", "70", "80", "100", "200")
@@ -93,7 +93,7 @@ class MessagePlan:
 
 
 def units(text: str | None) -> int:
-    """How many parts Plivo bills a text as: the product's own rule (`phone.text_info`).
+    """How many parts Plivo bills a text as: Plivo's rule (`plivo.encoding.text_info`).
 
     A lone surrogate (possible through a JSON escape) is one UTF-16 unit that is not GSM-7,
     exactly like U+FFFD, so it is counted as that instead of making the encoder raise.

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from plivo_tracker import metrics
 from plivo_tracker.config import Settings
+from plivo_tracker.web.envelope import error_frame
 from plivo_tracker.web.hygiene import send_error
 from plivo_tracker.web.throttle import Throttle, key_identity
 
@@ -212,10 +213,10 @@ async def _close_rate_limited(receive: Receive, send: Send, wait: int) -> None:
     """Accept, say why in a frame (browsers do not show close reasons), close 4429."""
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
-    frame = (
-        '{"type": "error", "code": "rate_limited", '
-        f'"message": "too many connections from this address; retry in {wait} s", '
-        f'"retry_after": {wait}}}'
+    frame = error_frame(
+        "rate_limited",
+        f"too many connections from this address; retry in {wait} s",
+        retry_after=wait,
     )
     await send({"type": "websocket.send", "text": frame})
     await send({"type": "websocket.close", "code": CLOSE_RATE_LIMITED, "reason": "rate limited"})

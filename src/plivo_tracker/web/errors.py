@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from plivo_tracker.web.envelope import error_envelope
 from plivo_tracker.web.hygiene import SafeJSONResponse
 
 log = structlog.get_logger(__name__)
@@ -32,25 +33,13 @@ class NotFound(AppError):
     code = "not_found"
 
 
-class Forbidden(AppError):
-    status = 403
-    code = "forbidden"
-
-
 class InvalidParameter(AppError):
     status = 422
     code = "invalid_parameter"
 
 
-class Unavailable(AppError):
-    status = 503
-    code = "unavailable"
-
-
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    return SafeJSONResponse(
-        {"error": {"code": code, "message": message, **details}}, status_code=status
-    )
+    return SafeJSONResponse(error_envelope(code, message, **details), status_code=status)
 
 
 _HTTP_CODES = {

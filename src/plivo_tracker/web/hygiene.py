@@ -19,8 +19,6 @@ response encoder in a shape that makes it fail (a 500 instead of a 4xx):
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -30,10 +28,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plivo_tracker.messages.phone import text_problem
+from plivo_tracker.web.envelope import encode, error_body
 
 log = structlog.get_logger(__name__)
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 PLIVO_PREFIX = "/plivo/"
 
@@ -69,19 +67,11 @@ def url_problem(raw: bytes) -> str | None:
     return None
 
 
-def _dumps(content: Any) -> bytes:
-    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from the input, echoed: replace it
-        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
-
-
 class SafeJSONResponse(JSONResponse):
     """JSONResponse that can encode anything json can serialise (the default response class)."""
 
     def render(self, content: Any) -> bytes:
-        return _dumps(content)
+        return encode(content)
 
 
 async def send_error(
@@ -92,7 +82,7 @@ async def send_error(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """A complete `{"error": {...}}` response in plain ASGI (before or around the app)."""
-    body = _dumps({"error": {"code": code, "message": message}})
+    body = error_body(code, message)
     await send(
         {
             "type": "http.response.start",

@@ -1,0 +1,425 @@
+"""The composition root: the one place that builds a process's parts from Settings, runs its
+background loops and tears everything down in reverse order.
+
+Every entry point opens what it needs here instead of wiring parts itself: `serve` (through
+`create_app`'s lifespan, app.py), `worker`, `spool replay`, `sweep`, `db upgrade`, `doctor`, and
+the operator commands that write to the database directly (`dispatch pause|resume|status`,
+`resolve`).
+
+    open_engine      the engine (migrated to head when asked); disposed on exit
+    open_store       + the writer every write of the process goes through
+    build_sending    the Plivo client (real, or the in-process simulator), dispatcher, sweeper
+    open_service     all of `serve`: store, reader, spool, group committer and its spool
+                     replayer, sending, live hub, LISTEN, and the dispatcher, sweeper and demo
+                     loops; yields the routes' Context
+    open_worker      all of `worker`: store, sending, LISTEN; `run()` runs dispatcher + sweeper
+    on_database, replay_spool, sweep_once, upgrade_database    the one-shot commands
+
+Simulator mode (no PLIVO_AUTH_ID/TOKEN): the client talks to the simulator's Message API in
+process, and the simulator posts genuinely signed callbacks to PUBLIC_BASE_URL over real HTTP,
+signed with this process's random simulator token, which the verifier accepts. Signature checks
+are never switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import httpx
+import structlog
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker.config import Settings
+from plivo_tracker.db.dialect import EVENTS_CHANNEL, OUTBOX_CHANNEL
+from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
+from plivo_tracker.db.migrate import current_revision, upgrade
+from plivo_tracker.demo import demo_traffic
+from plivo_tracker.inbound.committer import GroupCommitter
+from plivo_tracker.inbound.routes import CALLBACK_PATH
+from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.live.hub import LiveHub, database_hub
+from plivo_tracker.live.notify import Listener
+from plivo_tracker.outbound.budget import Limits
+from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
+from plivo_tracker.outbound.sweeper import Sweeper, SweepResult
+from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.retention.purger import Purger, PurgeResult, make_purger
+from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
+from plivo_tracker.simulator.emitter import Emitter
+from plivo_tracker.simulator.scenario import ScenarioConfig
+from plivo_tracker.web.deps import Context
+from plivo_tracker.web.throttle import Throttle
+
+T = TypeVar("T")
+
+SIMULATOR_SRC = "14155550100"
+SPOOL_REPLAY_INTERVAL = 2.0
+log = structlog.get_logger(__name__)
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """The database as one process uses it: the engine (reads) and the one writer for every
+    write (callback batches, outbox, dispatcher), so SQLite sees one write transaction at a
+    time per process."""
+
+    engine: AsyncEngine
+    writer: Writer
+
+
+@contextlib.asynccontextmanager
+async def open_engine(settings: Settings, *, migrate: bool = False) -> AsyncIterator[AsyncEngine]:
+    """The engine on DATABASE_URL, upgraded to the head revision first when `migrate`."""
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate:
+            await upgrade(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, *, migrate: bool = False) -> AsyncIterator[Store]:
+    async with open_engine(settings, migrate=migrate) as engine:
+        writer = make_writer(engine)
+        try:
+            yield Store(engine, writer)
+        finally:
+            await writer.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    database_url: str, channels: dict[str, Callable[[], None]]
+) -> AsyncIterator[Listener]:
+    """PostgreSQL LISTEN on `channels` (nothing on SQLite). Not fatal when it fails: every
+    reader also polls, and the live feed reconnects it (`hub.on_idle`)."""
+    listener = Listener(database_url, channels)
+    await listener.start()
+    try:
+        yield listener
+    finally:
+        await listener.close()
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sending:
+    """The sending side and its background loops: the Plivo client, the dispatcher, the
+    sweeper and the retention purge; in simulator mode also the simulator and its callback
+    emitter."""
+
+    client: PlivoClient
+    dispatcher: Dispatcher
+    sweeper: Sweeper
+    purger: Purger
+    default_src: str | None = None  # PLIVO_SRC, or the simulator's number
+    simulator: SimulatedPlivo | None = None
+    emitter: Emitter | None = None
+
+    def stop(self) -> None:
+        """Ask the loops to end (each finishes its pass; the purge its batch in hand)."""
+        self.dispatcher.stop()
+        self.sweeper.stop()
+        self.purger.stop()
+
+    async def run(self) -> None:
+        """The dispatcher, sweeper and purge loops, until `stop()`."""
+        await asyncio.gather(self.dispatcher.run(), self.sweeper.run(), self.purger.run())
+
+    async def close(self) -> None:
+        self.stop()
+        if self.emitter is not None:
+            await self.emitter.close()
+        await self.client.aclose()
+
+
+def build_sending(
+    settings: Settings,
+    writer: Writer,
+    dialect: Dialect,
+    *,
+    callbacks: httpx.AsyncClient | None = None,
+    scenario: ScenarioConfig | None = None,
+    poll_interval: float = 1.0,
+) -> Sending:
+    """`callbacks`: the HTTP client the simulator posts with (tests route it in-process).
+    Nothing runs yet; `Sending.close()` releases the clients."""
+    callback_url = settings.public_base_url + CALLBACK_PATH
+    simulator = emitter = None
+    if settings.simulator_mode:
+        token = settings.simulator_auth_token
+        emitter = Emitter(token, scenario or ScenarioConfig(), client=callbacks)
+        simulator = SimulatedPlivo(settings.auth_id, token, emitter=emitter)
+        transport = httpx.ASGITransport(app=create_simulator_app(simulator))
+        client = PlivoClient("http://simulator", settings.auth_id, token, transport=transport)
+    else:
+        assert settings.plivo_auth_id
+        assert settings.plivo_auth_token
+        client = PlivoClient(
+            settings.plivo_api_url,
+            settings.plivo_auth_id,
+            settings.plivo_auth_token,
+            timeout=httpx.Timeout(
+                settings.plivo_timeout_seconds, connect=min(3.0, settings.plivo_timeout_seconds)
+            ),
+        )
+    dispatcher = make_dispatcher(
+        writer,
+        client,
+        dialect=dialect,
+        callback_url=callback_url,
+        mps=settings.plivo_mps,
+        poll_interval=poll_interval,
+        reconcile_grace=settings.reconcile_after_seconds,
+        max_lookups=settings.reconcile_max_lookups,
+        limits=Limits(
+            mps=settings.plivo_mps,
+            api_per_5s=settings.plivo_api_per_5s,
+            list_per_minute=settings.plivo_list_per_minute,
+        ),
+        log_default=settings.plivo_log,
+        erasure=settings.erasure,
+    )
+    sweeper = Sweeper(
+        writer,
+        client,
+        dispatcher.budget,
+        stuck_after=settings.stuck_after_seconds,
+        no_receipt_after=settings.no_receipt_after_seconds,
+        interval=settings.sweep_interval_seconds,
+        erasure=settings.erasure,
+    )
+    return Sending(
+        client,
+        dispatcher,
+        sweeper,
+        make_purger(writer, settings, loop=True),
+        default_src=settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None),
+        simulator=simulator,
+        emitter=emitter,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_sending(
+    settings: Settings, store: Store, *, poll_interval: float = 1.0
+) -> AsyncIterator[Sending]:
+    sending = build_sending(
+        settings, store.writer, store.engine.dialect, poll_interval=poll_interval
+    )
+    try:
+        yield sending
+    finally:
+        await sending.close()
+
+
+# --- background loops ---------------------------------------------------------------------------
+
+
+async def _replay_spool_forever(committer: GroupCommitter, spool: Spool) -> None:
+    while True:
+        await asyncio.sleep(SPOOL_REPLAY_INTERVAL)
+        if spool.pending():
+            try:
+                replayed = await committer.replay(spool)
+            except Exception as exc:  # noqa: BLE001 - database still down: try again later
+                log.warning("spool.replay_failed", error=repr(exc))
+            else:
+                log.info("spool.replayed", items=replayed)
+
+
+@contextlib.asynccontextmanager
+async def _ingesting(committer: GroupCommitter, spool: Spool) -> AsyncIterator[None]:
+    """The group committer, and the loop that replays the spool every few seconds. On exit
+    the committer commits what is queued, then the replayer stops."""
+    committer.start()
+    replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
+    try:
+        yield
+    finally:
+        await committer.stop()
+        replayer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replayer
+
+
+@contextlib.asynccontextmanager
+async def _sending_loops(sending: Sending) -> AsyncIterator[None]:
+    task = asyncio.create_task(sending.run())
+    try:
+        yield
+    finally:
+        sending.stop()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def _live_feed(hub: LiveHub) -> AsyncIterator[None]:
+    task = asyncio.create_task(hub.run())
+    try:
+        yield
+    finally:
+        hub.stop()  # ends every subscription: sockets close with 1001
+        await task
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What a running `serve` process holds: the routes' Context, and the sending side."""
+
+    ctx: Context
+    sending: Sending
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    throttle: Throttle,
+    migrate: bool,
+    dispatch: bool,
+    callbacks: httpx.AsyncClient | None = None,
+    scenario: ScenarioConfig | None = None,
+) -> AsyncIterator[Service]:
+    """Everything `serve` runs behind its routes, until the block ends.
+
+    `dispatch`: run the dispatcher, sweeper and purge here (`worker` does it in other processes
+    otherwise). Shut-down order, after the server has finished its in-flight requests: demo,
+    live feed (sockets close), LISTEN, dispatcher and sweeper, the Plivo client and the
+    simulator's emitter, then the committer commits what is queued (loopback callbacks have
+    stopped by then), the spool replayer, and last the database.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(settings, migrate=migrate))
+        reader = make_reader(store.engine)
+        stack.push_async_callback(reader.close)
+        spool = Spool(settings.spool_dir)
+        sending = build_sending(
+            settings,
+            store.writer,
+            store.engine.dialect,
+            callbacks=callbacks,
+            scenario=scenario,
+        )
+        committer = GroupCommitter(
+            store.engine,
+            max_batch=settings.commit_batch_max,
+            spool=spool.write,
+            writer=store.writer,
+            resend=settings.resend_policy,
+            on_resend=sending.dispatcher.wake if dispatch else None,
+            erasure=settings.erasure,
+        )
+        await stack.enter_async_context(_ingesting(committer, spool))
+        stack.push_async_callback(sending.close)
+        hub = database_hub(
+            reader,
+            queue_size=settings.live_queue_size,
+            poll_interval=settings.live_poll_seconds,
+        )
+        with contextlib.suppress(Exception):  # database not answering: hub.run() retries
+            await hub.start()
+        store.writer.on_commit = hub.wake
+        channels = {EVENTS_CHANNEL: hub.wake}
+        if dispatch:
+            await stack.enter_async_context(_sending_loops(sending))
+            channels[OUTBOX_CHANNEL] = sending.dispatcher.wake
+        listener = await stack.enter_async_context(listening(settings.database_url, channels))
+        hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
+        await stack.enter_async_context(_live_feed(hub))
+        dispatcher = sending.dispatcher if dispatch else None
+        await stack.enter_async_context(
+            demo_traffic(settings, store.writer, dispatcher, sending.default_src)
+        )
+        ctx = Context(
+            settings=settings,
+            engine=store.engine,
+            writer=store.writer,
+            committer=committer,
+            spool=spool,
+            throttle=throttle,
+            dispatcher=dispatcher,
+            default_src=sending.default_src,
+            hub=hub,
+            reader=reader,
+        )
+        yield Service(ctx, sending)
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings, *, poll_interval: float = 1.0) -> AsyncIterator[Sending]:
+    """Everything `worker` runs: `run()` the result until `stop()`. On PostgreSQL it wakes at
+    once when any process adds outbox rows (LISTEN)."""
+    async with (
+        open_store(settings) as store,
+        open_sending(settings, store, poll_interval=poll_interval) as sending,
+        listening(settings.database_url, {OUTBOX_CHANNEL: sending.dispatcher.wake}),
+    ):
+        yield sending
+
+
+async def run_worker(settings: Settings) -> None:
+    """`worker`: the dispatcher, the sweeper and the purge until SIGINT or SIGTERM."""
+    async with open_worker(settings) as worker:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+
+# --- one-shot commands --------------------------------------------------------------------------
+
+
+async def upgrade_database(settings: Settings) -> str | None:
+    """`db upgrade`: migrate to head; returns the revision the database is at."""
+    async with open_engine(settings, migrate=True) as engine:
+        return await current_revision(engine)
+
+
+async def on_database(settings: Settings, work: Callable[[Connection], T]) -> T:
+    """Run `work(conn)` in one write transaction (the operator commands)."""
+    async with open_store(settings) as store:
+        return await store.writer.run(work)
+
+
+async def replay_spool(settings: Settings) -> int:
+    """`spool replay`: commit every spooled file now; returns the callbacks replayed."""
+    async with open_store(settings) as store:
+        committer = GroupCommitter(store.engine, writer=store.writer)
+        try:
+            return await committer.replay(Spool(settings.spool_dir))
+        finally:
+            await committer.stop()
+
+
+async def sweep_once(settings: Settings, *, dry_run: bool) -> SweepResult:
+    """`sweep`: look up stuck messages at Plivo once (and apply, unless `dry_run`)."""
+    async with open_store(settings) as store, open_sending(settings, store) as sending:
+        return await sending.sweeper.run_once(dry_run=dry_run)
+
+
+async def purge_once(settings: Settings, *, older_than: timedelta, dry_run: bool) -> PurgeResult:
+    """`purge`: one pass now, without the lease (an operator's command)."""
+    async with open_store(settings) as store:
+        purger = make_purger(store.writer, settings, loop=False)
+        result = await purger.run_once(older_than=older_than, dry_run=dry_run)
+        assert result is not None  # no lease: a pass always runs
+        return result
