@@ -29,9 +29,10 @@ from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.logging import configure_logging
 from plivo_tracker.messages.models import send_attempts
 from plivo_tracker.outbound.budget import Limits
-from plivo_tracker.outbound.dispatcher import Dispatcher
+from plivo_tracker.outbound.dispatcher import DEFAULT_CONCURRENCY, Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.sending import LOOKUP_CONNECTIONS
 
 AUTH_ID = "MABENCHXXXXXXXXXXXXX"
 TOKEN = "bench-token"
@@ -87,13 +88,13 @@ def start_simulator(port: int, *extra: str) -> subprocess.Popen[bytes]:
 
 
 async def run(
-    base: str, messages: int, mps: float | None, seconds: float | None
+    base: str, messages: int, mps: float | None, seconds: float | None, concurrency: int
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite+aiosqlite:///{tmp}/sends.db")
         await upgrade(engine)
         writer = make_writer(engine)
-        client = PlivoClient(base, AUTH_ID, TOKEN)
+        client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
         dispatcher = Dispatcher(
             writer,
             client,
@@ -101,6 +102,7 @@ async def run(
             mps=mps,
             shared_bucket=False,
             limits=Limits(mps=mps, api_per_5s=0, list_per_minute=0),
+            concurrency=concurrency,
         )
         to = [f"+1415{234 + n // 10_000:03d}{n % 10_000:04d}" for n in range(messages)]
         now = datetime.now(UTC)
@@ -131,10 +133,10 @@ async def run(
     return result
 
 
-async def client_only(base: str, n: int) -> float:
-    """Same-run baseline: the HTTP client alone, 4 sends in flight, no database."""
-    client = PlivoClient(base, AUTH_ID, TOKEN)
-    gate = asyncio.Semaphore(4)
+async def client_only(base: str, n: int, concurrency: int) -> float:
+    """Same-run baseline: the HTTP client alone, `concurrency` sends in flight, no database."""
+    client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
+    gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with gate:
@@ -151,22 +153,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="sends in flight (PLIVO_CONCURRENCY; default %(default)s)",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
     port = _free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     try:
-        baseline = asyncio.run(client_only(base, 2000))
-        print(f"baseline, client alone into the simulator (4 in flight): {baseline:,.0f}/s")
-        off = asyncio.run(run(base, args.messages, None, None))
+        c = args.concurrency
+        baseline = asyncio.run(client_only(base, 4000, c))
+        print(f"baseline, client alone into the simulator ({c} in flight): {baseline:,.0f}/s")
+        off = asyncio.run(run(base, args.messages, None, None, c))
         print(
             f"MPS cap off: {off['sent']:,.0f} messages in {off['elapsed']:.1f} s "
             f"= {off['rate']:,.0f}/s"
         )
         for mps in (5.0, 50.0):
             n = int(mps * args.paced_seconds * 2)
-            r = asyncio.run(run(base, n, mps, args.paced_seconds))
+            r = asyncio.run(run(base, n, mps, args.paced_seconds, c))
             steady = r.get("steady_rate", 0.0)
             print(
                 f"PLIVO_MPS={mps:g}: {r['sent']:,.0f} sent in {r['elapsed']:.1f} s; "

@@ -24,12 +24,13 @@ from plivo_tracker.live.notify import Listener
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.outbound.sweeper import Sweeper
-from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.plivo.client import PlivoClient, Timeout
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
 from plivo_tracker.simulator.scenario import ScenarioConfig
 
 SIMULATOR_SRC = "14155550100"
+LOOKUP_CONNECTIONS = 2  # pooled connections beyond PLIVO_CONCURRENCY: Get/List/Account calls
 log = structlog.get_logger(__name__)
 
 
@@ -82,8 +83,7 @@ def build_sending(
         token = settings.simulator_auth_token
         emitter = Emitter(token, scenario or ScenarioConfig(), client=callbacks)
         simulator = SimulatedPlivo(settings.auth_id, token, emitter=emitter)
-        transport = httpx.ASGITransport(app=create_simulator_app(simulator))
-        client = PlivoClient("http://simulator", settings.auth_id, token, transport=transport)
+        client = PlivoClient.in_process(create_simulator_app(simulator), settings.auth_id, token)
     else:
         assert settings.plivo_auth_id
         assert settings.plivo_auth_token
@@ -91,9 +91,11 @@ def build_sending(
             settings.plivo_api_url,
             settings.plivo_auth_id,
             settings.plivo_auth_token,
-            timeout=httpx.Timeout(
+            timeout=Timeout(
                 settings.plivo_timeout_seconds, connect=min(3.0, settings.plivo_timeout_seconds)
             ),
+            # The dispatcher's sends in flight, and room for the sweeper's and its own lookups.
+            pool=settings.plivo_concurrency + LOOKUP_CONNECTIONS,
         )
     dispatcher = make_dispatcher(
         writer,
@@ -110,6 +112,7 @@ def build_sending(
             list_per_minute=settings.plivo_list_per_minute,
         ),
         log_default=settings.plivo_log,
+        concurrency=settings.plivo_concurrency,
     )
     default_src = settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None)
     sweeper = Sweeper(
