@@ -324,3 +324,34 @@ async def test_in_process_client_times_out_ambiguously() -> None:
         await client.aclose()
     assert err.value.failure == Failure.AMBIGUOUS
     assert [m["message_uuid"] for m in page["objects"]] == accepted.message_uuids
+
+
+async def test_a_proxy_from_the_environment_is_used(
+    plivo_over_http: PlivoOpener, serve_asgi: ServeASGI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY (as httpx honoured it): the request goes to the proxy in absolute form; a
+    host in NO_PROXY is reached directly."""
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    proxied: list[str] = []
+    inner = create_simulator_app(sim)
+
+    async def proxy(scope: Any, receive: Any, send: Any) -> None:
+        proxied.append(scope["path"])
+        await inner(scope, receive, send)  # uvicorn takes the path from the absolute URL
+
+    proxy_base = await serve_asgi(proxy)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy_base)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    via_proxy = PlivoClient("http://plivo.invalid", AUTH_ID, TOKEN)
+    direct = await plivo_over_http(sim)  # 127.0.0.1: in NO_PROXY
+    try:
+        await via_proxy.send(src="14155550100", dst="14155550101", text="hi")
+        await direct.send(src="14155550100", dst="14155550102", text="hi")
+    finally:
+        await via_proxy.aclose()
+        await direct.aclose()
+    assert proxied == [f"/v1/Account/{AUTH_ID}/Message/"]
+    assert sim.accepted == 2

@@ -26,6 +26,8 @@ from typing import Any, NoReturn, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from plivo_tracker.outbound.retry import Failure
 
@@ -85,7 +87,10 @@ class Transport(Protocol):
 
 class AiohttpTransport:
     """HTTP over aiohttp: one session, at most `pool` connections (kept alive, reused), no
-    redirects followed, no cookies kept. The session is made on first use, inside the loop."""
+    redirects followed, no cookies kept. The session is made on first use, inside the loop.
+
+    A proxy in the environment (HTTP_PROXY / HTTPS_PROXY, NO_PROXY) is used as httpx did; it
+    is read once, when the session is made, not per request."""
 
     def __init__(
         self, base_url: str, headers: Mapping[str, str], timeout: Timeout, pool: int
@@ -95,9 +100,15 @@ class AiohttpTransport:
         self.timeout = timeout
         self.pool = pool
         self._session: aiohttp.ClientSession | None = None
+        self.proxy: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
+            try:
+                self.proxy, self._proxy_auth = get_env_proxy_for_url(URL(self._base))
+            except (LookupError, ValueError):
+                self.proxy = self._proxy_auth = None
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=self.pool, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
@@ -128,6 +139,8 @@ class AiohttpTransport:
                 data=body,
                 headers=headers,
                 allow_redirects=False,  # a 3xx is an answer, never a second request
+                proxy=self.proxy,
+                proxy_auth=self._proxy_auth,
             ) as resp:
                 content = await resp.read()
                 return RawResponse(resp.status, resp.headers, content)
