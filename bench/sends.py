@@ -1,10 +1,12 @@
 """Dispatcher throughput into the simulator over real HTTP, and PLIVO_MPS pacing accuracy.
 
-    .venv/bin/python bench/sends.py [--messages 10000] [--paced-seconds 10]
+    .venv/bin/python bench/sends.py [--messages 10000] [--paced-seconds 10] [--concurrency 16]
 
 1. `plivo-tracker simulate --no-callbacks` runs as its own process (Plivo's Message API).
 2. N messages are put in the outbox of a fresh SQLite database; one dispatcher (the same class
-   `serve`/`worker` run) drains it with the MPS cap off: messages/s accepted by the simulator.
+   `serve`/`worker` run, `--concurrency` sends in flight, PLIVO_CONCURRENCY's default unless
+   given) drains it with the MPS cap off: messages/s accepted by the simulator. Baseline, same
+   run: the client alone (`PlivoClient.send`, same concurrency, no database).
 3. With PLIVO_MPS=5 and 50 the dispatcher runs for a while: the observed steady rate (after the
    initial burst of one bucket) against the cap. Target: within ±5 %.
 """
@@ -109,13 +111,14 @@ async def run(
         for start in range(0, messages, 1000):
             valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
             await writer.run(lambda conn, v=valid: submit(conn, v, now, None))
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         sent = 0
         while sent < messages:
             if seconds is not None and time.perf_counter() - started > seconds:
                 break
             sent += await dispatcher.run_once()
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
         async with engine.connect() as conn:
             stamps = sorted(
                 (await conn.execute(select(send_attempts.c.started_at))).scalars().all()
@@ -123,7 +126,12 @@ async def run(
         await client.aclose()
         await writer.close()
         await engine.dispose()
-    result = {"sent": float(len(stamps)), "elapsed": elapsed, "rate": len(stamps) / elapsed}
+    result = {
+        "sent": float(len(stamps)),
+        "elapsed": elapsed,
+        "rate": len(stamps) / elapsed,
+        "cpu": cpu / elapsed,  # the dispatcher's process: share of one core
+    }
     if mps is not None and len(stamps) > mps + 1:
         burst = int(max(1.0, mps))
         # Send start times; the first `burst` go out at once (a full bucket).
@@ -171,7 +179,8 @@ def main() -> None:
         off = asyncio.run(run(base, args.messages, None, None, c))
         print(
             f"MPS cap off: {off['sent']:,.0f} messages in {off['elapsed']:.1f} s "
-            f"= {off['rate']:,.0f}/s"
+            f"= {off['rate']:,.0f}/s ({off['rate'] / baseline:.2f} of the baseline; "
+            f"dispatcher process CPU {off['cpu']:.0%} of a core)"
         )
         for mps in (5.0, 50.0):
             n = int(mps * args.paced_seconds * 2)

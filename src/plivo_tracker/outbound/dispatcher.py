@@ -43,7 +43,7 @@ RECONCILE_PER_PASS = 5  # List Messages allows 20 requests/minute
 RECONCILE_MAX_LOOKUPS = 6  # undecided lookups before the message waits for an operator
 RECONCILE_MAX_PAGES = 5  # pages of one lookup (20 MDRs each)
 PROBE_FIRST, PROBE_CAP = 5.0, 300.0  # backoff of the pause probe, seconds
-DEFAULT_CONCURRENCY = 8  # sends in flight (PLIVO_CONCURRENCY)
+DEFAULT_CONCURRENCY = 16  # sends in flight (PLIVO_CONCURRENCY)
 
 
 def probe_delay(probes: int) -> float:
