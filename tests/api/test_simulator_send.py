@@ -75,6 +75,7 @@ async def test_several_destinations_and_invalid_ones(api: httpx.AsyncClient) -> 
         (b"", "body is not JSON"),
         (b"{not json", "body is not JSON"),
         (b"\xff\xfe{}", "body is not JSON"),
+        (b"[" * 100_000, "body is not JSON"),
         (b"[1, 2]", "body is not a JSON object"),
         (b'{"dst": "14155550101", "text": "x"}', "exactly one of src and powerpack_uuid"),
         (

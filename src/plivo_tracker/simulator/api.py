@@ -596,7 +596,7 @@ class SimulatorApp:
             return
         try:
             body = json.loads(await _read_body(receive))
-        except ValueError:  # not JSON, or not UTF-8
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
             body = _NOT_JSON
         checked = _error(400, "body is not JSON") if body is _NOT_JSON else _validate_send(body)
         if isinstance(checked, JSONResponse):
