@@ -22,6 +22,7 @@ import asyncio
 import bisect
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -36,23 +37,37 @@ from plivo_tracker.outbound.budget import Budget, Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.sweeper import Sweeper
-from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.plivo.client import (
+    DEFAULT_POOL,
+    DEFAULT_TIMEOUT,
+    AiohttpTransport,
+    PlivoClient,
+    RawResponse,
+    request_headers,
+)
 from sends import AUTH_ID, TOKEN, start_simulator
 from sends import _free_port as free_port
 
 API_PER_5S = 300
 
 
-class Recording(httpx.AsyncHTTPTransport):
-    """Real HTTP, with the time of every request."""
+class Recording(AiohttpTransport):
+    """Real HTTP (the client's own transport), with the time of every request."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, base: str) -> None:
+        super().__init__(base, request_headers(AUTH_ID, TOKEN), DEFAULT_TIMEOUT, DEFAULT_POOL)
         self.stamps: list[float] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes | None = None,
+    ) -> RawResponse:
         self.stamps.append(time.monotonic())
-        return await super().handle_async_request(request)
+        return await super().request(method, path, params=params, body=body)
 
 
 def busiest_window(stamps: list[float], seconds: float = 5.0) -> int:
@@ -107,7 +122,7 @@ async def run(base: str, database: str | None, n: int) -> dict[str, float]:
         await asyncio.sleep(5.5)
         set_limits(base, API_PER_5S)
         before = await asyncio.to_thread(simulator_stats, base)
-        transport = Recording()
+        transport = Recording(base)
         client = PlivoClient(base, AUTH_ID, TOKEN, transport=transport)
         budget = Budget(writer, Limits(mps=None, api_per_5s=API_PER_5S), shared=False)
         sweeper = Sweeper(

@@ -1,10 +1,12 @@
 """Dispatcher throughput into the simulator over real HTTP, and PLIVO_MPS pacing accuracy.
 
-    .venv/bin/python bench/sends.py [--messages 10000] [--paced-seconds 10]
+    .venv/bin/python bench/sends.py [--messages 10000] [--paced-seconds 10] [--concurrency 16]
 
 1. `plivo-tracker simulate --no-callbacks` runs as its own process (Plivo's Message API).
 2. N messages are put in the outbox of a fresh SQLite database; one dispatcher (the same class
-   `serve`/`worker` run) drains it with the MPS cap off: messages/s accepted by the simulator.
+   `serve`/`worker` run, `--concurrency` sends in flight, PLIVO_CONCURRENCY's default unless
+   given) drains it with the MPS cap off: messages/s accepted by the simulator. Baseline, same
+   run: the client alone (`PlivoClient.send`, same concurrency, no database).
 3. With PLIVO_MPS=5 and 50 the dispatcher runs for a while: the observed steady rate (after the
    initial burst of one bucket) against the cap. Target: within ±5 %.
 """
@@ -24,12 +26,13 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
+from plivo_tracker.composition import LOOKUP_CONNECTIONS
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.logging import configure_logging
 from plivo_tracker.messages.models import send_attempts
 from plivo_tracker.outbound.budget import Limits
-from plivo_tracker.outbound.dispatcher import Dispatcher
+from plivo_tracker.outbound.dispatcher import DEFAULT_CONCURRENCY, Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.plivo.client import PlivoClient
 
@@ -87,13 +90,13 @@ def start_simulator(port: int, *extra: str) -> subprocess.Popen[bytes]:
 
 
 async def run(
-    base: str, messages: int, mps: float | None, seconds: float | None
+    base: str, messages: int, mps: float | None, seconds: float | None, concurrency: int
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite+aiosqlite:///{tmp}/sends.db")
         await upgrade(engine)
         writer = make_writer(engine)
-        client = PlivoClient(base, AUTH_ID, TOKEN)
+        client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
         dispatcher = Dispatcher(
             writer,
             client,
@@ -101,19 +104,21 @@ async def run(
             mps=mps,
             shared_bucket=False,
             limits=Limits(mps=mps, api_per_5s=0, list_per_minute=0),
+            concurrency=concurrency,
         )
         to = [f"+1415{234 + n // 10_000:03d}{n % 10_000:04d}" for n in range(messages)]
         now = datetime.now(UTC)
         for start in range(0, messages, 1000):
             valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
             await writer.run(lambda conn, v=valid: submit(conn, v, now, None))
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         sent = 0
         while sent < messages:
             if seconds is not None and time.perf_counter() - started > seconds:
                 break
             sent += await dispatcher.run_once()
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
         async with engine.connect() as conn:
             stamps = sorted(
                 (await conn.execute(select(send_attempts.c.started_at))).scalars().all()
@@ -121,7 +126,12 @@ async def run(
         await client.aclose()
         await writer.close()
         await engine.dispose()
-    result = {"sent": float(len(stamps)), "elapsed": elapsed, "rate": len(stamps) / elapsed}
+    result = {
+        "sent": float(len(stamps)),
+        "elapsed": elapsed,
+        "rate": len(stamps) / elapsed,
+        "cpu": cpu / elapsed,  # the dispatcher's process: share of one core
+    }
     if mps is not None and len(stamps) > mps + 1:
         burst = int(max(1.0, mps))
         # Send start times; the first `burst` go out at once (a full bucket).
@@ -131,10 +141,10 @@ async def run(
     return result
 
 
-async def client_only(base: str, n: int) -> float:
-    """Same-run baseline: the HTTP client alone, 4 sends in flight, no database."""
-    client = PlivoClient(base, AUTH_ID, TOKEN)
-    gate = asyncio.Semaphore(4)
+async def client_only(base: str, n: int, concurrency: int) -> float:
+    """Same-run baseline: the HTTP client alone, `concurrency` sends in flight, no database."""
+    client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
+    gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with gate:
@@ -151,22 +161,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="sends in flight (PLIVO_CONCURRENCY; default %(default)s)",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
     port = _free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     try:
-        baseline = asyncio.run(client_only(base, 2000))
-        print(f"baseline, client alone into the simulator (4 in flight): {baseline:,.0f}/s")
-        off = asyncio.run(run(base, args.messages, None, None))
+        c = args.concurrency
+        baseline = asyncio.run(client_only(base, 4000, c))
+        print(f"baseline, client alone into the simulator ({c} in flight): {baseline:,.0f}/s")
+        off = asyncio.run(run(base, args.messages, None, None, c))
         print(
             f"MPS cap off: {off['sent']:,.0f} messages in {off['elapsed']:.1f} s "
-            f"= {off['rate']:,.0f}/s"
+            f"= {off['rate']:,.0f}/s ({off['rate'] / baseline:.2f} of the baseline; "
+            f"dispatcher process CPU {off['cpu']:.0%} of a core)"
         )
         for mps in (5.0, 50.0):
             n = int(mps * args.paced_seconds * 2)
-            r = asyncio.run(run(base, n, mps, args.paced_seconds))
+            r = asyncio.run(run(base, n, mps, args.paced_seconds, c))
             steady = r.get("steady_rate", 0.0)
             print(
                 f"PLIVO_MPS={mps:g}: {r['sent']:,.0f} sent in {r['elapsed']:.1f} s; "

@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +42,7 @@ from plivo_tracker.messages.models import (
     send_attempts,
     status_events,
 )
+from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
@@ -302,21 +303,54 @@ def free_port() -> int:
         return port
 
 
+ServeASGI = Callable[[Any], Awaitable[str]]
+
+
 @pytest.fixture
-async def live_simulator() -> AsyncIterator[tuple[str, SimulatedPlivo]]:
+async def serve_asgi() -> AsyncIterator[ServeASGI]:
+    """Serves ASGI apps over real HTTP on loopback ports until the test ends:
+    `base_url = await serve_asgi(app)`."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def _serve(asgi: Any) -> str:
+        port = free_port()
+        config = uvicorn.Config(
+            asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        running.append((server, task))
+        for _ in range(500):  # up to 10 s
+            if server.started:
+                return f"http://127.0.0.1:{port}"
+            await asyncio.sleep(0.02)
+        pytest.fail("ASGI server did not start")
+
+    yield _serve
+    for server, _ in running:
+        server.should_exit = True
+    await asyncio.gather(*(task for _, task in running))
+
+
+PlivoOpener = Callable[..., Awaitable[PlivoClient]]
+
+
+@pytest.fixture
+def plivo_over_http(serve_asgi: ServeASGI) -> PlivoOpener:
+    """`await plivo_over_http(sim, token=..., app=..., **client_options)`: a PlivoClient that
+    reaches `sim` over real HTTP (its app served on a loopback port; `app` replaces it, e.g. a
+    wrapper around it). The caller closes the client."""
+
+    async def _open(
+        sim: SimulatedPlivo, token: str = TOKEN, app: Any = None, **options: Any
+    ) -> PlivoClient:
+        base = await serve_asgi(app if app is not None else create_simulator_app(sim))
+        return PlivoClient(base, AUTH_ID, token, **options)
+
+    return _open
+
+
+@pytest.fixture
+async def live_simulator(serve_asgi: ServeASGI) -> tuple[str, SimulatedPlivo]:
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
-    port = free_port()
-    config = uvicorn.Config(
-        create_simulator_app(sim), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):  # up to 10 s
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("simulator did not start")
-    yield f"http://127.0.0.1:{port}", sim
-    server.should_exit = True
-    await task
+    return await serve_asgi(create_simulator_app(sim)), sim

@@ -50,7 +50,7 @@ from plivo_tracker.live.notify import Listener
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.outbound.sweeper import Sweeper, SweepResult
-from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.plivo.client import PlivoClient, Timeout
 from plivo_tracker.retention.purger import Purger, PurgeResult, make_purger
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
@@ -61,6 +61,7 @@ from plivo_tracker.web.throttle import Throttle
 T = TypeVar("T")
 
 SIMULATOR_SRC = "14155550100"
+LOOKUP_CONNECTIONS = 2  # pooled connections beyond PLIVO_CONCURRENCY: Get/List/Account calls
 SPOOL_REPLAY_INTERVAL = 2.0
 log = structlog.get_logger(__name__)
 
@@ -165,8 +166,7 @@ def build_sending(
         token = settings.simulator_auth_token
         emitter = Emitter(token, scenario or ScenarioConfig(), client=callbacks)
         simulator = SimulatedPlivo(settings.auth_id, token, emitter=emitter)
-        transport = httpx.ASGITransport(app=create_simulator_app(simulator))
-        client = PlivoClient("http://simulator", settings.auth_id, token, transport=transport)
+        client = PlivoClient.in_process(create_simulator_app(simulator), settings.auth_id, token)
     else:
         assert settings.plivo_auth_id
         assert settings.plivo_auth_token
@@ -174,9 +174,11 @@ def build_sending(
             settings.plivo_api_url,
             settings.plivo_auth_id,
             settings.plivo_auth_token,
-            timeout=httpx.Timeout(
+            timeout=Timeout(
                 settings.plivo_timeout_seconds, connect=min(3.0, settings.plivo_timeout_seconds)
             ),
+            # The dispatcher's sends in flight, and room for the sweeper's and its own lookups.
+            pool=settings.plivo_concurrency + LOOKUP_CONNECTIONS,
         )
     dispatcher = make_dispatcher(
         writer,
@@ -194,6 +196,7 @@ def build_sending(
         ),
         log_default=settings.plivo_log,
         erasure=settings.erasure,
+        concurrency=settings.plivo_concurrency,
     )
     sweeper = Sweeper(
         writer,

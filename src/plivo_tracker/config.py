@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     plivo_mps: float = Field(default=5.0, gt=0)
     # How long one call to Plivo may take; a send that times out is ambiguous (reconciled).
     plivo_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Sends in flight at once per dispatching process, and so its kept-alive connections to
+    # Plivo (plus 2 for lookups). Plivo mentions 100 concurrent API requests per account.
+    plivo_concurrency: int = Field(default=16, ge=1, le=100)
     # What Plivo keeps of each message unless a send says (Plivo's `log`: numbers 90 days,
     # content 7 days with "true").
     plivo_log: Literal["true", "false", "number_only", "content_only"] = "true"

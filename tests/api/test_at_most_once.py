@@ -6,6 +6,7 @@ operator's pause. Counted at the simulator: every message exists there exactly o
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,35 +21,31 @@ from plivo_tracker.messages.models import outbox, send_attempts
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
-from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.plivo.client import PlivoClient, Timeout
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN, ServiceOpener
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN, PlivoOpener, ServiceOpener
 
 FINAL = {"delivered", "undelivered", "failed"}
 UNLIMITED = Limits(mps=None, api_per_5s=0, list_per_minute=0)
 
 
-# ---- one dispatcher against the in-process simulator ------------------------------------------
+# ---- one dispatcher against the simulator over HTTP ------------------------------------------
 
 
-def _dispatcher(
+async def _dispatcher(
     engine: AsyncEngine,
+    plivo: PlivoOpener,
     sim: SimulatedPlivo,
     *,
     max_lookups: int = 3,
-    transport: httpx.AsyncBaseTransport | None = None,
-    base_url: str = "http://simulator",
-    timeout: httpx.Timeout | None = None,
+    app: Any = None,
+    plivo_timeout: Timeout | None = None,
 ) -> tuple[Dispatcher, PlivoClient, Any]:
+    """A dispatcher whose client reaches `sim` (or `app`, a wrapper around it) over HTTP."""
     writer = make_writer(engine)
-    client = PlivoClient(
-        base_url,
-        AUTH_ID,
-        TOKEN,
-        transport=transport or httpx.ASGITransport(app=create_simulator_app(sim)),
-        **({"timeout": timeout} if timeout else {}),
-    )
+    options = {"timeout": plivo_timeout} if plivo_timeout else {}
+    client = await plivo(sim, app=app, **options)
     dispatcher = Dispatcher(
         writer,
         client,
@@ -95,10 +92,10 @@ async def _states(engine: AsyncEngine) -> list[str]:
     ids=["500 after create", "503 after create", "garbled 202 after create"],
 )
 async def test_an_ambiguous_answer_is_looked_up_and_adopted_never_resent(
-    engine: AsyncEngine, fault: dict[str, Any]
+    engine: AsyncEngine, plivo_over_http: PlivoOpener, fault: dict[str, Any]
 ) -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(**fault))
-    dispatcher, client, writer = _dispatcher(engine, sim)
+    dispatcher, client, writer = await _dispatcher(engine, plivo_over_http, sim)
     try:
         await _submit(writer, "+14155550101")
         for _ in range(4):
@@ -117,17 +114,11 @@ async def test_an_ambiguous_answer_is_looked_up_and_adopted_never_resent(
 
 
 async def test_a_timeout_after_create_is_adopted_never_resent(
-    engine: AsyncEngine, live_simulator: tuple[str, SimulatedPlivo]
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
 ) -> None:
-    base, sim = live_simulator
-    sim.faults.timeout_after_create = 1
-    sim.faults.hang_seconds = 1.0
-    dispatcher, client, writer = _dispatcher(
-        engine,
-        sim,
-        transport=httpx.AsyncHTTPTransport(),
-        base_url=base,
-        timeout=httpx.Timeout(0.3, connect=2.0),
+    sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(timeout_after_create=1, hang_seconds=1.0))
+    dispatcher, client, writer = await _dispatcher(
+        engine, plivo_over_http, sim, plivo_timeout=Timeout(0.3, connect=2.0)
     )
     try:
         await _submit(writer, "+14155550101")
@@ -141,10 +132,10 @@ async def test_a_timeout_after_create_is_adopted_never_resent(
 
 
 async def test_nothing_found_after_a_5xx_before_create_allows_one_resend(
-    engine: AsyncEngine,
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
 ) -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_first=1, fail_status=502))
-    dispatcher, client, writer = _dispatcher(engine, sim)
+    dispatcher, client, writer = await _dispatcher(engine, plivo_over_http, sim)
     try:
         await _submit(writer, "+14155550101")
         for _ in range(4):
@@ -157,17 +148,19 @@ async def test_nothing_found_after_a_5xx_before_create_allows_one_resend(
     assert outcomes == ["ambiguous", "not_found", "accepted"]
 
 
-class _BrokenList(httpx.AsyncBaseTransport):
-    """The simulator, except that List Messages answers `status` with `body`."""
+class _BrokenList:
+    """The simulator (ASGI), except that List Messages answers `status` with `body`."""
 
     def __init__(self, sim: SimulatedPlivo, status: int, body: bytes) -> None:
-        self._inner = httpx.ASGITransport(app=create_simulator_app(sim))
+        self._inner = create_simulator_app(sim)
         self.status, self.body = status, body
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and request.url.path.endswith("/Message/"):
-            return httpx.Response(self.status, content=self.body)
-        return await self._inner.handle_async_request(request)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "GET" and scope["path"].endswith("/Message/"):
+            await send({"type": "http.response.start", "status": self.status, "headers": []})
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        await self._inner(scope, receive, send)
 
 
 @pytest.mark.parametrize(
@@ -180,13 +173,13 @@ class _BrokenList(httpx.AsyncBaseTransport):
     ids=["not JSON", "error body with 200", "500"],
 )
 async def test_a_lookup_that_fails_is_never_not_found(
-    engine: AsyncEngine, status: int, body: bytes
+    engine: AsyncEngine, plivo_over_http: PlivoOpener, status: int, body: bytes
 ) -> None:
     """An error or garbled List answer says nothing: no resend, and after the allowed lookups
     the message waits for an operator as `unknown`, with the reason."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_after_create=1))
-    dispatcher, client, writer = _dispatcher(
-        engine, sim, max_lookups=2, transport=_BrokenList(sim, status, body)
+    dispatcher, client, writer = await _dispatcher(
+        engine, plivo_over_http, sim, max_lookups=2, app=_BrokenList(sim, status, body)
     )
     try:
         await _submit(writer, "+14155550101")
@@ -403,25 +396,43 @@ async def test_an_operator_pause_holds_until_resumed(
     assert sim.accepted == 1
 
 
-class _Recording(httpx.AsyncBaseTransport):
-    """The simulator, recording the JSON body of every send."""
+class _Recording:
+    """The simulator (ASGI), recording the JSON body of every send."""
 
     def __init__(self, sim: SimulatedPlivo) -> None:
-        self._inner = httpx.ASGITransport(app=create_simulator_app(sim))
+        self._inner = create_simulator_app(sim)
         self.sends: list[dict[str, Any]] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            import json
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] != "POST":
+            await self._inner(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        self.sends.append(json.loads(body))
+        replayed = False
 
-            self.sends.append(json.loads(await request.aread()))
-        return await self._inner.handle_async_request(request)
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._inner(scope, replay, send)
 
 
-async def test_send_options_reach_plivo_as_documented(engine: AsyncEngine) -> None:
+async def test_send_options_reach_plivo_as_documented(
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
+) -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
     recording = _Recording(sim)
-    dispatcher, client, writer = _dispatcher(engine, sim, transport=recording)
+    dispatcher, client, writer = await _dispatcher(engine, plivo_over_http, sim, app=recording)
     request = SendRequest.model_validate(
         {
             "to": "+919812345678",

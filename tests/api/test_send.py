@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
 from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
@@ -21,10 +22,10 @@ from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.repository import claim_due
 from plivo_tracker.outbound.retry import RetryPolicy
-from plivo_tracker.plivo.client import PlivoClient
+from plivo_tracker.plivo.client import AiohttpTransport, PlivoClient, Timeout
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN, ServiceOpener
+from tests.conftest import AUTH_ID, BASE_URL, TOKEN, PlivoOpener, ServeASGI, ServiceOpener
 
 FINAL = {"delivered", "undelivered", "failed"}
 
@@ -106,18 +107,12 @@ async def test_idempotency_key_replay_and_conflict(
     assert app.state.sending.simulator.accepted == 1
 
 
-def _sim_client(sim: SimulatedPlivo, token: str = TOKEN) -> PlivoClient:
-    """The Message API client talking to `sim` in process."""
-    transport = httpx.ASGITransport(app=create_simulator_app(sim))
-    return PlivoClient("http://simulator", AUTH_ID, token, transport=transport)
-
-
 async def _dispatch_against(
-    engine: AsyncEngine, sim: SimulatedPlivo, token: str, passes: int
+    engine: AsyncEngine, plivo: PlivoOpener, sim: SimulatedPlivo, token: str, passes: int
 ) -> list[dict[str, Any]]:
-    """Submit one message and run the dispatcher `passes` times against `sim`."""
+    """Submit one message and run the dispatcher `passes` times against `sim` (over HTTP)."""
     writer = make_writer(engine)
-    client = _sim_client(sim, token)
+    client = await plivo(sim, token)
     policy = RetryPolicy(base=0.001, cap=0.001, max_attempts=5)
     dispatcher = Dispatcher(
         writer,
@@ -142,11 +137,13 @@ async def _dispatch_against(
         return [dict(r._mapping) for r in rows]
 
 
-async def test_server_errors_are_reconciled_before_each_resend(engine: AsyncEngine) -> None:
+async def test_server_errors_are_reconciled_before_each_resend(
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
+) -> None:
     """A 500 may mean the message exists: each one is looked up (List Messages) and only a
     lookup that positively finds nothing allows the next attempt."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN, Faults(fail_first=3, fail_status=500))
-    attempts = await _dispatch_against(engine, sim, TOKEN, passes=8)
+    attempts = await _dispatch_against(engine, plivo_over_http, sim, TOKEN, passes=8)
     assert [a["outcome"] for a in attempts] == [
         *["ambiguous", "not_found"] * 3,
         "accepted",
@@ -157,9 +154,11 @@ async def test_server_errors_are_reconciled_before_each_resend(engine: AsyncEngi
     assert state == "done"
 
 
-async def test_unauthorized_pauses_dispatching_and_fails_nothing(engine: AsyncEngine) -> None:
+async def test_unauthorized_pauses_dispatching_and_fails_nothing(
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
+) -> None:
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
-    attempts = await _dispatch_against(engine, sim, "wrong-token", passes=4)
+    attempts = await _dispatch_against(engine, plivo_over_http, sim, "wrong-token", passes=4)
     # One attempt, not counted; later passes are paused (the probe waits 5 s first).
     assert attempts == [{"outcome": "paused", "http_status": 401}]
     async with engine.connect() as conn:
@@ -170,17 +169,16 @@ async def test_unauthorized_pauses_dispatching_and_fails_nothing(engine: AsyncEn
     assert sim.accepted == 0
 
 
-async def test_several_dispatchers_send_each_message_once(engine: AsyncEngine, db_url: str) -> None:
-    """Workers racing on one outbox (separate engines, as separate processes would have):
-    every message reaches the simulator exactly once."""
+async def test_several_dispatchers_send_each_message_once(
+    engine: AsyncEngine, db_url: str, serve_asgi: ServeASGI
+) -> None:
+    """Workers racing on one outbox (separate engines and connection pools, as separate
+    processes would have): every message reaches the simulator exactly once."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
-    app = create_simulator_app(sim)
+    base = await serve_asgi(create_simulator_app(sim))
     engines = [make_engine(db_url) for _ in range(4)]
     writers = [make_writer(e) for e in engines]
-    clients = [
-        PlivoClient("http://simulator", AUTH_ID, TOKEN, transport=httpx.ASGITransport(app=app))
-        for _ in engines
-    ]
+    clients = [PlivoClient(base, AUTH_ID, TOKEN) for _ in engines]
     dispatchers = [
         Dispatcher(w, c, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False)
         for w, c in zip(writers, clients, strict=True)
@@ -221,7 +219,7 @@ async def test_ambiguous_send_is_reconciled_not_resent(
     base, sim = live_simulator
     sim.faults.latency = 0.6
     writer = make_writer(engine)
-    client = PlivoClient(base, AUTH_ID, TOKEN, timeout=httpx.Timeout(0.2, connect=1.0))
+    client = PlivoClient(base, AUTH_ID, TOKEN, timeout=Timeout(0.2, connect=1.0))
     dispatcher = Dispatcher(
         writer,
         client,
@@ -252,12 +250,14 @@ async def test_ambiguous_send_is_reconciled_not_resent(
     assert msg.message_uuid == next(iter(sim.messages))
 
 
-async def test_a_dead_workers_leases_are_reconciled_then_sent(engine: AsyncEngine) -> None:
+async def test_a_dead_workers_leases_are_reconciled_then_sent(
+    engine: AsyncEngine, plivo_over_http: PlivoOpener
+) -> None:
     """A worker claimed a message and died: after its lease the message is looked up at Plivo
     first (it may have been sent) and only then sent."""
     sim = SimulatedPlivo(AUTH_ID, TOKEN)
     writer = make_writer(engine)
-    client = _sim_client(sim)
+    client = await plivo_over_http(sim)
     dispatcher = Dispatcher(
         writer, client, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False
     )
@@ -367,3 +367,22 @@ async def test_postgresql_workers_wake_on_notify(
         await api_engine.dispose()
     assert sim.accepted == 1
     assert waited < 5.0  # woken by NOTIFY, far sooner than the 30 s poll
+
+
+async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
+    make_settings: Callable[..., Settings], engine: AsyncEngine
+) -> None:
+    """PLIVO_CONCURRENCY: sends in flight, and as many kept-alive connections plus room for
+    the lookups; the timeout is PLIVO_TIMEOUT_SECONDS."""
+    settings = make_settings(plivo_concurrency=3, plivo_timeout_seconds=2.5)
+    writer = make_writer(engine)
+    sending = build_sending(settings, writer, engine.dialect)
+    try:
+        assert sending.dispatcher.concurrency == 3
+        transport = sending.client.transport
+        assert isinstance(transport, AiohttpTransport)
+        assert transport.pool == 3 + LOOKUP_CONNECTIONS
+        assert transport.timeout == Timeout(2.5, connect=2.5)
+    finally:
+        await sending.close()
+        await writer.close()

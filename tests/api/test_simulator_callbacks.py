@@ -43,12 +43,7 @@ class FailFirst:
 async def _send_all(
     sim: SimulatedPlivo, n: int, method: str = "POST", text: str = "code 123456"
 ) -> list[str]:
-    client = PlivoClient(
-        "http://simulator",
-        AUTH_ID,
-        TOKEN,
-        transport=httpx.ASGITransport(app=create_simulator_app(sim)),
-    )
+    client = PlivoClient.in_process(create_simulator_app(sim), AUTH_ID, TOKEN)
     try:
         uuids = []
         for i in range(n):

@@ -45,6 +45,7 @@ RECONCILE_PER_PASS = 5  # List Messages allows 20 requests/minute
 RECONCILE_MAX_LOOKUPS = 6  # undecided lookups before the message waits for an operator
 RECONCILE_MAX_PAGES = 5  # pages of one lookup (20 MDRs each)
 PROBE_FIRST, PROBE_CAP = 5.0, 300.0  # backoff of the pause probe, seconds
+DEFAULT_CONCURRENCY = 16  # sends in flight (PLIVO_CONCURRENCY)
 
 
 def probe_delay(probes: int) -> float:
@@ -74,7 +75,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         reconcile_grace: float = RECONCILE_GRACE,
         max_lookups: int = RECONCILE_MAX_LOOKUPS,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         limits: Limits | None = None,
         log_default: str = "true",
         erasure: Erasure | None = None,
@@ -99,6 +100,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._rng = random.Random()
+        self.concurrency = concurrency
         self._in_flight = asyncio.Semaphore(concurrency)
 
     def wake(self) -> None:
@@ -406,6 +408,7 @@ def make_dispatcher(
     limits: Limits | None = None,
     log_default: str = "true",
     erasure: Erasure | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> Dispatcher:
     return Dispatcher(
         writer,
@@ -420,4 +423,5 @@ def make_dispatcher(
         limits=limits,
         log_default=log_default,
         erasure=erasure,
+        concurrency=concurrency,
     )

@@ -25,13 +25,14 @@ import asyncio
 import base64
 import binascii
 import hmac
+import json
 import math
 import operator
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -200,6 +201,7 @@ class SimulatedPlivo:
     ) -> dict[str, Any]:
         message_uuid = str(uuid.uuid4())
         created = now.astimezone(UTC).replace(microsecond=0)
+        stamp = mdr_time(created)
         rate = "0.00500"
         return {
             "message_uuid": message_uuid,
@@ -208,9 +210,9 @@ class SimulatedPlivo:
             "message_state": "queued",
             "from_number": src,
             "to_number": dst,
-            "message_time": mdr_time(created),
+            "message_time": stamp,
             "message_sent_time": None,
-            "message_updated_time": mdr_time(created),
+            "message_updated_time": stamp,
             "error_code": None,
             "error_message": "",
             "units": parts,
@@ -376,9 +378,10 @@ def list_page(
 # --- The app ------------------------------------------------------------------------------
 
 
-async def _answer_send(state: SimulatedPlivo, answer: dict[str, Any]) -> Response:
+async def _answer_send(state: SimulatedPlivo) -> Response | None:
     """The answer of a send whose message already exists: bad while a budget of
-    `fail_after_create`, `timeout_after_create`, `garbage_after_create` lasts (in that order)."""
+    `fail_after_create`, `timeout_after_create`, `garbage_after_create` lasts (in that order);
+    None = the 202 as built."""
     if state.take("fail_after_create"):
         return _fault_error(state.faults)
     if state.take("timeout_after_create"):
@@ -388,7 +391,25 @@ async def _answer_send(state: SimulatedPlivo, answer: dict[str, Any]) -> Respons
     elif state.faults.latency:
         # Slow answer AFTER the message exists: a client timing out now cannot know.
         await asyncio.sleep(state.faults.latency)
-    return JSONResponse(answer, status_code=202)
+    return None
+
+
+def _accepted_body(uuids: list[str], invalid: list[str]) -> bytes:
+    """The 202 body (§1.2). Built from bytes in the usual case (one message, nothing invalid):
+    the same JSON a serializer would write, without one."""
+    api_id = str(uuid.uuid4())
+    if not invalid:
+        quoted = ",".join(f'"{u}"' for u in uuids)  # UUIDs: nothing to escape
+        return (
+            f'{{"api_id":"{api_id}","message":"message(s) queued","message_uuid":[{quoted}]}}'
+        ).encode()
+    answer = {
+        "api_id": api_id,
+        "message": "message(s) queued",
+        "message_uuid": uuids,
+        "invalid_number": invalid,
+    }
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
 def _validate_send(body: Any) -> tuple[str, list[str], list[str]] | JSONResponse:
@@ -446,7 +467,9 @@ def _add_control_routes(app: FastAPI, state: SimulatedPlivo) -> None:
         return JSONResponse(state.stats())
 
 
-def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
+def create_simulator_app(state: SimulatedPlivo) -> SimulatorApp:
+    """The simulator's ASGI app: Send Message answered by `SimulatorApp` itself, every other
+    route (Get, List, Account, `/_simulator/`) by a FastAPI app behind it."""
     app = FastAPI(title="plivo-tracker simulator", docs_url=None, redoc_url=None)
     app.state.sim = state
     _add_control_routes(app, state)
@@ -467,33 +490,6 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
                 "resource_uri": f"/v1/Account/{state.auth_id}/",
             }
         )
-
-    @app.post("/v1/Account/{auth_id}/Message/")
-    async def send(auth_id: str, request: Request) -> Response:
-        state.send_requests += 1
-        refused = state.gate("send", request.headers.get("authorization"), auth_id)
-        if refused is not None:
-            return refused
-        if state.take("fail_first"):
-            return _fault_error(state.faults)
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body is not JSON")
-        checked = _validate_send(body)
-        if isinstance(checked, JSONResponse):
-            return checked
-        src, valid, invalid = checked
-        now = state.now()
-        created = [state.create(src, dst, body, now) for dst in valid]
-        answer: dict[str, Any] = {
-            "api_id": str(uuid.uuid4()),
-            "message": "message(s) queued",
-            "message_uuid": [m["message_uuid"] for m in created],
-        }
-        if invalid:
-            answer["invalid_number"] = invalid
-        return await _answer_send(state, answer)
 
     @app.get("/v1/Account/{auth_id}/Message/{message_uuid}/")
     async def get_message(auth_id: str, message_uuid: str, request: Request) -> JSONResponse:
@@ -519,4 +515,109 @@ def create_simulator_app(state: SimulatedPlivo) -> FastAPI:
             return _error(400, str(exc))
         return JSONResponse(page)
 
-    return app
+    return SimulatorApp(state, app)
+
+
+# --- Send Message (§1.1): plain ASGI in front of FastAPI ---------------------------------------
+
+_SEND_PREFIX = "/v1/Account/"
+_SEND_SUFFIX = "/Message/"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+_NOT_JSON = object()
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: nothing to answer."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
+class SimulatorApp:
+    """ASGI: `POST /v1/Account/{auth_id}/Message/` is answered here, without a framework (no
+    routing, no request object, no response model: the body parsed once with `json.loads`, the
+    202 written from bytes), because it is what load tests hammer; everything else goes to the
+    FastAPI app `app` (whose `state.sim` is the simulator, also reachable as `self.state.sim`).
+    """
+
+    def __init__(self, sim: SimulatedPlivo, app: FastAPI) -> None:
+        self.sim = sim
+        self.app = app
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(_SEND_PREFIX) and path.endswith(_SEND_SUFFIX):
+                auth_id = path[len(_SEND_PREFIX) : -len(_SEND_SUFFIX)]
+                if auth_id and "/" not in auth_id:
+                    try:
+                        await self._send_message(scope, receive, send, auth_id)
+                    except _Disconnected:
+                        pass
+                    return
+        await self.app(scope, receive, send)
+
+    async def _send_message(self, scope: Scope, receive: Receive, send: Send, auth_id: str) -> None:
+        """The checks in Plivo's order: rate limit, account, credentials (`gate`), then
+        `fail_first` (nothing created), the body; then the message exists and faults decide the
+        answer."""
+        state = self.sim
+        state.send_requests += 1
+        refused = state.gate("send", _authorization(scope), auth_id)
+        if refused is None and state.take("fail_first"):
+            refused = _fault_error(state.faults)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        try:
+            body = json.loads(await _read_body(receive))
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
+            body = _NOT_JSON
+        checked = _error(400, "body is not JSON") if body is _NOT_JSON else _validate_send(body)
+        if isinstance(checked, JSONResponse):
+            await checked(scope, receive, send)
+            return
+        src, valid, invalid = checked
+        now = state.now()
+        uuids = [state.create(src, dst, body, now)["message_uuid"] for dst in valid]
+        other = await _answer_send(state)
+        if other is not None:
+            await other(scope, receive, send)
+            return
+        content = _accepted_body(uuids, invalid)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
