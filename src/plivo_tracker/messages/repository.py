@@ -417,16 +417,6 @@ async def message_events(conn: AsyncConnection, message_id: int) -> list[dict[st
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
 
-async def count_rows(conn: AsyncConnection) -> dict[str, int]:
-    """Row counts per table (operations and tests)."""
-    out: dict[str, int] = {}
-    for table in (messages, message_parts, status_events, callback_nonces, quarantine):
-        out[table.name] = int(
-            (await conn.execute(select(func.count()).select_from(table))).scalar_one()
-        )
-    return out
-
-
 async def nonces_stored(conn: AsyncConnection, nonces: Sequence[str]) -> set[str]:
     """Which of these nonces are committed (used by the crash test and the spool replayer)."""
     found: set[str] = set()

@@ -846,11 +846,6 @@ def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
     notify_outbox(conn)
 
 
-def outbox_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
-    return {state: int(n) for state, n in rows}
-
-
 # ---- leases and the sweeper ------------------------------------------------------------------
 
 
