@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from plivo_tracker.cli import server_options
 from plivo_tracker.config import load_settings
 
 BODY = b'{"result":"stored"}'
@@ -57,18 +58,9 @@ def main() -> None:
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level=args.log_level,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        limit_concurrency=settings.max_connections,
-        backlog=2048,
-        timeout_keep_alive=settings.keepalive_seconds,
-        h11_max_incomplete_event_size=16 * 1024,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **server_options(settings),
     )
 
 

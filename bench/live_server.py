@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl
 
 import uvicorn
 
-from plivo_tracker.cli import WS_MAX_FRAME
+from plivo_tracker.cli import server_options
 from plivo_tracker.config import Settings, load_settings
 
 Scope = dict[str, Any]
@@ -236,20 +236,9 @@ def main() -> None:
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="auto",
         access_log=False,
         log_level=log_level,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        ws_per_message_deflate=False,
-        limit_concurrency=settings.max_connections,
-        backlog=2048,
-        timeout_keep_alive=settings.keepalive_seconds,
-        h11_max_incomplete_event_size=16 * 1024,
-        ws_max_size=WS_MAX_FRAME,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **server_options(settings),
     )
 
 

@@ -52,6 +52,38 @@ def _settings(*, serving: bool = False, **overrides: Any) -> Settings:
 WS_MAX_FRAME = 4096
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options of `serve` (the benchmarks' servers use them too)."""
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        loop = "asyncio"
+    return {
+        "loop": loop,
+        "http": "auto",  # httptools when installed
+        "server_header": False,
+        "timeout_graceful_shutdown": 30,
+        # Frames are ~200 bytes: compressing each one per client cost more CPU than it saved
+        # (bench/live.py).
+        "ws_per_message_deflate": False,
+        # Limits set on purpose (docs/security.md): connections at once (HTTP and WebSocket;
+        # beyond it new ones get 503), idle keep-alive, the size of a request's head, and the
+        # largest WebSocket frame read (clients only ever send a ~60-byte auth frame).
+        "limit_concurrency": settings.max_connections,
+        "backlog": 2048,
+        "timeout_keep_alive": settings.keepalive_seconds,
+        "h11_max_incomplete_event_size": 16 * 1024,
+        "ws_max_size": WS_MAX_FRAME,
+        # X-Forwarded-For/-Proto only from the proxy (FORWARDED_ALLOW_IPS): the client address
+        # feeds the per-address rate limits. The signed callback URL never comes from headers
+        # (it is PUBLIC_BASE_URL).
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+    }
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HOST).")] = None,
@@ -75,12 +107,6 @@ def serve(
 
     configure_logging(settings.log_format, settings.log_level)
     try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        loop = "asyncio"
-    try:
         app = create_app(settings)  # refuses to run without API_KEYS where they are required
     except ConfigError as exc:
         _fail(str(exc))
@@ -88,30 +114,11 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        loop=loop,
-        http="auto",  # httptools when installed
         # uvicorn's own lines (access and errors) through structlog, with the request id.
         log_config=uvicorn_log_config(settings.log_format),
         access_log=settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
         log_level=settings.log_level,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        # Frames are ~200 bytes: compressing each one per client cost more CPU than it saved
-        # (bench/live.py).
-        ws_per_message_deflate=False,
-        # Limits set on purpose (docs/security.md): connections at once (HTTP and WebSocket;
-        # beyond it new ones get 503), idle keep-alive, the size of a request's head, and the
-        # largest WebSocket frame read (clients only ever send a ~60-byte auth frame).
-        limit_concurrency=settings.max_connections,
-        backlog=2048,
-        timeout_keep_alive=settings.keepalive_seconds,
-        h11_max_incomplete_event_size=16 * 1024,
-        ws_max_size=WS_MAX_FRAME,
-        # X-Forwarded-For/-Proto only from the proxy (FORWARDED_ALLOW_IPS): the client address
-        # feeds the per-address rate limits. The signed callback URL never comes from headers
-        # (it is PUBLIC_BASE_URL).
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **server_options(settings),
     )
 
 

@@ -4,7 +4,6 @@ container files and the proxies call commands and routes that exist."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
@@ -308,9 +307,9 @@ def _exec_args(value: str) -> list[str]:
 
 
 def _uvicorn_graceful_seconds() -> int:
-    match = re.search(r"timeout_graceful_shutdown=(\d+)", inspect.getsource(cli.serve))
-    assert match, "serve no longer sets uvicorn's timeout_graceful_shutdown: check TimeoutStopSec"
-    return int(match[1])
+    seconds = cli.server_options(Settings(_env_file=None))["timeout_graceful_shutdown"]  # type: ignore[call-arg]
+    assert isinstance(seconds, int), "serve sets no graceful shutdown: check TimeoutStopSec"
+    return seconds
 
 
 @pytest.mark.parametrize(
