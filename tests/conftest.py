@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +28,7 @@ from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade
+from plivo_tracker.inbound.ingest import CallbackItem, make_item
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.messages.models import (
     callback_nonces,
@@ -275,6 +277,27 @@ def callback_fields(uuid: str, status: str, **extra: str) -> dict[str, str]:
     }
     fields.update(extra)
     return fields
+
+
+def callback_item(
+    fields: dict[str, str], nonce: str | None = None, *, nonces: tuple[str, ...] | None = None
+) -> CallbackItem:
+    """A verified form callback as the endpoint hands it to the group committer: signed with
+    `nonce` (a fresh one by default), or with every nonce of `nonces` (none: unsigned)."""
+    if nonces is None:
+        nonces = (nonce or new_nonce(),)
+    return make_item(
+        received_at=datetime.now(UTC),
+        method="POST",
+        path="/plivo/callback",
+        query="",
+        headers={},
+        body=urlencode(fields).encode(),
+        fields={k: [v] for k, v in fields.items()},
+        nonce=nonces[-1] if nonces else None,
+        scheme="v3" if nonces else None,
+        nonces=nonces,
+    )
 
 
 def signed_form(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import Connection
@@ -23,27 +22,11 @@ from plivo_tracker.composition import (
 from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.migrate import head_revision
 from plivo_tracker.inbound.committer import CommitterClosed
-from plivo_tracker.inbound.ingest import CallbackItem, make_item
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.repository import PauseState, pause_state, resume, set_paused
 from plivo_tracker.web.throttle import Throttle
-from tests.conftest import callback_fields, new_nonce, new_uuid
-
-
-def _item(uuid: str, status: str) -> CallbackItem:
-    fields = callback_fields(uuid, status)
-    return make_item(
-        received_at=datetime.now(UTC),
-        method="POST",
-        path="/plivo/callback",
-        query="",
-        headers={},
-        body=urlencode(fields).encode(),
-        fields={k: [v] for k, v in fields.items()},
-        nonce=new_nonce(),
-        scheme="v3",
-    )
+from tests.conftest import callback_fields, callback_item, new_uuid
 
 
 async def test_upgrade_database_brings_a_new_database_to_head(tmp_path: Path) -> None:
@@ -73,7 +56,7 @@ async def test_replay_spool_commits_and_removes_spooled_callbacks(
     settings = make_settings(database_url=db_url)
     spool = Spool(settings.spool_dir)
     uuid = new_uuid()
-    await spool.write([_item(uuid, "sent")])
+    await spool.write([callback_item(callback_fields(uuid, "sent"))])
     assert await replay_spool(settings) == 1
     assert spool.pending() == []
     assert await replay_spool(settings) == 0
@@ -92,13 +75,13 @@ async def test_service_wires_the_routes_context_and_stops_everything(
         assert ctx.reader is not None
         assert ctx.writer.on_commit == ctx.hub.wake  # every commit wakes the live feed
         uuid = new_uuid()
-        await ctx.committer.submit(_item(uuid, "sent"))
+        await ctx.committer.submit(callback_item(callback_fields(uuid, "sent")))
         message = await get_message(ctx.engine, uuid)
         assert message is not None
         assert message.status == "sent"
     # Stopped in order: the committer takes no more work once the service has closed.
     with pytest.raises(CommitterClosed):
-        await ctx.committer.submit(_item(new_uuid(), "sent"))
+        await ctx.committer.submit(callback_item(callback_fields(new_uuid(), "sent")))
 
 
 async def test_service_with_dispatch_runs_the_sending_side(

@@ -7,7 +7,6 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import Connection, select
@@ -15,26 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
-from plivo_tracker.inbound.ingest import CallbackItem, Outcome, make_item
+from plivo_tracker.inbound.ingest import CallbackItem, Outcome
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.models import status_events
 from plivo_tracker.messages.service import get_message
-from tests.conftest import callback_fields, new_nonce, new_uuid
+from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
 
-
-def item(fields: dict[str, str], nonce: str | None = None) -> CallbackItem:
-    return make_item(
-        received_at=datetime.now(UTC),
-        method="POST",
-        path="/plivo/callback",
-        query="",
-        headers={},
-        body=urlencode(fields).encode(),
-        fields={k: [v] for k, v in fields.items()},
-        nonce=nonce or new_nonce(),
-        scheme="v3",
-    )
+item = callback_item
 
 
 @pytest.fixture

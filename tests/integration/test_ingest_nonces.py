@@ -5,33 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_writer
-from plivo_tracker.inbound.ingest import CallbackItem, Outcome, ingest_batch, make_item
+from plivo_tracker.inbound.ingest import CallbackItem, Outcome, ingest_batch
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.models import status_events
-from tests.conftest import callback_fields, new_nonce, new_uuid
+from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
 
 
 def item(nonces: tuple[str, ...], fields: dict[str, str] | None = None) -> CallbackItem:
-    fields = fields or callback_fields(new_uuid(), "sent")
-    return make_item(
-        received_at=datetime.now(UTC),
-        method="POST",
-        path="/plivo/callback",
-        query="",
-        headers={},
-        body=urlencode(fields).encode(),
-        fields={k: [v] for k, v in fields.items()},
-        nonce=nonces[-1] if nonces else None,
-        scheme="v3" if nonces else None,
-        nonces=nonces,
-    )
+    return callback_item(fields or callback_fields(new_uuid(), "sent"), nonces=nonces)
 
 
 @pytest.fixture
