@@ -120,6 +120,25 @@ def write(path: str, data: bytes) -> None:
     Path(path).write_bytes(data)
 
 
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def exchange(conn: Conn, request: bytes) -> int:
+    """Send one pre-built HTTP/1.1 request on a keep-alive connection and read its whole
+    response; returns the status code (plain sockets: an HTTP client would cost more than the
+    server under test)."""
+    reader, writer = conn
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
 def build_requests(n: int, token: str, host: str) -> tuple[list[bytes], list[tuple[str, str]]]:
     """N raw HTTP/1.1 requests, each one status change, and their (MessageUUID, Status)."""
     url = PUBLIC_BASE_URL + CALLBACK_PATH
@@ -192,24 +211,14 @@ async def _load(args: argparse.Namespace) -> None:
     loop.call_at(start + offset + args.warmup, sample_cpu)
     loop.call_at(start + offset + args.warmup + args.duration, sample_cpu)
 
-    Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     for conn in conns:
         idle.put_nowait(conn)
     in_flight_max = 0
 
     async def request(i: int, conn: Conn) -> None:
-        reader, writer = conn
-        writer.write(reqs[i])
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        if length:
-            await reader.readexactly(length)
+        code = await exchange(conn, reqs[i])
         acked[i] = time.time()
-        code = int(head[9:12])
         statuses[code] = statuses.get(code, 0) + 1
         idle.put_nowait(conn)
 

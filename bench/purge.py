@@ -46,8 +46,15 @@ from typing import Any
 
 import httpx
 
-from callbacks import Proc, append_section, free_port, git_commit, machine
-from live import AUTH_ID, PUBLIC_BASE_URL, build_requests, ensure_postgres_database
+from callbacks import ACCESS_ENV, Proc, append_section, free_port, git_commit, machine
+from live import (
+    AUTH_ID,
+    PUBLIC_BASE_URL,
+    Conn,
+    build_requests,
+    ensure_postgres_database,
+    exchange,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-purge-token"
@@ -63,6 +70,7 @@ def serve_main(argv: list[str]) -> None:
     import uvicorn
 
     from plivo_tracker.app import create_app
+    from plivo_tracker.cli import server_options
     from plivo_tracker.config import load_settings
     from plivo_tracker.logging import configure_logging
     from plivo_tracker.retention.purger import make_purger
@@ -74,22 +82,29 @@ def serve_main(argv: list[str]) -> None:
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings, dispatch=False)
 
-    @app.app.post("/_bench/purge")
-    async def purge() -> dict[str, Any]:
+    async def bench_app(scope: Any, receive: Any, send: Any) -> None:
+        """The service, plus POST /_bench/purge: one purge pass in the server's own process,
+        beside the callbacks it is taking (its timing and counts as JSON)."""
+        if scope["type"] != "http" or scope["path"] != "/_bench/purge":
+            await app(scope, receive, send)
+            return
         purger = make_purger(app.state.ctx.writer, settings, loop=False)
         result = await purger.run_once()
         assert result is not None
-        return {"counts": result.counts(), "seconds": result.seconds, "batches": result.batches}
+        body = json.dumps(
+            {"counts": result.counts(), "seconds": result.seconds, "batches": result.batches}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     uvicorn.run(
-        app,
+        bench_app,
         host="127.0.0.1",
         port=args.port,
-        loop="uvloop",
-        http="auto",
         access_log=False,
         log_level="warning",
-        server_header=False,
+        **server_options(settings),
     )
 
 
@@ -251,7 +266,7 @@ async def run_phase(
     """Send reqs[first:] open loop at `rate` for `seconds` (with `purge`: until the purge has
     answered, at least one second after it started); returns the next unsent index."""
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
-    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    idle: asyncio.Queue[Conn] = asyncio.Queue()
     for c in conns:
         idle.put_nowait(c)
     done = asyncio.Event()
@@ -267,18 +282,9 @@ async def run_phase(
         phase.window = (started, time.time())
         done.set()
 
-    async def request(i: int, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        reader, writer = conn
-        writer.write(reqs[i])
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        if length:
-            await reader.readexactly(length)
+    async def request(i: int, conn: Conn) -> None:
+        code = await exchange(conn, reqs[i])
         phase.acked[i - first] = time.time()
-        code = int(head[9:12])
         phase.statuses[code] = phase.statuses.get(code, 0) + 1
         idle.put_nowait(conn)
 
@@ -403,6 +409,7 @@ def main() -> int:
             "RETENTION_DAYS": str(RETENTION_DAYS),
             "PURGE_BATCH_SIZE": str(args.batch_size),
             "RESEND_ERROR_CODES": "none",
+            **ACCESS_ENV,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
         }
         server = Proc(
