@@ -34,8 +34,7 @@ from plivo_tracker.web.hygiene import API_CSP, InputGuard, SecurityHeaders, secu
 from plivo_tracker.web.limits import (
     MAX_BODY,
     BodySizeLimit,
-    announced_too_big,
-    has_body,
+    length_too_big,
     read_limited,
 )
 from plivo_tracker.web.throttle import Throttle
@@ -203,10 +202,12 @@ class CallbackEndpoint:
         if not host_allowed(headers.get("host"), self._hosts):
             await self._respond(send, 400, _BAD_HOST)
             return
-        if announced_too_big(scope["headers"], MAX_BODY):
+        length = headers.get("content-length")
+        if length is not None and length_too_big(length, MAX_BODY):
             await self._respond(send, 413, _TOO_LARGE)
             return
-        body = await read_limited(receive, MAX_BODY) if has_body(scope["headers"]) else b""
+        body_follows = length is not None or "transfer-encoding" in headers
+        body = await read_limited(receive, MAX_BODY) if body_follows else b""
         if body is None:
             await self._respond(send, 413, _TOO_LARGE)
             return

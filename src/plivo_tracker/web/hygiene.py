@@ -151,9 +151,9 @@ class SecurityHeaders:
     """Security headers on every HTTP response (a page's own CSP wins; JSON gets the strict
     one); an escaped exception ends here, answered or logged."""
 
-    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
-        self.headers = headers if headers is not None else [NOSNIFF]
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -14,18 +14,23 @@ from plivo_tracker.web.hygiene import send_error
 MAX_BODY = 64 * 1024
 
 
-def announced_too_big(headers: list[tuple[bytes, bytes]], max_body: int) -> bool | None:
-    """True/False from `Content-Length` (an unreadable one is too big); None when the request
-    announces no length (chunked, or no body at all) (pure)."""
+def length_too_big(value: str, max_body: int) -> bool:
+    """Whether a `Content-Length` value announces more than `max_body` bytes; an unreadable one
+    does (pure). isascii(): "²" is a digit to str.isdigit() but not to int()."""
+    return not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > max_body
+
+
+def framing(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
+    """(`Content-Length` or None, whether a body may follow at all), in one pass (pure)."""
+    length: str | None = None
+    body = False
     for name, value in headers:
         if name == b"content-length":
-            # bytes.isdigit() is ASCII only: "²" (a digit to str.isdigit) never reaches int().
-            return not value.isdigit() or len(value) > 19 or int(value) > max_body
-    return None
-
-
-def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
+            length = value.decode("latin-1")
+            body = True
+        elif name == b"transfer-encoding":
+            body = True
+    return length, body
 
 
 async def read_limited(receive: Receive, max_body: int) -> bytes | None:
@@ -51,10 +56,14 @@ class BodySizeLimit:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not has_body(scope["headers"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if announced_too_big(scope["headers"], self.max_body):
+        length, body_follows = framing(scope["headers"])
+        if not body_follows:
+            await self.app(scope, receive, send)
+            return
+        if length is not None and length_too_big(length, self.max_body):
             await self._reject(send)
             return
         body = await read_limited(receive, self.max_body)
