@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
-from plivo_tracker.inbound.ingest import CallbackItem, make_item
+from plivo_tracker.inbound.items import CallbackItem, make_item
 
 
 def _items(n: int) -> list[CallbackItem]:

@@ -28,12 +28,13 @@ from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade
-from plivo_tracker.inbound.ingest import CallbackItem, make_item
+from plivo_tracker.inbound.items import CallbackItem, make_item
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.messages.models import (
     callback_nonces,
     dispatch_state,
     idempotency_keys,
+    journal,
     leases,
     message_parts,
     messages,
@@ -72,6 +73,7 @@ ALL_TABLES = (
     dispatch_state,
     leases,
     purge_marker,  # empty outside a purge's transaction; listed so no test ever inherits a row
+    journal,
     messages,
 )
 
@@ -145,6 +147,8 @@ async def _truncate(url: str) -> None:
         async with engine.begin() as conn:
             names = ", ".join(t.name for t in ALL_TABLES)
             await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            # The projector's row stays (migration 0007 made it), back at the start.
+            await conn.exec_driver_sql("UPDATE cursors SET position = 0, updated_at = NULL")
     finally:
         await engine.dispose()
 
@@ -205,12 +209,31 @@ async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
         yield application
 
 
+async def until_projected(app: Any) -> None:
+    """Wait until the app's projector has applied everything journaled so far: a callback's
+    200 means "journaled", and the status follows a few milliseconds later (docs/adr/0011)."""
+    await app.state.ctx.projector.settled()
+
+
+def projecting_client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    """An in-process client whose callback posts return once their report is applied, so a
+    test can read the message next (every other request is left alone)."""
+
+    async def after(response: httpx.Response) -> None:
+        if response.request.url.path.startswith("/plivo/") and response.status_code == 200:
+            await until_projected(app)
+
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        event_hooks={"response": [after]},
+        **kwargs,
+    )
+
+
 @pytest.fixture
 async def client(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", headers=AUTH
-    ) as c:
+    async with projecting_client(app, headers=AUTH) as c:
         yield c
 
 
@@ -237,12 +260,8 @@ def simulator_service(make_settings: Callable[..., Settings], db_url: str) -> Se
         app = create_app(
             make_settings(**values), migrate=False, loopback_callbacks=True, scenario=scenario
         )
-        async with LifespanManager(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://testserver", headers=AUTH
-            ) as c:
-                yield c, app
+        async with LifespanManager(app), projecting_client(app, headers=AUTH) as c:
+            yield c, app
 
     return _open
 

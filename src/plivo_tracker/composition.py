@@ -10,9 +10,10 @@ the operator commands that write to the database directly (`dispatch pause|resum
     open_store       + the writer every write of the process goes through
     build_sending    the Plivo client (real, or the in-process simulator), dispatcher, sweeper
     open_service     all of `serve`: store, reader, spool, group committer and its spool
-                     replayer, sending, live hub, LISTEN, and the dispatcher, sweeper and demo
-                     loops; yields the routes' Context
-    open_worker      all of `worker`: store, sending, LISTEN; `run()` runs dispatcher + sweeper
+                     replayer, projector, sending, live hub, LISTEN, and the dispatcher,
+                     sweeper and demo loops; yields the routes' Context
+    open_worker      all of `worker`: store, projector, sending, LISTEN; `run()` runs the
+                     dispatcher, sweeper, purge and projector
     on_database, replay_spool, sweep_once, upgrade_database    the one-shot commands
 
 Simulator mode (no PLIVO_AUTH_ID/TOKEN): the client talks to the simulator's Message API in
@@ -38,8 +39,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.config import Settings
-from plivo_tracker.db.dialect import EVENTS_CHANNEL, OUTBOX_CHANNEL
-from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
+from plivo_tracker.db.dialect import EVENTS_CHANNEL, JOURNAL_CHANNEL, OUTBOX_CHANNEL
+from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import current_revision, upgrade
 from plivo_tracker.demo import demo_traffic
 from plivo_tracker.inbound.committer import GroupCommitter
@@ -47,6 +48,8 @@ from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub, database_hub
 from plivo_tracker.live.notify import Listener
+from plivo_tracker.messages.projector import Projector
+from plivo_tracker.outbound import repository as outbound_repo
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.outbound.sweeper import Sweeper, SweepResult
@@ -120,14 +123,15 @@ async def listening(
 
 @dataclass(slots=True)
 class Sending:
-    """The sending side and its background loops: the Plivo client, the dispatcher, the
-    sweeper and the retention purge; in simulator mode also the simulator and its callback
-    emitter."""
+    """The background side: the Plivo client, the dispatcher, the sweeper, the retention purge
+    and the projector that applies the journal; in simulator mode also the simulator and its
+    callback emitter."""
 
     client: PlivoClient
     dispatcher: Dispatcher
     sweeper: Sweeper
     purger: Purger
+    projector: Projector
     default_src: str | None = None  # PLIVO_SRC, or the simulator's number
     simulator: SimulatedPlivo | None = None
     emitter: Emitter | None = None
@@ -137,10 +141,13 @@ class Sending:
         self.dispatcher.stop()
         self.sweeper.stop()
         self.purger.stop()
+        self.projector.stop()
 
     async def run(self) -> None:
-        """The dispatcher, sweeper and purge loops, until `stop()`."""
-        await asyncio.gather(self.dispatcher.run(), self.sweeper.run(), self.purger.run())
+        """The dispatcher, sweeper, purge and projector loops, until `stop()`."""
+        await asyncio.gather(
+            self.dispatcher.run(), self.sweeper.run(), self.purger.run(), self.projector.run()
+        )
 
     async def close(self) -> None:
         self.stop()
@@ -152,6 +159,7 @@ class Sending:
 def build_sending(
     settings: Settings,
     writer: Writer,
+    reader: Reader,
     dialect: Dialect,
     *,
     callbacks: httpx.AsyncClient | None = None,
@@ -207,11 +215,20 @@ def build_sending(
         interval=settings.sweep_interval_seconds,
         erasure=settings.erasure,
     )
+    projector = Projector(
+        writer,
+        reader,
+        resend=outbound_repo.resender(settings.resend_policy),
+        erasure=settings.erasure,
+        on_resend=dispatcher.wake,
+    )
+    sweeper.on_appended = projector.wake
     return Sending(
         client,
         dispatcher,
         sweeper,
         make_purger(writer, settings, loop=True),
+        projector,
         default_src=settings.plivo_src or (SIMULATOR_SRC if settings.simulator_mode else None),
         simulator=simulator,
         emitter=emitter,
@@ -222,13 +239,15 @@ def build_sending(
 async def open_sending(
     settings: Settings, store: Store, *, poll_interval: float = 1.0
 ) -> AsyncIterator[Sending]:
+    reader = make_reader(store.engine)
     sending = build_sending(
-        settings, store.writer, store.engine.dialect, poll_interval=poll_interval
+        settings, store.writer, reader, store.engine.dialect, poll_interval=poll_interval
     )
     try:
         yield sending
     finally:
         await sending.close()
+        await reader.close()
 
 
 # --- background loops ---------------------------------------------------------------------------
@@ -247,9 +266,13 @@ async def _replay_spool_forever(committer: GroupCommitter, spool: Spool) -> None
 
 
 @contextlib.asynccontextmanager
-async def _ingesting(committer: GroupCommitter, spool: Spool) -> AsyncIterator[None]:
+async def _ingesting(
+    committer: GroupCommitter, spool: Spool, projector: Projector
+) -> AsyncIterator[None]:
     """The group committer, and the loop that replays the spool every few seconds. On exit
-    the committer commits what is queued, then the replayer stops."""
+    the committer commits what is queued, the replayer stops, and one last projector pass
+    applies what the journal holds (a stop that cannot do it loses nothing: the next start
+    does)."""
     committer.start()
     replayer = asyncio.create_task(_replay_spool_forever(committer, spool))
     try:
@@ -259,6 +282,10 @@ async def _ingesting(committer: GroupCommitter, spool: Spool) -> AsyncIterator[N
         replayer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await replayer
+        try:
+            await projector.drain()
+        except Exception as exc:  # noqa: BLE001 - database gone: the journal keeps it
+            log.warning("projector.final_pass_failed", error=repr(exc))
 
 
 @contextlib.asynccontextmanager
@@ -268,6 +295,18 @@ async def _sending_loops(sending: Sending) -> AsyncIterator[None]:
         yield
     finally:
         sending.stop()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def _projecting(projector: Projector) -> AsyncIterator[None]:
+    """The projector alone (`serve` without the sending loops): on exit it applies what is
+    journaled, then stops."""
+    task = asyncio.create_task(projector.run())
+    try:
+        yield
+    finally:
+        projector.stop()
         await task
 
 
@@ -318,20 +357,20 @@ async def open_service(
         sending = build_sending(
             settings,
             store.writer,
+            reader,
             store.engine.dialect,
             callbacks=callbacks,
             scenario=scenario,
         )
+        projector = sending.projector
         committer = GroupCommitter(
             store.engine,
             max_batch=settings.commit_batch_max,
             spool=spool.write,
             writer=store.writer,
-            resend=settings.resend_policy,
-            on_resend=sending.dispatcher.wake if dispatch else None,
-            erasure=settings.erasure,
+            on_appended=projector.wake,
         )
-        await stack.enter_async_context(_ingesting(committer, spool))
+        await stack.enter_async_context(_ingesting(committer, spool, projector))
         stack.push_async_callback(sending.close)
         hub = database_hub(
             reader,
@@ -341,10 +380,12 @@ async def open_service(
         with contextlib.suppress(Exception):  # database not answering: hub.run() retries
             await hub.start()
         store.writer.on_commit = hub.wake
-        channels = {EVENTS_CHANNEL: hub.wake}
+        channels = {EVENTS_CHANNEL: hub.wake, JOURNAL_CHANNEL: projector.wake}
         if dispatch:
             await stack.enter_async_context(_sending_loops(sending))
             channels[OUTBOX_CHANNEL] = sending.dispatcher.wake
+        else:
+            await stack.enter_async_context(_projecting(projector))
         listener = await stack.enter_async_context(listening(settings.database_url, channels))
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         await stack.enter_async_context(_live_feed(hub))
@@ -363,6 +404,7 @@ async def open_service(
             default_src=sending.default_src,
             hub=hub,
             reader=reader,
+            projector=projector,
         )
         yield Service(ctx, sending)
 
@@ -374,7 +416,10 @@ async def open_worker(settings: Settings, *, poll_interval: float = 1.0) -> Asyn
     async with (
         open_store(settings) as store,
         open_sending(settings, store, poll_interval=poll_interval) as sending,
-        listening(settings.database_url, {OUTBOX_CHANNEL: sending.dispatcher.wake}),
+        listening(
+            settings.database_url,
+            {OUTBOX_CHANNEL: sending.dispatcher.wake, JOURNAL_CHANNEL: sending.projector.wake},
+        ),
     ):
         yield sending
 
@@ -405,18 +450,22 @@ async def on_database(settings: Settings, work: Callable[[Connection], T]) -> T:
 
 async def replay_spool(settings: Settings) -> int:
     """`spool replay`: commit every spooled file now; returns the callbacks replayed."""
-    async with open_store(settings) as store:
+    async with open_store(settings) as store, open_sending(settings, store) as sending:
         committer = GroupCommitter(store.engine, writer=store.writer)
         try:
-            return await committer.replay(Spool(settings.spool_dir))
+            replayed = await committer.replay(Spool(settings.spool_dir))
         finally:
             await committer.stop()
+        await sending.projector.drain()  # applied now, not when a server next runs
+        return replayed
 
 
 async def sweep_once(settings: Settings, *, dry_run: bool) -> SweepResult:
     """`sweep`: look up stuck messages at Plivo once (and apply, unless `dry_run`)."""
     async with open_store(settings) as store, open_sending(settings, store) as sending:
-        return await sending.sweeper.run_once(dry_run=dry_run)
+        result = await sending.sweeper.run_once(dry_run=dry_run)
+        await sending.projector.drain()  # the answers applied now, as `sweep` reports them
+        return result
 
 
 async def purge_once(settings: Settings, *, older_than: timedelta, dry_run: bool) -> PurgeResult:

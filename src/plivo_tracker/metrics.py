@@ -29,6 +29,20 @@ COMMIT_SECONDS = Histogram(
     "Duration of one group-commit transaction.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
+PROJECTED = Counter(
+    "plivo_tracker_projected_total",
+    "Journal rows applied to messages by the projector.",
+)
+PROJECTION_SECONDS = Histogram(
+    "plivo_tracker_projection_seconds",
+    "Duration of one projector pass that applied rows (one transaction).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
+)
+PROJECTION_LAG = Histogram(
+    "plivo_tracker_projection_lag_seconds",
+    "From a report's acknowledgement to the commit that applied it (visible to readers).",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 30),
+)
 COMMIT_QUEUE = Gauge(
     "plivo_tracker_commit_queue_depth", "Callbacks waiting for their group commit."
 )

@@ -10,7 +10,7 @@ from asgi_lifespan import LifespanManager
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
-from tests.conftest import callback_fields, new_uuid, signed_form
+from tests.conftest import callback_fields, new_uuid, projecting_client, signed_form
 
 KEY_ONE, KEY_TWO = "key-one-" + "1" * 30, "key-two-" + "2" * 30
 
@@ -21,8 +21,7 @@ async def keyed(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(make_settings(database_url=db_url, api_keys=f"{KEY_ONE}, {KEY_TWO}"))
     async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with projecting_client(app) as c:
             yield c
 
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     callback_fields,
     new_nonce,
     new_uuid,
+    projecting_client,
 )
 
 URL = BASE_URL + "/plivo/callback"
@@ -93,8 +94,7 @@ def app_with(make_settings: Callable[..., Settings], db_url: str) -> Callable[..
 
 async def _client_for(application: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with projecting_client(application) as c:
             yield c
 
 

@@ -46,7 +46,15 @@ from plivo_tracker.config import Settings
 from plivo_tracker.inbound.routes import CallbackEndpoint, read_fields
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.web.limits import MAX_BODY
-from tests.conftest import BASE_URL, TOKEN, callback_fields, new_nonce, new_uuid, signed_form
+from tests.conftest import (
+    BASE_URL,
+    TOKEN,
+    callback_fields,
+    new_nonce,
+    new_uuid,
+    projecting_client,
+    signed_form,
+)
 
 API_KEY = "hostile-" + "k" * 32  # 40 characters
 AUTH = {"x-api-key": API_KEY}
@@ -147,8 +155,7 @@ async def _ws_session(app: CallbackEndpoint, query: bytes, frames: list[Message]
 @contextlib.asynccontextmanager
 async def _running(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with projecting_client(app) as c:
             yield c
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import make_engine, make_writer
+from plivo_tracker.db.engine import make_engine, make_reader, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
 from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
@@ -376,7 +376,8 @@ async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
     the lookups; the timeout is PLIVO_TIMEOUT_SECONDS."""
     settings = make_settings(plivo_concurrency=3, plivo_timeout_seconds=2.5)
     writer = make_writer(engine)
-    sending = build_sending(settings, writer, engine.dialect)
+    reader = make_reader(engine)
+    sending = build_sending(settings, writer, reader, engine.dialect)
     try:
         assert sending.dispatcher.concurrency == 3
         transport = sending.client.transport
@@ -385,4 +386,5 @@ async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
         assert transport.timeout == Timeout(2.5, connect=2.5)
     finally:
         await sending.close()
+        await reader.close()
         await writer.close()

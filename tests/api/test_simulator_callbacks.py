@@ -20,7 +20,7 @@ from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN
+from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN, projecting_client
 
 CALLBACK_URL = BASE_URL + "/plivo/callback"
 
@@ -62,7 +62,7 @@ async def _send_all(
 
 @pytest.fixture
 async def receiver(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+    async with projecting_client(app) as client:
         yield client
 
 

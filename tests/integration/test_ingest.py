@@ -1,4 +1,6 @@
-"""Ingestion and group commit on real SQLite and PostgreSQL: order, duplicates, parts, faults."""
+"""Ingestion on real SQLite and PostgreSQL: the group commit appends to the journal, the
+projector applies it; order, duplicates, parts, faults. Every read of a message first applies
+what is journaled (one projector pass run here), as the server's projector would."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
-from plivo_tracker.inbound.ingest import CallbackItem, Outcome
+from plivo_tracker.inbound.items import CallbackItem, Outcome
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.models import status_events
-from plivo_tracker.messages.service import get_message
+from plivo_tracker.messages.projector import project_pending
+from plivo_tracker.messages.schemas import Message
+from plivo_tracker.messages.service import get_message as read_message
 from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
 
 item = callback_item
@@ -34,6 +38,21 @@ async def committer(engine: AsyncEngine) -> Any:
 
 async def submit_all(c: GroupCommitter, items: list[CallbackItem]) -> list[Outcome]:
     return list(await asyncio.gather(*(c.submit(i) for i in items)))
+
+
+async def project(engine: AsyncEngine) -> None:
+    """Apply everything journaled (what the server's projector does after each append)."""
+    writer = make_writer(engine)
+    try:
+        while (await writer.run(lambda conn: project_pending(conn, datetime.now(UTC)))).applied:
+            pass
+    finally:
+        await writer.close()
+
+
+async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
+    await project(engine)
+    return await read_message(engine, ref)
 
 
 async def status_of(engine: AsyncEngine, uuid: str) -> str:
@@ -179,29 +198,29 @@ POISON = "poison-0000-0000-0000-000000000000"
 
 
 async def _install_poison_trigger(engine: AsyncEngine) -> None:
-    """A real database fault for one MessageUUID: inserting its event raises."""
+    """A real database fault for one MessageUUID: appending its report raises."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.exec_driver_sql(
                 "CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.message_uuid = '{POISON}' THEN RAISE EXCEPTION 'poison'; END IF; "
+                f"IF NEW.message_key = '{POISON}' THEN RAISE EXCEPTION 'poison'; END IF; "
                 "RETURN NEW; END $$ LANGUAGE plpgsql"
             )
             await conn.exec_driver_sql(
-                "CREATE TRIGGER poison BEFORE INSERT ON status_events "
+                "CREATE TRIGGER poison BEFORE INSERT ON journal "
                 "FOR EACH ROW EXECUTE FUNCTION poison()"
             )
         else:
             await conn.exec_driver_sql(
-                "CREATE TRIGGER poison BEFORE INSERT ON status_events "
-                f"WHEN NEW.message_uuid = '{POISON}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+                "CREATE TRIGGER poison BEFORE INSERT ON journal "
+                f"WHEN NEW.message_key = '{POISON}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
             )
 
 
 async def _drop_poison_trigger(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison ON status_events")
+            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison ON journal")
         else:
             await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison")
 
@@ -256,6 +275,7 @@ async def test_database_down_spools_then_replays(
         assert await up.replay(spool) == 0
     finally:
         await up.stop()
+    await project(engine)
     async with engine.connect() as conn:
         stored = await repo.nonces_stored(conn, [i.nonce for i in items if i.nonce])
         events = (await conn.execute(select(status_events.c.status))).scalars().all()

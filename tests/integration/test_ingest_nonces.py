@@ -1,4 +1,4 @@
-"""Every nonce of a request, in ingest_batch on real SQLite and PostgreSQL: any one committed
+"""Every nonce of a request, in the journal append on real SQLite and PostgreSQL: any one committed
 before (or earlier in the batch) makes a replay, all are recorded, and only on commit."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_writer
-from plivo_tracker.inbound.ingest import CallbackItem, Outcome, ingest_batch
+from plivo_tracker.inbound.items import CallbackItem, Outcome
+from plivo_tracker.inbound.journal import append
 from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages.models import status_events
+from plivo_tracker.messages.models import journal
 from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
 
 
@@ -30,7 +31,7 @@ async def writer(engine: AsyncEngine) -> AsyncIterator[Writer]:
 
 async def run(writer: Writer, items: list[CallbackItem]) -> list[Outcome]:
     now = datetime.now(UTC)
-    return (await writer.run(lambda conn: ingest_batch(conn, items, now))).outcomes
+    return await writer.run(lambda conn: append(conn, items, now))
 
 
 async def stored(engine: AsyncEngine, nonces: list[str]) -> set[str]:
@@ -39,8 +40,9 @@ async def stored(engine: AsyncEngine, nonces: list[str]) -> set[str]:
 
 
 async def events(engine: AsyncEngine) -> int:
+    """Reports in the journal."""
     async with engine.connect() as conn:
-        return len((await conn.execute(select(status_events.c.id))).all())
+        return len((await conn.execute(select(journal.c.id))).all())
 
 
 async def test_any_committed_nonce_makes_a_replay_and_all_are_recorded(
@@ -76,7 +78,7 @@ async def test_nonces_recorded_only_on_commit(engine: AsyncEngine, writer: Write
     it = item((a, b))
 
     def fail_after_ingest(conn: Connection) -> None:
-        ingest_batch(conn, [it], datetime.now(UTC))
+        append(conn, [it], datetime.now(UTC))
         raise RuntimeError("commit failed")
 
     with pytest.raises(RuntimeError):

@@ -1,4 +1,4 @@
-"""STORE_MESSAGE_TEXT=false in the callback batch, on real SQLite and PostgreSQL: a final status
+"""STORE_MESSAGE_TEXT=false in the projector's pass, on real SQLite and PostgreSQL: a final status
 erases our message's text in the same transaction, after a resend took its copy; a status that
 is not final keeps it while a resend could still need it."""
 
@@ -13,8 +13,10 @@ from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_writer
-from plivo_tracker.inbound.ingest import ingest_batch
+from plivo_tracker.inbound.journal import append
 from plivo_tracker.messages.models import messages
+from plivo_tracker.messages.projector import project_pending
+from plivo_tracker.outbound.repository import resender
 from plivo_tracker.outbound.resend import ResendPolicy
 from plivo_tracker.retention.rules import Erasure
 from tests.conftest import callback_fields
@@ -46,9 +48,11 @@ async def ours(engine: AsyncEngine) -> tuple[int, str]:
 async def callback(
     writer: Writer, uuid: str, status: str, erasure: Erasure | None, **extra: str
 ) -> Any:
+    """Journal the callback, then apply it: one projector pass."""
     fields = callback_fields(uuid, status, **extra)
+    await writer.run(lambda conn: append(conn, [item(fields)], utcnow()))
     return await writer.run(
-        lambda conn: ingest_batch(conn, [item(fields)], utcnow(), RESEND, erasure)
+        lambda conn: project_pending(conn, utcnow(), resend=resender(RESEND), erasure=erasure)
     )
 
 

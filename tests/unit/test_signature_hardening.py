@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plivo_tracker.config import ConfigError, Settings, load_settings
-from plivo_tracker.inbound.ingest import CallbackItem, make_item
+from plivo_tracker.inbound.items import CallbackItem, make_item
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.plivo.signature import (
     MA_V2,

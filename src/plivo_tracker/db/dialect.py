@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Connection, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -61,6 +61,28 @@ def event_order_sql(dialect: Dialect, notify: bool = True) -> str | None:
     if dialect.name == "postgresql":
         wake = f", pg_notify('{EVENTS_CHANNEL}', '')" if notify else ""
         return f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}){wake}"
+    return None
+
+
+JOURNAL_CHANNEL = "plivo_tracker_journal"
+# Another constant: the advisory lock that makes journal ids ascend in commit order.
+JOURNAL_ORDER_LOCK = 7_083_745_260_102
+
+
+def journal_order_sql(dialect: Dialect) -> str | None:
+    """First statement of every transaction that appends to the callback journal.
+
+    The projector reads "every journal row above my cursor"; that read may never pass a row
+    that commits later with a lower id. PostgreSQL draws ids before COMMIT (several `serve`
+    workers append at once), so appends take a transaction-scoped advisory lock, exactly like
+    status events (docs/adr/0006), and queue a NOTIFY that wakes the projector of whichever
+    process leads. SQLite: BEGIN IMMEDIATE already admits one writer at a time.
+    """
+    if dialect.name == "postgresql":
+        return (
+            f"SELECT pg_advisory_xact_lock({JOURNAL_ORDER_LOCK}), "
+            f"pg_notify('{JOURNAL_CHANNEL}', '')"
+        )
     return None
 
 
@@ -161,3 +183,34 @@ def update_by_id_sql(dialect: Dialect, table: Table, cols: Sequence[str]) -> str
         return f"UPDATE {table.name} SET {sets} WHERE id = ${len(cols) + 1}"
     sets = ", ".join(f"{c} = ?" for c in cols)
     return f"UPDATE {table.name} SET {sets} WHERE id = ?"
+
+
+def insert_ignore_returning(
+    conn: Connection,
+    table: Table,
+    cols: Sequence[str],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> list[tuple[Any, ...]]:
+    """Multi-row insert-ignore at driver level; returns the `returning` columns of new rows."""
+    dialect = conn.dialect
+    out: list[tuple[Any, ...]] = []
+    step = rows_per_statement(len(cols))
+    times = time_columns(dialect, table, cols)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        sql = insert_ignore_returning_sql(dialect, table, cols, conflict, returning, len(chunk))
+        params = tuple(v for row in chunk for v in to_driver_row(row, times))
+        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
+    return out
+
+
+def update_by_id(
+    conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[tuple[int, dict[str, Any]]]
+) -> None:
+    """One executemany `UPDATE … WHERE id = ?` at driver level; rows: (id, values by column)."""
+    dialect = conn.dialect
+    times = time_columns(dialect, table, cols)
+    params = [(*to_driver_row([v[c] for c in cols], times), id_) for id_, v in rows]
+    conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)

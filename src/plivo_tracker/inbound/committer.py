@@ -1,9 +1,11 @@
 """Group commit: concurrent callbacks share one transaction and one fsync.
 
 Each request puts its item on a queue and awaits a future. One task takes everything queued (up to
-`max_batch`), runs it through `ingest_batch` in one transaction, commits, and only then resolves
-the futures, so a 200 always follows a durable COMMIT. No timer is involved: while one commit is
-in flight the next batch gathers by itself, so batching grows with load and costs nothing at rest.
+`max_batch`), appends it to the journal in one transaction (inbound/journal.py), commits, and only
+then resolves the futures, so a 200 always follows a durable COMMIT. What the reports do to their
+messages is the projector's job, after the answer (`on_appended` wakes it). No timer is involved:
+while one commit is in flight the next batch gathers by itself, so batching grows with load and
+costs nothing at rest.
 
 If a batch fails, its items are retried one at a time so one bad item cannot sink the others;
 items that still fail go to the spool (an fsynced file) when one is configured, else the request
@@ -22,21 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker import metrics
 from plivo_tracker.db.engine import DatabaseUnavailable, Writer, make_writer
-from plivo_tracker.inbound.ingest import (
-    BatchResult,
-    CallbackItem,
-    Outcome,
-    StatusChange,
-    ingest_batch,
-)
+from plivo_tracker.inbound.items import CallbackItem, Outcome
+from plivo_tracker.inbound.journal import append
 from plivo_tracker.inbound.spool import Spool
-from plivo_tracker.outbound.resend import ResendPolicy
-from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
 
 Spooler = Callable[[list[CallbackItem]], Awaitable[object]]
-ChangeListener = Callable[[list[StatusChange]], None]
 
 
 class CommitterClosed(RuntimeError):
@@ -57,21 +51,15 @@ class GroupCommitter:
         *,
         max_batch: int = 256,
         spool: Spooler | None = None,
-        on_changes: ChangeListener | None = None,
         writer: Writer | None = None,
-        resend: ResendPolicy | None = None,
-        on_resend: Callable[[], None] | None = None,
-        erasure: Erasure | None = None,
+        on_appended: Callable[[], None] | None = None,
     ) -> None:
-        self._resend = resend
-        self._erasure = erasure
-        self._on_resend = on_resend
+        self._on_appended = on_appended
         # A writer passed in is shared (and closed) by its owner.
         self._own_writer = writer is None
         self._writer = writer or make_writer(engine)
         self._max_batch = max_batch
         self._spool = spool
-        self.on_changes = on_changes
         self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -110,12 +98,10 @@ class GroupCommitter:
         for path in spool.pending():
             items = spool.read(path)
             try:
-                result = await self._commit(items)
+                await self._commit(items)
             except Exception as exc:  # noqa: BLE001 - keep the file, try the others
                 failures.append(f"{path.name}: {exc!r}")
                 continue
-            if result.changes and self.on_changes is not None:
-                self.on_changes(result.changes)
             spool.remove(path)
             count += len(items)
         if failures:
@@ -145,7 +131,7 @@ class GroupCommitter:
         items = [item for item, _ in batch]
         started = time.perf_counter()
         try:
-            result = await self._commit(items)
+            outcomes = await self._commit(items)
         except DatabaseUnavailable as exc:
             log.warning(
                 "committer.database_unavailable", size=len(items), error=repr(exc.__cause__)
@@ -158,25 +144,18 @@ class GroupCommitter:
             return
         metrics.COMMIT_BATCH.observe(len(items))
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        self._resolve(batch, result)
+        self._resolve(batch, outcomes)
 
-    async def _commit(self, items: list[CallbackItem]) -> BatchResult:
+    async def _commit(self, items: list[CallbackItem]) -> list[Outcome]:
         now = datetime.now(UTC)
-        result = await self._writer.run(
-            lambda conn: ingest_batch(conn, items, now, self._resend, self._erasure)
-        )
-        if result.resent and self._on_resend is not None:
-            self._on_resend()  # wake the dispatcher: new outbox rows are due
-        return result
+        outcomes = await self._writer.run(lambda conn: append(conn, items, now))
+        if self._on_appended is not None and Outcome.STORED in outcomes:
+            self._on_appended()
+        return outcomes
 
-    def _resolve(self, batch: list[_Entry], result: BatchResult) -> None:
-        # The transaction is committed: publish its changes, then release the waiting requests.
-        if result.changes and self.on_changes is not None:
-            try:
-                self.on_changes(result.changes)
-            except Exception:  # noqa: BLE001 - a listener must never fail a committed batch
-                log.exception("committer.listener_failed")
-        for (_, fut), outcome in zip(batch, result.outcomes, strict=True):
+    def _resolve(self, batch: list[_Entry], outcomes: list[Outcome]) -> None:
+        # The transaction is committed: release the waiting requests.
+        for (_, fut), outcome in zip(batch, outcomes, strict=True):
             metrics.CALLBACKS.labels(outcome=outcome.value).inc()
             if not fut.done():
                 fut.set_result(outcome)
@@ -185,12 +164,12 @@ class GroupCommitter:
         failed: list[_Entry] = []
         for entry in batch:
             try:
-                result = await self._commit([entry[0]])
+                outcomes = await self._commit([entry[0]])
             except Exception as exc:  # noqa: BLE001
                 log.warning("committer.item_failed", error=repr(exc))
                 failed.append(entry)
                 continue
-            self._resolve([entry], result)
+            self._resolve([entry], outcomes)
         if failed:
             await self._spool_or_fail(failed)
 

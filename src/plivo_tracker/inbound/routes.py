@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from plivo_tracker import metrics
 from plivo_tracker.config import Settings
 from plivo_tracker.inbound.committer import CommitterClosed, StoreFailed
-from plivo_tracker.inbound.ingest import make_item
+from plivo_tracker.inbound.items import make_item
 from plivo_tracker.plivo import signature
 from plivo_tracker.plivo.callback import parse_form
 from plivo_tracker.web.access import AccessGuard, client_address, host_allowed

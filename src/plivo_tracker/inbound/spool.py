@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from plivo_tracker.inbound.ingest import CallbackItem, make_item
+from plivo_tracker.inbound.items import CallbackItem, make_item
 
 
 def _encode(item: CallbackItem) -> dict[str, Any]:

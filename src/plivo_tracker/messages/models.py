@@ -134,6 +134,38 @@ callback_nonces = Table(
 
 Index("ix_callback_nonces_received_at", callback_nonces.c.received_at)  # the purge
 
+# The callback journal: every acknowledged status report, appended by the request (one durable
+# insert per callback, group-committed) and applied later, in id order, by the projector
+# (docs/adr/0011). `dedupe_key` is unique: a second copy of a report (a Plivo retry under a new
+# nonce) is refused by the insert itself. `payload` holds every field as received; the other
+# columns are the parsed keys, for operators and the purge.
+journal = Table(
+    "journal",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(16), nullable=False),  # callback | reconcile
+    Column("method", String(8)),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("message_key", String(64), nullable=False),  # the parent's UUID for a part
+    Column("status", String(16), nullable=False),
+    Column("nonce", String(128)),
+    Column("signature_scheme", String(8)),
+    Column("payload", Text, nullable=False),  # JSON: every field as received
+    Column("headers", Text),  # JSON: the kept headers
+)
+Index("ix_journal_received_at", journal.c.received_at)  # the purge
+
+# Where a reader of the journal stands: the projector's cursor (the last journal id applied),
+# moved in the transaction that applies the rows, and locked by it (one pass at a time).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime()),
+)
+
 # Validly signed payloads we could not interpret: kept raw, acknowledged, never dropped.
 quarantine = Table(
     "quarantine",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, func, or_, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.base import MAX_ID
@@ -24,19 +24,15 @@ from plivo_tracker.db.dialect import (
     event_order_sql,
     from_driver_time,
     insert_ignore,
-    insert_ignore_returning_sql,
+    insert_ignore_returning,
     lock_for_update,
-    rows_per_statement,
     select_in_sql,
-    time_columns,
-    to_driver_row,
-    update_by_id_sql,
+    update_by_id,
 )
 from plivo_tracker.messages.models import (
     callback_nonces,
     message_parts,
     messages,
-    quarantine,
     send_attempts,
     status_events,
 )
@@ -72,55 +68,6 @@ class Row:
     values: dict[str, Any]
 
 
-def _insert_ignore_returning(
-    conn: Connection,
-    table: Table,
-    cols: Sequence[str],
-    conflict: Sequence[str],
-    returning: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-) -> list[tuple[Any, ...]]:
-    """Multi-row insert-ignore at driver level (see db/dialect.py); returns the new rows' keys."""
-    dialect = conn.dialect
-    out: list[tuple[Any, ...]] = []
-    step = rows_per_statement(len(cols))
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        sql = insert_ignore_returning_sql(dialect, table, cols, conflict, returning, len(chunk))
-        times = time_columns(dialect, table, cols)
-        params = tuple(v for row in chunk for v in to_driver_row(row, times))
-        out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
-    return out
-
-
-def _update_by_id(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Row]) -> None:
-    dialect = conn.dialect
-    times = time_columns(dialect, table, cols)
-    params = [(*to_driver_row([r.values[c] for c in cols], times), r.id) for r in rows]
-    conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)
-
-
-_NONCE_COLS = ("nonce", "received_at")
-
-
-def insert_new_nonces(conn: Connection, nonces: Sequence[str], now: datetime) -> set[str]:
-    """Insert nonces; return those that were not stored before (the rest are replays)."""
-    if not nonces:
-        return set()
-    rows = [(n, now) for n in nonces]
-    return {
-        r[0]
-        for r in _insert_ignore_returning(
-            conn, callback_nonces, _NONCE_COLS, ["nonce"], ["nonce"], rows
-        )
-    }
-
-
-def insert_quarantine(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.execute(quarantine.insert(), list(rows))
-
-
 def ensure_messages(conn: Connection, placeholders: Mapping[str, Mapping[str, Any]]) -> set[str]:
     """Create placeholder messages for UUIDs not stored yet; return the UUIDs created now.
 
@@ -133,7 +80,7 @@ def ensure_messages(conn: Connection, placeholders: Mapping[str, Mapping[str, An
     ordered = [placeholders[uuid] for uuid in sorted(placeholders)]
     cols = list(ordered[0])
     rows = [tuple(p[c] for c in cols) for p in ordered]
-    created = _insert_ignore_returning(
+    created = insert_ignore_returning(
         conn, messages, cols, ["message_uuid"], ["message_uuid"], rows
     )
     return {r[0] for r in created}
@@ -163,7 +110,10 @@ def ensure_parts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str
     stmt = insert_ignore(conn.dialect, message_parts, ["part_uuid"]).returning(
         message_parts.c.part_uuid
     )
-    result = conn.execute(stmt, sorted((dict(r) for r in rows), key=lambda r: r["part_uuid"]))
+    # In the order the reports came: part ids follow arrival, which the parent's roll-up
+    # reads (rollup's first failure), so it is the same however the journal is cut into passes.
+    # (One projector pass at a time: no lock ordering between concurrent writers is needed.)
+    result = conn.execute(stmt, [dict(r) for r in rows])
     return set(result.scalars().all())
 
 
@@ -240,7 +190,7 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[s
         return {}
     cols = list(rows[0])
     values = [tuple(r[c] for c in cols) for r in rows]
-    inserted = _insert_ignore_returning(
+    inserted = insert_ignore_returning(
         conn, status_events, cols, ["dedupe_key"], ["dedupe_key", "id"], values
     )
     return {key: int(id_) for key, id_ in inserted}
@@ -265,12 +215,12 @@ def update_event_effects(conn: Connection, rows: Sequence[Mapping[str, Any]]) ->
 
 def update_messages(conn: Connection, rows: Sequence[Row]) -> None:
     if rows:
-        _update_by_id(conn, messages, MESSAGE_MUTABLE, rows)
+        update_by_id(conn, messages, MESSAGE_MUTABLE, [(r.id, r.values) for r in rows])
 
 
 def update_parts(conn: Connection, rows: Sequence[Row]) -> None:
     if rows:
-        _update_by_id(conn, message_parts, PART_MUTABLE, rows)
+        update_by_id(conn, message_parts, PART_MUTABLE, [(r.id, r.values) for r in rows])
 
 
 def insert_local_message(conn: Connection, values: Mapping[str, Any]) -> int:

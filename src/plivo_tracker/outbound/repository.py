@@ -6,7 +6,7 @@ Synchronous functions on the database writer (see db/engine.py), like the callba
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -202,6 +202,21 @@ def resend(
     if created:
         notify_outbox(conn)
     return created
+
+
+def resender(
+    policy: ResendPolicy,
+) -> Callable[[Connection, Sequence[tuple[int, str]], datetime], list[int]] | None:
+    """The projector's re-send hook for `policy` (None when it re-sends nothing): failures
+    with a code the policy lists get another attempt, in the projector's transaction."""
+    if not policy.codes:
+        return None
+
+    def queue(conn: Connection, failures: Sequence[tuple[int, str]], now: datetime) -> list[int]:
+        wanted = [(m, code) for m, code in failures if code in policy.codes]
+        return resend(conn, wanted, now, policy) if wanted else []
+
+    return queue
 
 
 def claim_due(
@@ -914,10 +929,16 @@ def claim_stuck(
 
 
 def settle_no_receipt(conn: Connection, message_id: int, now: datetime) -> None:
-    """Plivo still says `sent` long after: settled as "sent, no receipt" (status unchanged)."""
+    """Plivo still says `sent` long after: settled as "sent, no receipt" (status unchanged).
+
+    Plivo's `sent` is in the journal in the same transaction, not yet applied: a message we
+    still show as queued becomes sent when the projector applies it."""
     conn.execute(
         update(messages)
-        .where(messages.c.id == message_id, messages.c.status == MessageStatus.SENT.value)
+        .where(
+            messages.c.id == message_id,
+            messages.c.status.in_((MessageStatus.QUEUED.value, MessageStatus.SENT.value)),
+        )
         .values(settled_reason="no_receipt", updated_at=now)
     )
 

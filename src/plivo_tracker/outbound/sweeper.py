@@ -3,8 +3,9 @@
 A message of ours with a MessageUUID, no final status and no callback for STUCK_AFTER_SECONDS
 (Plivo gives up on a callback after about 7 minutes) is looked up with Get Message, and what
 Plivo says (`message_state`, `error_code`, billing and carrier) goes through the same ingestion
-and status machine as a callback, as an event with source `reconcile`: it shows in the timeline
-and on `WS /ws` like any other. A message Plivo still calls `sent` long after it was sent
+and status machine as a callback: it is appended to the journal as a report with source
+`reconcile`, which the projector applies; it shows in the timeline and on `WS /ws` like any
+other. A message Plivo still calls `sent` long after it was sent
 (NO_RECEIPT_AFTER_SECONDS: carriers without delivery receipts) settles as "sent, no receipt".
 
 One sweeper works at a time across processes (a lease in the database); every call keeps
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +26,8 @@ from sqlalchemy import Connection
 
 from plivo_tracker import metrics
 from plivo_tracker.db.engine import Writer
-from plivo_tracker.inbound.ingest import CallbackItem, ingest_batch, make_item
+from plivo_tracker.inbound.items import CallbackItem, Outcome, make_item
+from plivo_tracker.inbound.journal import append
 from plivo_tracker.loops import Lease, PeriodicLoop
 from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget
@@ -66,7 +69,7 @@ def mdr_fields(mdr: dict[str, Any]) -> dict[str, list[str]]:
 @dataclass
 class SweepResult:
     looked_up: int = 0
-    changed: int = 0  # events that moved a status
+    changed: int = 0  # answers journaled as new reports (the projector applies them)
     no_receipt: int = 0
     unknown_at_plivo: int = 0
     errors: int = 0
@@ -99,6 +102,7 @@ class Sweeper(PeriodicLoop):
         self.no_receipt_after = timedelta(seconds=no_receipt_after)
         self._batch = batch
         self._erasure = erasure
+        self.on_appended: Callable[[], None] | None = None  # wakes the projector
         self._lease = Lease(writer, LEASE_NAME, timedelta(seconds=max(interval * 3, 60.0)))
 
     async def run_once(self, *, dry_run: bool = False) -> SweepResult:
@@ -181,6 +185,8 @@ class Sweeper(PeriodicLoop):
             )
         )
         result.changed += changed
+        if changed and self.on_appended is not None:
+            self.on_appended()
         if no_receipt:
             result.no_receipt += 1
         metrics.SWEPT.labels(outcome="no_receipt" if no_receipt else state or "unknown").inc()
@@ -196,11 +202,12 @@ def _apply(
     no_receipt: bool,
     erasure: Erasure | None = None,
 ) -> int:
-    """Plivo's answer through the status machine, and the settled reason, in one transaction
-    (which also erases the text once it is settled, with STORE_MESSAGE_TEXT=false)."""
+    """Plivo's answer appended to the journal (the projector applies it, as any callback), and
+    the settled reason, in one transaction (which also erases the text once it is settled, with
+    STORE_MESSAGE_TEXT=false). Returns 1 when the answer was new, 0 when already journaled."""
     now = datetime.now(UTC)
-    batch = ingest_batch(conn, [item], now, erasure=erasure)
+    (outcome,) = append(conn, [item], now)
     if no_receipt:
         repo.settle_no_receipt(conn, message_id, now)
         erase_unneeded(conn, [message_id], now, erasure)
-    return len(batch.changes)
+    return 1 if outcome == Outcome.STORED else 0

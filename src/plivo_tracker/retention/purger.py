@@ -64,6 +64,7 @@ TABLES = (
     "quarantine",
     "idempotency_keys",
     "callback_nonces",
+    "journal",
     *(t.name for t in repo.ROLLUPS),
 )
 
@@ -183,6 +184,7 @@ class Purger(PeriodicLoop):
         await self._keyed("quarantine", cut.messages, result)
         await self._keyed("idempotency_keys", cut.replay_guard, result)
         await self._keyed("callback_nonces", cut.replay_guard, result)
+        await self._keyed("journal", cut.replay_guard, result)
         await self._rollups(cut.stats, result)
         result.seconds = time.perf_counter() - started
         self._report(result)

@@ -16,7 +16,9 @@ from sqlalchemy import Column, Connection, Table, delete, exists, func, or_, sel
 from plivo_tracker.db.dialect import skip_locked
 from plivo_tracker.messages.models import (
     callback_nonces,
+    cursors,
     idempotency_keys,
+    journal,
     message_parts,
     messages,
     outbox,
@@ -169,13 +171,27 @@ AGED_BY: dict[str, tuple[Column[Any], Column[Any]]] = {
     quarantine.name: (quarantine.c.id, quarantine.c.received_at),
     idempotency_keys.name: (idempotency_keys.c.key, idempotency_keys.c.created_at),
     callback_nonces.name: (callback_nonces.c.nonce, callback_nonces.c.received_at),
+    journal.name: (journal.c.id, journal.c.received_at),
 }
+
+
+def _older(table: str, cutoff: datetime) -> Any:
+    """The rows of `table` aged out by `cutoff`; a journal row only once it is applied (below
+    the projector's cursor): an acknowledged report is never purged before its effect. The row
+    at the cursor stays: SQLite draws a new rowid above the largest one left, so ids never
+    restart below the cursor."""
+    key, at = AGED_BY[table]
+    cond = at < cutoff
+    if table == journal.name:
+        applied = select(cursors.c.position).where(cursors.c.name == "projector")
+        cond = cond & (journal.c.id < applied.scalar_subquery())
+    return cond
 
 
 def old_keys(conn: Connection, table: str, cutoff: datetime, limit: int) -> list[Any]:
     """Keys of up to `limit` of the table's oldest rows from before `cutoff` (an index range)."""
     key, at = AGED_BY[table]
-    stmt = select(key).where(at < cutoff).order_by(at, key).limit(limit)
+    stmt = select(key).where(_older(table, cutoff)).order_by(at, key).limit(limit)
     return list(conn.execute(stmt).scalars())
 
 
@@ -187,10 +203,9 @@ def delete_keys(conn: Connection, table: str, keys: Sequence[Any]) -> int:
 
 
 def count_older(conn: Connection, table: str, cutoff: datetime) -> int:
-    key, at = AGED_BY[table]
-    return int(
-        conn.execute(select(func.count()).select_from(key.table).where(at < cutoff)).scalar_one()
-    )
+    key, _ = AGED_BY[table]
+    stmt = select(func.count()).select_from(key.table).where(_older(table, cutoff))
+    return int(conn.execute(stmt).scalar_one())
 
 
 # ---- statistics rollups ---------------------------------------------------------------------

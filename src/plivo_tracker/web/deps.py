@@ -13,6 +13,7 @@ from plivo_tracker.db.engine import Reader, Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub
+from plivo_tracker.messages.projector import Projector
 from plivo_tracker.messages.service import StatsCache
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.web.throttle import Throttle
@@ -30,6 +31,7 @@ class Context:
     default_src: str | None = None  # the simulator's number in simulator mode
     hub: LiveHub | None = None
     reader: Reader | None = None  # the live feed's fast reads
+    projector: Projector | None = None
     stats_cache: StatsCache = field(default_factory=StatsCache)
 
 

@@ -1,0 +1,227 @@
+"""The projector on real SQLite and PostgreSQL: the result never depends on how the journal is
+cut into passes (a hypothesis property), a row the database refuses is set aside instead of
+holding every later report back, and the cursor moves only with what it applied."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plivo_tracker.db.engine import Writer, make_reader, make_writer
+from plivo_tracker.inbound import repository as journal_repo
+from plivo_tracker.inbound.items import Outcome
+from plivo_tracker.inbound.journal import append
+from plivo_tracker.messages.models import message_parts, messages, quarantine, status_events
+from plivo_tracker.messages.projector import Projector, project_pending
+from tests.conftest import callback_fields, callback_item, new_uuid
+
+STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
+
+# One report: (message 0-2, part 0-2 (0: the message itself), status, Sequence or None, code)
+reports = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.integers(0, 2),
+        st.sampled_from(STATUSES),
+        st.one_of(st.none(), st.integers(1, 9)),
+        st.sampled_from(("", "30", "80")),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@pytest.fixture
+async def writer(engine: AsyncEngine) -> AsyncIterator[Writer]:
+    w = make_writer(engine)
+    yield w
+    await w.close()
+
+
+def _fields(names: dict[str, str], report: tuple[int, int, str, int | None, str]) -> dict[str, str]:
+    message, part, status, sequence, code = report
+    parent = names[f"m{message}"]
+    extra = {"ErrorCode": code if status in ("undelivered", "failed") else ""}
+    if sequence is not None:
+        extra["Sequence"] = str(sequence)
+    if part == 0:
+        return callback_fields(parent, status, **extra)
+    uuid = names[f"m{message}p{part}"]
+    return callback_fields(uuid, status, ParentMessageUUID=parent, PartInfo=f"{part} of 2", **extra)
+
+
+async def _journal(writer: Writer, rows: Sequence[dict[str, str]]) -> None:
+    items = [callback_item(f) for f in rows]
+    now = datetime.now(UTC)
+    for item in items:  # one report per append: the journal's order is the list's
+        await writer.run(lambda conn, it=item: append(conn, [it], now))
+
+
+async def _project_in(writer: Writer, cuts: Sequence[int]) -> None:
+    for size in cuts:
+        await writer.run(lambda conn, n=size: project_pending(conn, datetime.now(UTC), limit=n))
+    while (await writer.run(lambda conn: project_pending(conn, datetime.now(UTC)))).applied:
+        pass
+
+
+async def _state(engine: AsyncEngine, names: dict[str, str]) -> dict[str, Any]:
+    """Everything the projection decided for these messages, with their UUIDs as names."""
+    alias = {uuid: name for name, uuid in names.items()}
+    m, p, e = messages, message_parts, status_events
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    m.c.id,
+                    m.c.message_uuid,
+                    m.c.status,
+                    m.c.status_sequence,
+                    m.c.error_code,
+                    m.c.has_conflict,
+                    m.c.part_count,
+                ).where(m.c.message_uuid.in_(list(alias)))
+            )
+        ).all()
+        ids = {r[0]: alias[r[1]] for r in rows}
+        parts = (
+            await conn.execute(
+                select(p.c.part_uuid, p.c.status, p.c.status_sequence, p.c.error_code).where(
+                    p.c.message_id.in_(list(ids))
+                )
+            )
+        ).all()
+        events = (
+            await conn.execute(
+                select(
+                    e.c.message_id,
+                    e.c.message_uuid,
+                    e.c.effect,
+                    e.c.previous_status,
+                    e.c.message_status,
+                )
+                .where(e.c.message_id.in_(list(ids)))
+                .order_by(e.c.id)
+            )
+        ).all()
+    return {
+        "messages": sorted((alias[r[1]], *r[2:]) for r in rows),
+        "parts": sorted((alias[r[0]], *r[1:]) for r in parts),
+        "events": [(ids[r[0]], alias[r[1]], *r[2:]) for r in events],
+    }
+
+
+def _names() -> dict[str, str]:
+    return {f"m{i}{s}": new_uuid() for i in range(3) for s in ("", "p1", "p2")}
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batch=reports, cuts=st.lists(st.integers(1, 6), max_size=8))
+async def test_the_result_does_not_depend_on_how_the_journal_is_cut(
+    engine: AsyncEngine, writer: Writer, batch: list[Any], cuts: list[int]
+) -> None:
+    """The same reports, journaled in the same order under fresh UUIDs, applied once in one
+    pass and once in passes of the given sizes, leave the same messages, parts and events."""
+    whole, pieces = _names(), _names()
+    await _journal(writer, [_fields(whole, r) for r in batch])
+    await _project_in(writer, [])
+    await _journal(writer, [_fields(pieces, r) for r in batch])
+    await _project_in(writer, cuts)
+    assert await _state(engine, pieces) == await _state(engine, whole)
+
+
+async def _poison(engine: AsyncEngine, uuid: str, on: bool) -> None:
+    """A real database fault: inserting an event of `uuid` raises."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            if on:
+                await conn.exec_driver_sql(
+                    "CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.message_uuid = '{uuid}' THEN RAISE EXCEPTION 'poison'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+                await conn.exec_driver_sql(
+                    "CREATE TRIGGER poison BEFORE INSERT ON status_events "
+                    "FOR EACH ROW EXECUTE FUNCTION poison()"
+                )
+            else:
+                await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison ON status_events")
+        elif on:
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER poison BEFORE INSERT ON status_events "
+                f"WHEN NEW.message_uuid = '{uuid}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
+        else:
+            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison")
+
+
+async def test_a_row_the_database_refuses_is_set_aside_not_blocking(
+    engine: AsyncEngine, writer: Writer
+) -> None:
+    good = [new_uuid() for _ in range(6)]
+    bad = new_uuid()
+    fields = [callback_fields(u, "delivered") for u in good[:3]]
+    fields += [callback_fields(bad, "delivered")]
+    fields += [callback_fields(u, "delivered") for u in good[3:]]
+    await _journal(writer, fields)
+    reader = make_reader(engine)
+    projector = Projector(writer, reader)
+    await _poison(engine, bad, on=True)
+    try:
+        assert await projector.drain() == 7
+    finally:
+        await _poison(engine, bad, on=False)
+        await reader.close()
+    async with engine.connect() as conn:
+        statuses = dict(
+            (await conn.execute(select(messages.c.message_uuid, messages.c.status))).all()
+        )
+        kept = (await conn.execute(select(quarantine.c.reason, quarantine.c.body))).all()
+        cursor, head = await conn.run_sync(journal_repo.projection_state)
+    assert {u: statuses.get(u) for u in good} == dict.fromkeys(good, "delivered")
+    assert bad not in statuses  # its placeholder went with the failed pass
+    assert len(kept) == 1
+    assert "poison" in kept[0][0]
+    assert bad.encode() in kept[0][1]  # the report itself, as received
+    assert cursor == head
+
+
+async def test_the_cursor_moves_only_with_what_was_applied(
+    engine: AsyncEngine, writer: Writer
+) -> None:
+    uuid = new_uuid()
+    await _journal(writer, [callback_fields(uuid, "sent"), callback_fields(uuid, "delivered")])
+
+    def fail_after_projecting(conn: Connection) -> None:
+        assert project_pending(conn, datetime.now(UTC)).applied == 2
+        raise RuntimeError("crash before COMMIT")
+
+    with pytest.raises(RuntimeError):
+        await writer.run(fail_after_projecting)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(journal_repo.projection_state) == (0, 2)
+        assert (await conn.execute(select(status_events.c.id))).all() == []
+    assert (await writer.run(lambda conn: project_pending(conn, datetime.now(UTC)))).applied == 2
+    async with engine.connect() as conn:
+        status = (
+            await conn.execute(select(messages.c.status).where(messages.c.message_uuid == uuid))
+        ).scalar_one()
+    assert status == "delivered"
+
+
+async def test_a_duplicate_report_is_refused_by_the_journal(writer: Writer) -> None:
+    fields = callback_fields(new_uuid(), "delivered", Sequence="3")
+    now = datetime.now(UTC)
+    first = await writer.run(lambda conn: append(conn, [callback_item(fields)], now))
+    again = await writer.run(lambda conn: append(conn, [callback_item(fields)], now))
+    assert (first, again) == ([Outcome.STORED], [Outcome.DUPLICATE])
