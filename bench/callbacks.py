@@ -274,6 +274,62 @@ def serve_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "plivo_tracker"]
 
 
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgresql", "postgres://"))
+
+
+def server_env(work: Path, database_url: str, token: str) -> dict[str, str]:
+    """The environment of a benchmarked `serve`: this process's, plus the database, the signing
+    credentials, loopback, a spool in the work dir, warning-level JSON logs (so uvicorn's access
+    lines, on by default, are not written) and ACCESS_ENV; minus BENCH_UNSET."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        PLIVO_AUTH_ID=AUTH_ID,
+        PLIVO_AUTH_TOKEN=token,
+        HOST="127.0.0.1",
+        SPOOL_DIR=str(work / "spool"),
+        LOG_LEVEL="warning",
+        LOG_FORMAT="json",
+        **ACCESS_ENV,
+    )
+    for var in BENCH_UNSET:
+        env.pop(var, None)
+    return env
+
+
+async def ensure_postgres_database(url: str) -> None:
+    """CREATE DATABASE if it does not exist (connecting to `postgres` on the same server)."""
+    import asyncpg
+
+    dsn = "postgresql://" + url.split("://", 1)[1]
+    name = dsn.rsplit("/", 1)[1].split("?")[0]
+    admin = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres", timeout=10)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            print(f"created database {name}")
+    finally:
+        await admin.close()
+
+
+def prepare_database(env: dict[str, str], work: Path) -> bool:
+    """PostgreSQL: create the database if missing and migrate it (`serve` migrates SQLite
+    itself). Prints the migration's output and returns False when it fails."""
+    url = env["DATABASE_URL"]
+    if not is_postgres(url):
+        return True
+    asyncio.run(ensure_postgres_database(url))
+    up = subprocess.run(
+        [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
+    )
+    if up.returncode != 0:
+        print(up.stdout + up.stderr)
+        return False
+    return True
+
+
 # ---- wrk ---------------------------------------------------------------------------------
 
 
@@ -516,7 +572,7 @@ def main() -> int:
         "--database-url",
         default="",
         help="default: a fresh SQLite file in a temp dir; postgresql+asyncpg://HOST/DB to use "
-        "PostgreSQL (migrated with `plivo-tracker db upgrade` first)",
+        "PostgreSQL (created if missing, migrated with `plivo-tracker db upgrade` first)",
     )
     parser.add_argument("--write", metavar="FILE", help="append a dated section to FILE (markdown)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, wrk output)")
@@ -531,7 +587,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="plivo-bench-"))
     run_id = f"{random.SystemRandom().randrange(10**8):08d}"
     token = "bench-" + os.urandom(12).hex()
-    postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    postgres = is_postgres(args.database_url)
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     db_label = "PostgreSQL" if postgres else "SQLite"
 
@@ -550,20 +606,7 @@ def main() -> int:
         f"generated {n:,} signed callbacks in {time.monotonic() - t0:.1f}s (nonce prefix {run_id})"
     )
 
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        PLIVO_AUTH_ID=AUTH_ID,
-        PLIVO_AUTH_TOKEN=token,
-        HOST="127.0.0.1",
-        SPOOL_DIR=str(work / "spool"),
-        LOG_LEVEL="warning",
-        LOG_FORMAT="json",
-        **ACCESS_ENV,
-    )
-    for var in BENCH_UNSET:
-        env.pop(var, None)
+    env = server_env(work, database_url, token)
 
     # 1. Baseline: the empty app.
     port = free_port()
@@ -582,13 +625,8 @@ def main() -> int:
         empty_proc.stop()
 
     # 2. The service on a fresh database.
-    if postgres:
-        up = subprocess.run(
-            [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
-        )
-        if up.returncode != 0:
-            print(up.stdout + up.stderr)
-            return 1
+    if not prepare_database(env, work):
+        return 1
     port = free_port()
     env["PORT"] = str(port)
     base = f"http://127.0.0.1:{port}"

@@ -88,16 +88,15 @@ from urllib.parse import urlencode
 import httpx
 
 from callbacks import (
-    ACCESS_ENV,
     API_HEADERS,
-    BENCH_UNSET,
     Proc,
     append_section,
     cpu_seconds,
     free_port,
     git_commit,
     machine,
-    serve_command,
+    prepare_database,
+    server_env,
 )
 from plivo_tracker.plivo.signature import signed_headers
 
@@ -309,7 +308,7 @@ async def _clients(args: argparse.Namespace) -> None:
                     now = clock()
                     # Status frames start with their id ({"id":N,"type":"status",...}): no JSON
                     # parse per frame here, so the clients cost as little CPU as possible.
-                    if text[:6] == '{"id":':
+                    if isinstance(text, str) and text[:6] == '{"id":':
                         got_id(int(text[6 : text.index(",", 6)]))
                         got_t(now)
                         continue
@@ -788,21 +787,6 @@ def details(serve: Target, base: Target) -> list[str]:
 # ---- main --------------------------------------------------------------------------------
 
 
-async def ensure_postgres_database(url: str) -> None:
-    """CREATE DATABASE if it does not exist (connecting to `postgres` on the same server)."""
-    import asyncpg
-
-    dsn = "postgresql://" + url.split("://", 1)[1]
-    name = dsn.rsplit("/", 1)[1].split("?")[0]
-    admin = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres", timeout=10)
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            print(f"created database {name}")
-    finally:
-        await admin.close()
-
-
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         load_main(sys.argv[2:])
@@ -849,32 +833,13 @@ def main() -> int:
     postgres = args.database_url.startswith(("postgresql", "postgres://"))
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     label = "PostgreSQL" if postgres else "SQLite"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        PLIVO_AUTH_ID=AUTH_ID,
-        PLIVO_AUTH_TOKEN=token,
-        HOST="127.0.0.1",
-        SPOOL_DIR=str(work / "spool"),
-        LOG_LEVEL="warning",
-        LOG_FORMAT="json",
-        **ACCESS_ENV,
-    )
-    for var in BENCH_UNSET:
-        env.pop(var, None)
+    env = server_env(work, database_url, token)
     print(
         f"work dir {work}; {args.rate:,} changes/s over {args.connections} connections, "
         f"{args.clients} clients, {args.warmup} s warm-up + {args.duration} s"
     )
-    if postgres:
-        asyncio.run(ensure_postgres_database(database_url))
-        up = subprocess.run(
-            [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
-        )
-        if up.returncode != 0:
-            print(up.stdout + up.stderr)
-            return 1
+    if not prepare_database(env, work):
+        return 1
 
     print("baseline ...")
     base_t = run_target("baseline", args, env, work, "baseline")

@@ -46,15 +46,16 @@ from typing import Any
 
 import httpx
 
-from callbacks import ACCESS_ENV, Proc, append_section, free_port, git_commit, machine
-from live import (
-    AUTH_ID,
-    PUBLIC_BASE_URL,
-    Conn,
-    build_requests,
+from callbacks import (
+    ACCESS_ENV,
+    Proc,
+    append_section,
     ensure_postgres_database,
-    exchange,
+    free_port,
+    git_commit,
+    machine,
 )
+from live import AUTH_ID, PUBLIC_BASE_URL, Conn, build_requests, exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-purge-token"
