@@ -442,7 +442,6 @@ class Projector:
     async def run(self) -> None:
         """Pass after pass until `stop()`; a failing pass (database down) is logged and tried
         again on the next wake or poll: nothing is lost, the cursor did not move."""
-        self._stopping.clear()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
