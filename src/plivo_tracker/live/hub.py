@@ -56,7 +56,7 @@ def is_change(row: dict[str, Any]) -> bool:
 
 
 def to_frame(row: dict[str, Any]) -> Frame:
-    """The WebSocket frame of one event row (see messages.repository.changes_after)."""
+    """The WebSocket frame of one event row (see messages.repository.events_after)."""
     status = row["message_status"]
     at: datetime = row["received_at"]
     error_code = row["error_code"] if status in _FAILURE_NAMES else None
