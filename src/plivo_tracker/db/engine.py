@@ -95,12 +95,19 @@ class Writer(Protocol):
     `synchronous=NORMAL` for that transaction, PostgreSQL: `synchronous_commit=off`); every
     later durable COMMIT flushes the log past it, so an acknowledged callback stays as durable
     as before. On SQLite its statements also run on the writer's thread, not the event loop,
-    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile."""
+    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile.
+
+    `off_loop=True`: a long transaction nobody on the request path waits for (the projector's
+    passes), committed durably like any other; on SQLite its statements run on the writer's
+    thread too, so the event loop goes on parsing requests while SQLite works (the driver
+    releases the GIL inside each statement)."""
 
     # Called on the event loop after every successful COMMIT (wakes the live feed).
     on_commit: Callable[[], None] | None
 
-    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T: ...
+    async def run(
+        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
+    ) -> T: ...
 
     async def close(self) -> None: ...
 
@@ -132,11 +139,14 @@ class ThreadWriter:
         self._lock = asyncio.Lock()
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
+    ) -> T:
         async with self._lock:
-            if background:
+            if background or off_loop:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, self._background, fn)
+                work = self._background if background else self._in_thread
+                result = await loop.run_in_executor(self._executor, work, fn)
             else:
                 result = await self._run(fn)
         if self.on_commit is not None:
@@ -159,6 +169,19 @@ class ThreadWriter:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, transaction.commit)
             return result
+        finally:
+            conn.close()
+
+    def _in_thread(self, fn: Callable[[Connection], T]) -> T:
+        """The whole transaction on the writer's thread, committed durably."""
+        try:
+            conn = self._engine.connect()
+        except Exception as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                return fn(conn)
         finally:
             conn.close()
 
@@ -191,7 +214,9 @@ class AsyncWriter:
         self._engine = engine
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
+    ) -> T:
         conn = self._engine.connect()
         try:
             await conn.start()
