@@ -46,15 +46,16 @@ from typing import Any
 
 import httpx
 
-from callbacks import ACCESS_ENV, Proc, append_section, free_port, git_commit, machine
-from live import (
-    AUTH_ID,
-    PUBLIC_BASE_URL,
-    Conn,
-    build_requests,
+from callbacks import (
+    ACCESS_ENV,
+    Proc,
+    append_section,
     ensure_postgres_database,
-    exchange,
+    free_port,
+    git_commit,
+    machine,
 )
+from live import AUTH_ID, PUBLIC_BASE_URL, Conn, build_requests, exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-purge-token"
@@ -140,7 +141,7 @@ async def seed(url: str, n: int) -> None:
     started = time.perf_counter()
     for start in range(0, n, SEED_CHUNK):
         size = min(SEED_CHUNK, n - start)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for _ in range(size):
             created = now - dt.timedelta(days=100 + rng.random() * 200)
             status = rng.choice(("delivered", "delivered", "delivered", "undelivered", "failed"))
