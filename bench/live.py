@@ -102,6 +102,7 @@ from callbacks import (
     ensure_postgres_database,
     free_port,
     git_commit,
+    load_average,
     machine,
     serve_command,
     start_profiler,
@@ -861,8 +862,10 @@ def main() -> int:
     )
     for var in BENCH_UNSET:
         env.pop(var, None)
+    load = load_average()
     print(
-        f"work dir {work}; {args.rate:,} changes/s over {args.connections} connections, "
+        f"work dir {work}; load average {load}; {args.rate:,} changes/s over "
+        f"{args.connections} connections, "
         f"{args.clients} clients, {args.warmup} s warm-up + {args.duration} s"
     )
     if postgres:
@@ -897,7 +900,7 @@ def main() -> int:
                 f"## {when} — live stream, {label}, {args.rate:,} changes/s, "
                 f"{args.clients} clients, {args.duration} s",
                 "",
-                f"- machine: {machine()}",
+                f"- machine: {machine()}; load average before the run: {load}",
                 f"- commit: {git_commit()}",
                 f"- command: `python bench/live.py {' '.join(sys.argv[1:])}`",
                 f"- load: open loop, evenly paced, up to {args.connections} connections; "
