@@ -242,21 +242,37 @@ def cpu_seconds(pid: int) -> float:
 
 
 def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (uvicorn's workers under its supervisor)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
+    """`pid` and every process below it (uvicorn's workers under its supervisor): the children
+    files of every thread, or a /proc scan without CONFIG_PROC_CHILDREN."""
+    pids, todo = [], [pid]
+    scan: dict[int, list[int]] | None = None
     while todo:
         p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
+        pids.append(p)
+        try:
+            files = [t / "children" for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        if files and files[0].exists():
+            for f in files:
+                try:
+                    todo.extend(int(c) for c in f.read_text().split())
+                except OSError:
+                    pass
+            continue
+        if scan is None:
+            scan = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        stat = Path(entry.path, "stat").read_text()
+                    except OSError:
+                        continue
+                    scan.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                        int(entry.name)
+                    )
+        todo.extend(scan.get(p, []))
+    return pids
 
 
 def tree_cpu(pids: Iterable[int]) -> dict[int, float]:
@@ -318,6 +334,31 @@ def serve_has_workers(env: dict[str, str]) -> bool:
     return "--workers" in done.stdout
 
 
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgresql", "postgres://"))
+
+
+def server_env(work: Path, database_url: str, token: str) -> dict[str, str]:
+    """The environment of a benchmarked `serve`: this process's, plus the database, the signing
+    credentials, loopback, a spool in the work dir, warning-level JSON logs (so uvicorn's access
+    lines, on by default, are not written) and ACCESS_ENV; minus BENCH_UNSET."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        PLIVO_AUTH_ID=AUTH_ID,
+        PLIVO_AUTH_TOKEN=token,
+        HOST="127.0.0.1",
+        SPOOL_DIR=str(work / "spool"),
+        LOG_LEVEL="warning",
+        LOG_FORMAT="json",
+        **ACCESS_ENV,
+    )
+    for var in BENCH_UNSET:
+        env.pop(var, None)
+    return env
+
+
 async def ensure_postgres_database(url: str) -> None:
     """CREATE DATABASE if it does not exist (connecting to `postgres` on the same server)."""
     import asyncpg
@@ -350,6 +391,22 @@ def start_profiler(
         cmd.append("--subprocesses")
     log = (out / "py-spy.log").open("wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def prepare_database(env: dict[str, str], work: Path) -> bool:
+    """PostgreSQL: create the database if missing and migrate it (`serve` migrates SQLite
+    itself). Prints the migration's output and returns False when it fails."""
+    url = env["DATABASE_URL"]
+    if not is_postgres(url):
+        return True
+    asyncio.run(ensure_postgres_database(url))
+    up = subprocess.run(
+        [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
+    )
+    if up.returncode != 0:
+        print(up.stdout + up.stderr)
+        return False
+    return True
 
 
 # ---- wrk ---------------------------------------------------------------------------------
@@ -893,25 +950,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="plivo-bench-"))
     run_id = f"{random.SystemRandom().randrange(10**8):08d}"
     token = "bench-" + os.urandom(12).hex()
-    postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    postgres = is_postgres(args.database_url)
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     sqlite_path = None if postgres else work / "bench.db"
     db_label = "PostgreSQL" if postgres else "SQLite"
 
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        PLIVO_AUTH_ID=AUTH_ID,
-        PLIVO_AUTH_TOKEN=token,
-        HOST="127.0.0.1",
-        SPOOL_DIR=str(work / "spool"),
-        LOG_LEVEL="warning",
-        LOG_FORMAT="json",
-        **ACCESS_ENV,
-    )
-    for var in BENCH_UNSET:
-        env.pop(var, None)
+    env = server_env(work, database_url, token)
     workers_opt = [] if args.workers is None else ["--workers", str(args.workers)]
     if workers_opt and not serve_has_workers(env):
         print(
@@ -957,14 +1001,8 @@ def main() -> int:
         empty_proc.stop()
 
     # 2. The service on a fresh database, with the projection-lag probe beside wrk.
-    if postgres:
-        asyncio.run(ensure_postgres_database(database_url))
-        up = subprocess.run(
-            [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
-        )
-        if up.returncode != 0:
-            print(up.stdout + up.stderr)
-            return 1
+    if not prepare_database(env, work):
+        return 1
     port = free_port()
     env["PORT"] = str(port)
     base = f"http://127.0.0.1:{port}"

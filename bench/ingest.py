@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from callbacks import ensure_postgres_database
+from callbacks import ensure_postgres_database, is_postgres
 from plivo_tracker.db.engine import make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.committer import GroupCommitter
@@ -137,10 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{tmp}/ingest.db"
-        if url.startswith(("postgresql", "postgres://")):
+        if is_postgres(url):
             asyncio.run(ensure_postgres_database(url))
         r = asyncio.run(run(url, args.items, args.concurrency, args.batch))
-    label = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    label = "PostgreSQL" if is_postgres(url) else "SQLite"
     passes = sorted(r.passes)
     print(
         f"{label} append:  {r.appended / r.append_seconds:,.0f} reports/s journaled durably "

@@ -92,19 +92,18 @@ from urllib.parse import urlencode
 import httpx
 
 from callbacks import (
-    ACCESS_ENV,
     API_HEADERS,
-    BENCH_UNSET,
     Proc,
     append_section,
     bucket_quantile,
     cpu_seconds,
-    ensure_postgres_database,
     free_port,
     git_commit,
+    is_postgres,
     load_average,
     machine,
-    serve_command,
+    prepare_database,
+    server_env,
     start_profiler,
 )
 from plivo_tracker.plivo.signature import signed_headers
@@ -841,41 +840,22 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, records)")
     args = parser.parse_args()
-    args.postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    args.postgres = is_postgres(args.database_url)
 
     work = Path(tempfile.mkdtemp(prefix="plivo-bench-live-"))
     token = "bench-" + os.urandom(12).hex()
-    postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    postgres = args.postgres
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     label = "PostgreSQL" if postgres else "SQLite"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
-        PLIVO_AUTH_ID=AUTH_ID,
-        PLIVO_AUTH_TOKEN=token,
-        HOST="127.0.0.1",
-        SPOOL_DIR=str(work / "spool"),
-        LOG_LEVEL="warning",
-        LOG_FORMAT="json",
-        **ACCESS_ENV,
-    )
-    for var in BENCH_UNSET:
-        env.pop(var, None)
+    env = server_env(work, database_url, token)
     load = load_average()
     print(
         f"work dir {work}; load average {load}; {args.rate:,} changes/s over "
         f"{args.connections} connections, "
         f"{args.clients} clients, {args.warmup} s warm-up + {args.duration} s"
     )
-    if postgres:
-        asyncio.run(ensure_postgres_database(database_url))
-        up = subprocess.run(
-            [*serve_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True
-        )
-        if up.returncode != 0:
-            print(up.stdout + up.stderr)
-            return 1
+    if not prepare_database(env, work):
+        return 1
 
     print("baseline ...")
     base_t = run_target("baseline", args, env, work, "baseline")

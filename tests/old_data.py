@@ -8,11 +8,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, update
 
 from plivo_tracker.messages.models import (
     callback_nonces,
+    cursors,
     idempotency_keys,
+    journal,
     message_parts,
     messages,
     outbox,
@@ -34,6 +36,7 @@ PURGED_TABLES = (
     quarantine,
     idempotency_keys,
     callback_nonces,
+    journal,
     stats_status,
     stats_errors,
     stats_carriers,
@@ -175,6 +178,24 @@ def add_quarantine(conn: Connection, now: datetime, age: timedelta) -> int:
         "reason": "unknown status",
     }
     return int(conn.execute(quarantine.insert().returning(quarantine.c.id), [row]).scalar_one())
+
+
+def add_journal_row(conn: Connection, now: datetime, age: timedelta, *, applied: bool) -> int:
+    """A report in the journal, `age` old; `applied`: the projector's cursor moves to it."""
+    n = next(_serial)
+    row = {
+        "received_at": now - age,
+        "source": "callback",
+        "method": "POST",
+        "dedupe_key": f"journal-{n}",
+        "message_key": f"uuid-{n}",
+        "status": "sent",
+        "payload": "{}",
+    }
+    journal_id = int(conn.execute(journal.insert().returning(journal.c.id), [row]).scalar_one())
+    if applied:
+        conn.execute(update(cursors).values(position=journal_id))
+    return journal_id
 
 
 def row_counts(conn: Connection) -> dict[str, int]:

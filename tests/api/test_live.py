@@ -13,11 +13,13 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 from websockets.asyncio.client import ClientConnection
 
+from plivo_tracker import composition
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
+from plivo_tracker.db.engine import Reader, make_reader
 from plivo_tracker.messages.models import status_events
 from tests.conftest import AUTH, callback_fields, free_port, new_uuid, signed_form
 
@@ -206,6 +208,98 @@ async def test_resume_seam_under_concurrent_writes(host: str, db_url: str) -> No
             ready = await _ready_collecting(ws, seen)
         assert ready["last_id"] >= cursor
     assert seen == [c[0] for c in await _changes_in_db(db_url)]
+
+
+class CountingReader:
+    """The server's Reader, recording each read that goes through it: (function, result)."""
+
+    def __init__(self, inner: Reader) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, Any]] = []
+
+    async def run(self, fn: Callable[[Connection], Any]) -> Any:
+        result = await self.inner.run(fn)
+        self.calls.append((getattr(fn, "func", fn).__name__, result))
+        return result
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+async def _newest_event_id(db_url: str) -> int:
+    from plivo_tracker.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.max(status_events.c.id)))).scalar() or 0)
+    finally:
+        await engine.dispose()
+
+
+async def _until_ready(ws: ClientConnection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The status frames before `ready` (a replay), and `ready`."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "ready":
+                return frames, frame
+            assert frame["type"] == "status"
+            frames.append(frame)
+
+
+def _triples(frames: list[dict[str, Any]]) -> list[tuple[int, str, str | None]]:
+    return [(f["id"], f["status"], f["previous_status"]) for f in frames]
+
+
+async def test_nobody_listening_reads_no_events_and_later_clients_miss_nothing(
+    serve: Serve, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no client the feed reads only the newest event id, never the events; a client that
+    comes later with ?since= still gets exactly the changes after its id, and one without
+    ?since= gets only the changes committed after it connected."""
+    readers: list[CountingReader] = []
+
+    def counting_reader(engine: Any) -> Reader:
+        readers.append(CountingReader(make_reader(engine)))
+        return readers[-1]
+
+    monkeypatch.setattr(composition, "make_reader", counting_reader)
+    async with serve() as host, _http(host) as http:
+        [reader] = readers
+        for _ in range(3):
+            await _journey(http, new_uuid())
+        changes = await _changes_in_db(db_url)
+        head = await _newest_event_id(db_url)
+        assert len(changes) == 9
+        # Wait for the feed to have looked since the last commit (it reads the newest id then;
+        # a feed that reads events instead fails the assertion below at once).
+        async with asyncio.timeout(10):
+            while ("newest_event_id", head) not in reader.calls:
+                if "events_after" in reader.names():
+                    break
+                await asyncio.sleep(0.01)
+        assert "events_after" not in reader.names()
+
+        since = changes[4][0]  # in the middle of the second message's journey
+        async with websockets.connect(
+            f"ws://{host}/ws?since={since}", additional_headers=AUTH
+        ) as resumed:
+            replayed, ready = await _until_ready(resumed)
+            assert _triples(replayed) == [c for c in changes if c[0] > since]
+            assert ready["last_id"] == head
+            async with websockets.connect(f"ws://{host}/ws", additional_headers=AUTH) as fresh:
+                before, ready = await _until_ready(fresh)
+                assert (before, ready["last_id"]) == ([], head)
+                await _journey(http, new_uuid())
+                new = [c for c in await _changes_in_db(db_url) if c[0] > head]
+                assert len(new) == 3
+                assert _triples(await _frames(fresh, 3)) == new
+                assert _triples(await _frames(resumed, 3)) == new
 
 
 async def _ready_collecting(ws: ClientConnection, seen: list[int]) -> dict[str, Any]:

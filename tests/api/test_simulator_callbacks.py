@@ -20,7 +20,14 @@ from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, MAIN_TOKEN, TOKEN, projecting_client
+from tests.conftest import (
+    AUTH_ID,
+    BASE_URL,
+    MAIN_TOKEN,
+    TOKEN,
+    projecting_client,
+    until_projected,
+)
 
 CALLBACK_URL = BASE_URL + "/plivo/callback"
 
@@ -69,6 +76,7 @@ async def receiver(app: CallbackEndpoint) -> AsyncIterator[httpx.AsyncClient]:
 async def _check_matches_simulator(
     app: CallbackEndpoint, sim: SimulatedPlivo, uuids: list[str]
 ) -> None:
+    await until_projected(app)
     engine = app.state.ctx.engine
     for uuid in uuids:
         mdr: dict[str, Any] = sim.messages[uuid]
@@ -167,6 +175,7 @@ async def test_per_part_callbacks_become_parts_of_one_message(
     finally:
         await emitter.close()
     assert all(code == 200 for _, _, code in emitter.delivered)
+    await until_projected(app)
     msg = await get_message(app.state.ctx.engine, uuid)
     assert msg is not None
     assert sorted((p.part_info, p.status) for p in msg.parts) == [

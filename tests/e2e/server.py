@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -15,6 +16,8 @@ from typing import IO
 import httpx
 import pytest
 
+from plivo_tracker.db.engine import make_engine
+from plivo_tracker.inbound import repository as journal_repo
 from tests.conftest import API_KEY, AUTH_ID, BASE_URL, TOKEN, free_port
 
 START_TIMEOUT = 60.0
@@ -132,3 +135,26 @@ def simulator_process(tmp_path: Path, *args: str) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+async def journal_position(url: str) -> tuple[int, int]:
+    """(projector cursor, newest journal id) of the database at `url`."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(journal_repo.projection_state)
+    finally:
+        await engine.dispose()
+
+
+def wait_projected(url: str, within: float = 180.0) -> tuple[int, int]:
+    """Until the projector (of whichever server runs on `url`) has applied the whole journal:
+    a callback's 200 means "journaled", its effect follows (docs/adr/0011)."""
+    deadline = time.monotonic() + within
+    cursor, head = asyncio.run(journal_position(url))
+    while cursor < head:
+        if time.monotonic() > deadline:
+            pytest.fail(f"journal not applied: cursor {cursor} of {head}")
+        time.sleep(0.2)
+        cursor, head = asyncio.run(journal_position(url))
+    return cursor, head

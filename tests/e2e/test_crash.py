@@ -37,7 +37,7 @@ from tests.conftest import (
     new_uuid,
     signed_form,
 )
-from tests.e2e.server import Server
+from tests.e2e.server import Server, journal_position, wait_projected
 
 pytestmark = pytest.mark.slow
 
@@ -215,6 +215,9 @@ def _crash_and_check(tmp_path: Path, database_url: str) -> None:
         ready = second.wait_ready()
         assert ready.status_code == 200, ready.text
         assert ready.json()["spool_files"] == 0, ready.text
+        cursor, head = asyncio.run(journal_position(database_url))
+        _say(f"journal after restart: applied up to {cursor} of {head}")
+        wait_projected(database_url)  # the backlog the kill left, applied by the new process
         nonces, events = asyncio.run(_read_db(database_url))
     finally:
         second.stop(graceful=True)

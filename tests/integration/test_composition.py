@@ -76,6 +76,8 @@ async def test_service_wires_the_routes_context_and_stops_everything(
         assert ctx.writer.on_commit == ctx.hub.wake  # every commit wakes the live feed
         uuid = new_uuid()
         await ctx.committer.submit(callback_item(callback_fields(uuid, "sent")))
+        assert ctx.projector is not None
+        await ctx.projector.settled()  # the 200 means journaled; the projector applies it
         message = await get_message(ctx.engine, uuid)
         assert message is not None
         assert message.status == "sent"

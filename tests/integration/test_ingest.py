@@ -19,6 +19,7 @@ from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
 from plivo_tracker.inbound.items import CallbackItem, Outcome
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.messages import repository as repo
+from plivo_tracker.messages import writes
 from plivo_tracker.messages.models import status_events
 from plivo_tracker.messages.projector import project_pending
 from plivo_tracker.messages.schemas import Message
@@ -320,10 +321,10 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     writer = make_writer(engine)
 
     def send_recorded(conn: Connection) -> tuple[int, int | None]:
-        local = repo.insert_local_message(
+        local = writes.insert_local_message(
             conn, {"to_number": "14155550101", "created_at": now, "updated_at": now}
         )
-        return local, repo.adopt_placeholder(conn, local, uuid, now)
+        return local, writes.adopt_placeholder(conn, local, uuid, now)
 
     placeholder = await get_message(engine, uuid)
     assert placeholder is not None
@@ -341,8 +342,8 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
     assert await status_of(engine, str(local_id)) == "delivered"
 
     def unknown_uuid(conn: Connection) -> int | None:
-        other = repo.insert_local_message(conn, {"created_at": now, "updated_at": now})
-        return repo.adopt_placeholder(conn, other, new_uuid(), now)
+        other = writes.insert_local_message(conn, {"created_at": now, "updated_at": now})
+        return writes.adopt_placeholder(conn, other, new_uuid(), now)
 
     try:
         assert await writer.run(unknown_uuid) is None

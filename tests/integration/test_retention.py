@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_writer
-from plivo_tracker.messages.models import leases, messages, status_events
+from plivo_tracker.messages.models import journal, leases, messages, status_events
 from plivo_tracker.retention.purger import Purger, PurgeResult
 from plivo_tracker.retention.rules import EPOCH
 from tests.integration.test_stats_rollup import (
@@ -25,6 +25,7 @@ from tests.integration.test_stats_rollup import (
 )
 from tests.old_data import (
     add_idempotency_key,
+    add_journal_row,
     add_message,
     add_nonce,
     add_quarantine,
@@ -187,6 +188,26 @@ async def test_nonces_and_idempotency_keys_stay_at_least_a_day(
     assert counts["quarantine"] == 1  # the quarantine follows --older-than itself
     left = await read(engine, row_counts)
     assert left["callback_nonces"] == left["idempotency_keys"] == left["quarantine"] == 1
+
+
+async def test_journal_rows_go_only_once_applied_and_never_the_cursors_own(
+    engine: AsyncEngine, writer: Writer
+) -> None:
+    """Applied reports older than the replay guard go; the row at the cursor stays (SQLite
+    draws new ids above the largest left), and no report not yet applied ever goes."""
+
+    def fill(conn: Connection) -> list[int]:
+        applied = [add_journal_row(conn, NOW, 3 * DAY, applied=True) for _ in range(3)]
+        waiting = add_journal_row(conn, NOW, 3 * DAY, applied=False)
+        young = add_journal_row(conn, NOW, timedelta(hours=2), applied=False)
+        return [*applied, waiting, young]
+
+    a, b, cursor, waiting, young = await seed(engine, fill)
+    result = await purge(writer, older_than=timedelta(hours=1))
+    assert result.counts()["journal"] == 2
+    left = await read(engine, lambda conn: set(conn.execute(select(journal.c.id)).scalars().all()))
+    assert left == {cursor, waiting, young}
+    assert not left & {a, b}
 
 
 async def test_purging_messages_leaves_the_statistics_alone(

@@ -137,3 +137,92 @@ async def test_run_waits_for_the_database_at_start() -> None:
     await asyncio.wait_for(task, 2)
     assert calls >= 3
     assert hub.last_id == 5
+
+
+class CountingTable(Table):
+    """A Table that counts the hub's reads and announces each one in `entered` as it starts;
+    `gate`, when set, holds each read until it is opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.row_reads = 0
+        self.head_reads = 0
+        self.entered: asyncio.Queue[str] = asyncio.Queue()
+        self.gate: asyncio.Event | None = None
+
+    async def read_after(self, after: int, limit: int) -> list[dict[str, Any]]:
+        self.row_reads += 1
+        self.entered.put_nowait("rows")
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().read_after(after, limit)
+
+    async def head(self) -> int:
+        self.head_reads += 1
+        self.entered.put_nowait("head")
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().head()
+
+
+async def test_with_nobody_subscribed_a_pass_reads_only_the_newest_id() -> None:
+    table = CountingTable()
+    hub = LiveHub(table.read_after, table.head)
+    await hub.start()
+    table.rows += [_event(1, 1, "queued", None), _event(2, 1, "sent", "queued")]
+    await hub.follow()
+    assert (table.row_reads, hub.last_id) == (0, 2)
+    # Someone subscribes: from the cursor on, every change is read and published.
+    sub = hub.subscribe(Filter())
+    table.rows.append(_event(3, 1, "delivered", "sent"))
+    await hub.follow()
+    assert [sub.queue.get_nowait().id for _ in range(sub.queue.qsize())] == [3]
+    assert table.row_reads == 1
+    # And when they have gone, the feed stops reading rows again.
+    hub.unsubscribe(sub)
+    table.rows.append(_event(4, 2, "queued", None))
+    await hub.follow()
+    assert (table.row_reads, hub.last_id) == (1, 4)
+
+
+async def test_a_subscriber_arriving_during_the_newest_id_read_misses_nothing() -> None:
+    """The newest id read may have started before the subscriber took its start: its result
+    must not move the cursor past changes that subscriber has not been given."""
+    table = CountingTable()
+    hub = LiveHub(table.read_after, table.head)
+    await hub.start()
+    assert table.entered.get_nowait() == "head"
+    table.rows.append(_event(1, 1, "queued", None))
+    table.gate = asyncio.Event()
+    idle_pass = asyncio.create_task(hub.follow())
+    assert await table.entered.get() == "head"  # the pass is now inside the newest id read
+    sub = hub.subscribe(Filter())
+    start = hub.last_id  # what the route gives a subscriber without ?since=
+    table.rows.append(_event(2, 1, "sent", "queued"))  # committed after its start
+    table.gate.set()
+    await idle_pass
+    assert start == 0
+    assert [sub.queue.get_nowait().id for _ in range(sub.queue.qsize())] == [1, 2]
+    assert hub.last_id == 2
+
+
+async def test_a_burst_of_wakes_costs_one_more_pass() -> None:
+    table = CountingTable()
+    hub = LiveHub(table.read_after, table.head, poll_interval=30)
+    await hub.start()
+    assert table.entered.get_nowait() == "head"
+    table.gate = asyncio.Event()
+    task = asyncio.create_task(hub.run())
+    for _ in range(100):  # before the feed has even looked
+        hub.wake()
+    assert await table.entered.get() == "head"  # one pass, now inside its read
+    for _ in range(100):  # commits landing while it reads
+        hub.wake()
+    table.gate.set()
+    assert await table.entered.get() == "head"  # one more pass for all of those
+    for _ in range(100):  # give the feed every chance to read again
+        await asyncio.sleep(0)
+    hub.stop()
+    await asyncio.wait_for(task, 2)
+    assert table.entered.empty()
+    assert (table.head_reads, table.row_reads) == (3, 0)  # start, and two passes

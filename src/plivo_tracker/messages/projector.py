@@ -31,8 +31,7 @@ from plivo_tracker import metrics
 from plivo_tracker.db.engine import DatabaseUnavailable, Reader, Writer
 from plivo_tracker.inbound import repository as journal_repo
 from plivo_tracker.inbound.journal import payload_fields
-from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages.repository import Row
+from plivo_tracker.messages import writes as repo
 from plivo_tracker.messages.status import (
     FAILURES,
     RANK,
@@ -43,6 +42,7 @@ from plivo_tracker.messages.status import (
     parse_part_info,
     rollup,
 )
+from plivo_tracker.messages.writes import Row
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
 from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.retention.rules import FINAL, Erasure
@@ -442,7 +442,6 @@ class Projector:
     async def run(self) -> None:
         """Pass after pass until `stop()`; a failing pass (database down) is logged and tried
         again on the next wake or poll: nothing is lost, the cursor did not move."""
-        self._stopping.clear()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from plivo_tracker.messages import phone
-from plivo_tracker.messages.repository import begin_status_writes
+from plivo_tracker.messages.writes import begin_status_writes
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.plivo.encoding import MAX_UCS2_CHARS, text_info
 from plivo_tracker.web.hygiene import CleanLine, CleanText

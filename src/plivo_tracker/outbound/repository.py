@@ -28,14 +28,14 @@ from plivo_tracker.messages.models import (
     rate_limits,
     send_attempts,
 )
-from plivo_tracker.messages.repository import (
+from plivo_tracker.messages.status import RANK, MessageStatus
+from plivo_tracker.messages.writes import (
     LocalChange,
     adopt_placeholder,
     begin_status_writes,
     insert_local_events,
     uuid_claim,
 )
-from plivo_tracker.messages.status import RANK, MessageStatus
 from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
 from plivo_tracker.outbound.resend import ResendPolicy
 

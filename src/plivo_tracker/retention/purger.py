@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Table
 from plivo_tracker import metrics
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.loops import Lease, PeriodicLoop
-from plivo_tracker.messages.repository import begin_status_writes
+from plivo_tracker.messages.writes import begin_status_writes
 from plivo_tracker.retention import repository as repo
 from plivo_tracker.retention.rules import (
     Cutoffs,

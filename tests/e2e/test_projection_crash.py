@@ -1,0 +1,133 @@
+"""Crash test of the projector: SIGKILL `plivo-tracker serve` while it applies a journal
+backlog; after a restart every journaled report is applied exactly once.
+
+The journal is filled directly (what acknowledged callbacks leave behind: 3,000 messages ×
+queued/sent/delivered, in a shuffled order), then a server starts on it and its projector works
+through the backlog in passes. The test polls the projector's cursor and kills the process as
+soon as the cursor is past the start but short of the head — mid-projection, with a pass in
+flight or about to be — restarts it and waits until the cursor reaches the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from plivo_tracker.db.engine import make_engine, make_writer
+from plivo_tracker.inbound.items import Outcome
+from plivo_tracker.inbound.journal import append
+from plivo_tracker.messages.models import journal, messages, status_events
+from tests.conftest import (
+    _migrate,
+    _pg_drop,
+    callback_fields,
+    callback_item,
+    new_pg_database,
+    new_uuid,
+)
+from tests.e2e.server import Server, journal_position, wait_projected
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = 3000
+STATUSES = (("queued", "1"), ("sent", "2"), ("delivered", "3"))
+
+
+async def _fill(url: str) -> int:
+    """Journal every report of the plan (in batches, as group commits would); returns rows."""
+    rng = random.Random(20261130)
+    fields = [
+        callback_fields(uuid, status, Sequence=seq)
+        for uuid in (new_uuid() for _ in range(MESSAGES))
+        for status, seq in STATUSES
+    ]
+    rng.shuffle(fields)
+    engine = make_engine(url)
+    writer = make_writer(engine)
+    try:
+        now = datetime.now(UTC)
+        for start in range(0, len(fields), 500):
+            items = [callback_item(f) for f in fields[start : start + 500]]
+            outcomes = await writer.run(lambda conn, batch=items: append(conn, batch, now))
+            assert set(outcomes) == {Outcome.STORED}
+    finally:
+        await writer.close()
+        await engine.dispose()
+    return len(fields)
+
+
+async def _applied(url: str) -> tuple[Counter[str], Counter[str], int, int]:
+    """Events per journaled dedupe key, message statuses, journal rows, messages."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            keys = (await conn.execute(select(journal.c.dedupe_key))).scalars().all()
+            events = Counter(
+                (await conn.execute(select(status_events.c.dedupe_key))).scalars().all()
+            )
+            statuses = Counter((await conn.execute(select(messages.c.status))).scalars().all())
+            count = (await conn.execute(select(func.count()).select_from(messages))).scalar()
+    finally:
+        await engine.dispose()
+    per_key = Counter({k: events.get(k, 0) for k in keys})
+    return per_key, statuses, len(keys), int(count or 0)
+
+
+def _kill_mid_projection(server: Server, url: str) -> tuple[int, int]:
+    """SIGKILL as soon as the cursor has moved but not reached the head."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        cursor, head = asyncio.run(journal_position(url))
+        if 0 < cursor < head:
+            server.proc.send_signal(signal.SIGKILL)
+            server.stop(graceful=False)
+            return cursor, head
+        if cursor >= head > 0:
+            pytest.fail("the projector applied the whole backlog before it could be caught")
+        time.sleep(0.01)
+    pytest.fail("the projector never started")
+
+
+def _crash_and_check(tmp_path: Path, url: str) -> None:
+    rows = asyncio.run(_fill(url))
+    first = Server(tmp_path, url, "first")
+    cursor, head = _kill_mid_projection(first, url)
+    assert first.proc.returncode == -signal.SIGKILL
+    print(f"\nkilled with the cursor at {cursor} of {head}", flush=True)  # noqa: T201
+    assert asyncio.run(journal_position(url))[0] == cursor  # nothing moved after the kill
+
+    second = Server(tmp_path, url, "second")
+    try:
+        second.wait_healthy()
+        assert wait_projected(url)[1] == rows
+    finally:
+        second.stop(graceful=True)
+    assert "projector.row_set_aside" not in second.log_text()
+
+    per_key, statuses, journaled, count = asyncio.run(_applied(url))
+    assert journaled == rows
+    assert set(per_key.values()) == {1}, "a journaled report applied twice or never"
+    assert count == MESSAGES
+    assert statuses == Counter({"delivered": MESSAGES})
+
+
+def test_sigkill_during_projection_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'projection.db'}"
+    asyncio.run(_migrate(url))
+    _crash_and_check(tmp_path, url)
+
+
+def test_sigkill_during_projection_postgresql(tmp_path: Path) -> None:
+    url = new_pg_database()
+    try:
+        _crash_and_check(tmp_path, url)
+    finally:
+        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
