@@ -5,11 +5,16 @@
     python bench/callbacks.py --database-url postgresql+asyncpg://127.0.0.1:5432/bench
     python bench/callbacks.py --write docs/benchmarks.md
 
+    python bench/callbacks.py --workers 2           # serve --workers 2, baseline on 2 workers
+
 Steps: pre-generate N genuinely signed status callbacks (unique nonce each; realistic fields;
 a share of retries and out-of-order statuses) into a data file that a wrk Lua script loads and
 cycles through; run wrk against bench/empty_app.py (the baseline) and then against
-`plivo-tracker serve` on a fresh database; count what the database holds afterwards; print a table.
-See bench/README.md for what each number means.
+`plivo-tracker serve` on a fresh database, with a probe beside wrk that sends its own signed
+callbacks (~20/s) and polls `GET /api/messages/{uuid}` until each is visible (the projection
+lag: a 200 means "appended to the journal", the projector applies it afterwards,
+docs/adr/0011); stop the server gracefully (its last projector pass applies the journal); count
+what the database holds; print a table. See bench/README.md for what each number means.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +79,8 @@ BENCH_UNSET = (
 # Targets from the issue (SQLite, 50 connections, 2-core machine).
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 20.0
+TARGET_LAG_P99_MS = 100.0  # ack → visible (docs/adr/0011)
+PROBE_PREFIX = "probe"  # the probe's nonces: PROBE_PREFIX + run id + index (not LIKE run id%)
 START_TIMEOUT = 120.0  # the service imports a lot; without bytecode caching this takes seconds
 
 LUA = r"""
@@ -231,6 +241,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn's workers under its supervisor): the children
+    files of every thread, or a /proc scan without CONFIG_PROC_CHILDREN."""
+    pids, todo = [], [pid]
+    scan: dict[int, list[int]] | None = None
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            files = [t / "children" for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        if files and files[0].exists():
+            for f in files:
+                try:
+                    todo.extend(int(c) for c in f.read_text().split())
+                except OSError:
+                    pass
+            continue
+        if scan is None:
+            scan = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        stat = Path(entry.path, "stat").read_text()
+                    except OSError:
+                        continue
+                    scan.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                        int(entry.name)
+                    )
+        todo.extend(scan.get(p, []))
+    return pids
+
+
+def tree_cpu(pids: Iterable[int]) -> dict[int, float]:
+    return {p: cpu_seconds(p) for p in pids}
+
+
 class Proc:
     def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
         self.log_path = log
@@ -274,6 +322,18 @@ def serve_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "plivo_tracker"]
 
 
+def serve_has_workers(env: dict[str, str]) -> bool:
+    """Does this version's `plivo-tracker serve` take --workers?"""
+    done = subprocess.run(
+        [*serve_command(), "serve", "--help"],
+        env={**env, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "--workers" in done.stdout
+
+
 def is_postgres(database_url: str) -> bool:
     return database_url.startswith(("postgresql", "postgres://"))
 
@@ -314,6 +374,25 @@ async def ensure_postgres_database(url: str) -> None:
         await admin.close()
 
 
+def start_profiler(
+    pid: int, seconds: int, out: Path, *, subprocesses: bool = False
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on `pid` (and its children: uvicorn's workers) for `seconds`, 200 Hz, raw stacks
+    of every thread to out/server.txt, without pausing the process (--nonblocking)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    exe = str(spy) if spy.exists() else shutil.which("py-spy")
+    if exe is None:
+        print("  --profile: py-spy not found (pip install py-spy); not profiling")
+        return None
+    out.mkdir(exist_ok=True)
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
+    cmd += ["--format", "raw", "--output", str(out / "server.txt"), "--nonblocking"]
+    if subprocesses:
+        cmd.append("--subprocesses")
+    log = (out / "py-spy.log").open("wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
 def prepare_database(env: dict[str, str], work: Path) -> bool:
     """PostgreSQL: create the database if missing and migrate it (`serve` migrates SQLite
     itself). Prints the migration's output and returns False when it fails."""
@@ -337,7 +416,7 @@ def prepare_database(env: dict[str, str], work: Path) -> bool:
 class Run:
     name: str
     wrk: dict[str, Any] = field(default_factory=dict)
-    cpu: float = 0.0  # server CPU seconds during the run
+    cpu: float = 0.0  # server CPU seconds during the run (every process of the server)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -362,8 +441,8 @@ class Run:
         return int(self.wrk["requests"]) - self.non_2xx
 
 
-def run_wrk(args: argparse.Namespace, lua: Path, base: str, out: Path, pid: int) -> Run:
-    cmd = [
+def wrk_command(args: argparse.Namespace, lua: Path, base: str) -> list[str]:
+    return [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
@@ -375,54 +454,244 @@ def run_wrk(args: argparse.Namespace, lua: Path, base: str, out: Path, pid: int)
         str(lua),
         base + CALLBACK_PATH,
     ]
-    cpu0 = cpu_seconds(pid)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    cpu = cpu_seconds(pid) - cpu0
-    out.write_text(" ".join(cmd) + "\n\n" + done.stdout + done.stderr)
-    for line in done.stdout.splitlines():
+
+
+def parse_wrk(cmd: list[str], stdout: str, stderr: str, code: int | None, out: Path) -> Run:
+    out.write_text(" ".join(cmd) + "\n\n" + stdout + stderr)
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            return Run(out.stem, json.loads(line.removeprefix("BENCH_RESULT ")), cpu)
-    raise SystemExit(
-        f"wrk failed ({done.returncode}); output in {out}:\n{done.stdout}{done.stderr}"
+            return Run(out.stem, json.loads(line.removeprefix("BENCH_RESULT ")))
+    raise SystemExit(f"wrk failed ({code}); output in {out}:\n{stdout}{stderr}")
+
+
+def run_wrk(args: argparse.Namespace, lua: Path, base: str, out: Path, pid: int) -> Run:
+    cmd = wrk_command(args, lua, base)
+    pids = descendants(pid)
+    cpu0 = tree_cpu(pids)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cpu1 = tree_cpu(pids)
+    run = parse_wrk(cmd, done.stdout, done.stderr, done.returncode, out)
+    run.cpu = sum(cpu1[p] - cpu0[p] for p in pids)
+    return run
+
+
+# ---- projection-lag probe ----------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """The probe's own callbacks during the serve run: ack → visible through the API."""
+
+    rate: float
+    sent: int = 0
+    acked: int = 0
+    non_200: int = 0
+    errors: int = 0
+    lags: list[float] = field(default_factory=list)  # seconds, ack → visible
+    # Of the GET that saw it: seconds from the ack to its request, and its own round trip (the
+    # moment it became visible lies between the previous GET's request and this one's answer).
+    asked: list[float] = field(default_factory=list)
+    rtts: list[float] = field(default_factory=list)
+    never: int = 0  # acknowledged but not visible within PROBE_TIMEOUT
+    polls: int = 0  # GET /api/messages/{uuid} sent
+
+    def pct(self, p: float, xs: list[float] | None = None) -> float:
+        """Nearest-rank percentile of the lags (or of `xs`), seconds."""
+        xs = sorted(self.lags if xs is None else xs)
+        return xs[min(len(xs) - 1, max(0, math.ceil(len(xs) * p / 100) - 1))] if xs else math.nan
+
+
+PROBE_TIMEOUT = 30.0  # seconds after its 200 that a probe callback may take to become visible
+
+
+def probe_wait(elapsed: float) -> float:
+    """Between two polls: 5 ms, then an eighth of the time waited so far, at most 50 ms (about
+    ten GETs per probe at a 100 ms lag; a reading is at most that much late)."""
+    return min(max(0.005, elapsed / 8), 0.05)
+
+
+async def run_probe(
+    base: str, token: str, run_id: str, probe: Probe, stop: asyncio.Event, seed: int
+) -> None:
+    """Send a genuinely signed `delivered` callback of a fresh MessageUUID every 1/rate s until
+    `stop`; after each 200, poll `GET /api/messages/{uuid}` until it shows that status."""
+    rng = random.Random(seed + 7)
+    url = PUBLIC_BASE_URL + CALLBACK_PATH
+    when = dt.datetime(2026, 11, 23, 12, 0, 0)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        msg = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        fields = _fields(msg, "delivered", i, when, "")
+        nonce = f"{PROBE_PREFIX}{run_id}{i:08d}"
+        headers = signed_headers("POST", url, {k: [v] for k, v in fields.items()}, token, nonce)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        probe.sent += 1
+        try:
+            resp = await client.post(CALLBACK_PATH, content=urlencode(fields), headers=headers)
+        except httpx.HTTPError:
+            probe.errors += 1
+            return
+        acked = time.perf_counter()
+        if resp.status_code != 200:
+            probe.non_200 += 1
+            return
+        probe.acked += 1
+        while True:
+            asked = time.perf_counter()
+            try:
+                got = await client.get(f"/api/messages/{msg}", headers=API_HEADERS)
+            except httpx.HTTPError:
+                probe.errors += 1
+                return
+            probe.polls += 1
+            now = time.perf_counter()
+            if got.status_code == 200 and got.json().get("status") == "delivered":
+                probe.lags.append(now - acked)
+                probe.asked.append(asked - acked)
+                probe.rtts.append(now - asked)
+                return
+            if now - acked > PROBE_TIMEOUT:
+                probe.never += 1
+                return
+            await asyncio.sleep(probe_wait(now - acked))
+
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        i = 0
+        while not stop.is_set():
+            delay = started + i / probe.rate - time.perf_counter()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            task = asyncio.create_task(one(i, client))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+async def run_wrk_with_probe(
+    args: argparse.Namespace,
+    lua: Path,
+    base: str,
+    out: Path,
+    pid: int,
+    probe: Probe,
+    token: str,
+    run_id: str,
+) -> Run:
+    """wrk against serve, the probe beside it on this process's loop; the probe stops sending
+    when wrk ends and waits for its last callbacks to become visible."""
+    cmd = wrk_command(args, lua, base)
+    pids = descendants(pid)
+    cpu0 = tree_cpu(pids)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    stop = asyncio.Event()
+    probing = asyncio.create_task(run_probe(base, token, run_id, probe, stop, args.seed))
+    stdout, stderr = await proc.communicate()
+    cpu1 = tree_cpu(pids)
+    stop.set()
+    await probing
+    run = parse_wrk(cmd, stdout.decode(), stderr.decode(), proc.returncode, out)
+    run.cpu = sum(cpu1[p] - cpu0[p] for p in pids)
+    return run
 
 
 # ---- database ----------------------------------------------------------------------------
 
 
-def count_sqlite(path: Path, run_id: str) -> dict[str, int]:
+# What the run left in the database, by nonce prefix (`?` is the prefix + '%'): nonces, the
+# journal (what a 200 acknowledged), the events the projector made of it, and journal rows
+# without their event (not projected: must be 0 after the graceful stop, whose last projector
+# pass applies the whole journal).
+COUNTS = {
+    "nonces": "SELECT count(*) FROM callback_nonces WHERE nonce LIKE ?",
+    "journal": "SELECT count(*) FROM journal WHERE nonce LIKE ?",
+    "events": "SELECT count(*) FROM status_events WHERE nonce LIKE ?",
+    "not_projected": "SELECT count(*) FROM journal j WHERE j.nonce LIKE ? AND NOT EXISTS "
+    "(SELECT 1 FROM status_events e WHERE e.dedupe_key = j.dedupe_key)",
+    "quarantine": "SELECT count(*) FROM quarantine WHERE nonce LIKE ?",
+}
+TOTALS = {
+    "messages": "SELECT count(*) FROM messages",
+    "head": "SELECT coalesce(max(id), 0) FROM journal",
+    "cursor": "SELECT coalesce(max(position), 0) FROM cursors WHERE name = 'projector'",
+}
+
+
+def count_sqlite(path: Path, prefixes: dict[str, str]) -> dict[str, int]:
+    """COUNTS for each prefix (keys "<name>" for the first, "<label>_<name>" for the others),
+    and TOTALS."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        like = run_id + "%"
-        q = "SELECT count(*) FROM {} WHERE nonce LIKE ?"
-        return {
-            "nonces": conn.execute(q.format("callback_nonces"), (like,)).fetchone()[0],
-            "events": conn.execute(q.format("status_events"), (like,)).fetchone()[0],
-            "quarantine": conn.execute(q.format("quarantine"), (like,)).fetchone()[0],
-            "messages": conn.execute("SELECT count(*) FROM messages").fetchone()[0],
-        }
+        out = {k: int(conn.execute(q).fetchone()[0]) for k, q in TOTALS.items()}
+        for n, (label, prefix) in enumerate(prefixes.items()):
+            for k, q in COUNTS.items():
+                key = k if n == 0 else f"{label}_{k}"
+                out[key] = int(conn.execute(q, (prefix + "%",)).fetchone()[0])
+        return out
     finally:
         conn.close()
 
 
-def count_postgres(url: str, run_id: str) -> dict[str, int]:
+def count_postgres(url: str, prefixes: dict[str, str]) -> dict[str, int]:
     import asyncpg
 
     async def _count() -> dict[str, int]:
         conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1], timeout=10)
         try:
-            like = run_id + "%"
-            q = "SELECT count(*) FROM {} WHERE nonce LIKE $1"
-            return {
-                "nonces": await conn.fetchval(q.format("callback_nonces"), like),
-                "events": await conn.fetchval(q.format("status_events"), like),
-                "quarantine": await conn.fetchval(q.format("quarantine"), like),
-                "messages": await conn.fetchval("SELECT count(*) FROM messages"),
-            }
+            out = {k: int(await conn.fetchval(q)) for k, q in TOTALS.items()}
+            for n, (label, prefix) in enumerate(prefixes.items()):
+                for k, q in COUNTS.items():
+                    key = k if n == 0 else f"{label}_{k}"
+                    out[key] = int(await conn.fetchval(q.replace("?", "$1"), prefix + "%"))
+            return out
         finally:
             await conn.close()
 
     return asyncio.run(_count())
+
+
+def journal_backlog(database_url: str, sqlite_path: Path | None) -> int:
+    """Journal rows not applied yet (newest journal id − the projector's cursor)."""
+    if sqlite_path is not None:
+        conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, timeout=30)
+        try:
+            head = conn.execute(TOTALS["head"]).fetchone()[0]
+            cursor = conn.execute(TOTALS["cursor"]).fetchone()[0]
+        finally:
+            conn.close()
+        return int(head) - int(cursor)
+    import asyncpg
+
+    async def _backlog() -> int:
+        conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1], timeout=10)
+        try:
+            head = await conn.fetchval(TOTALS["head"])
+            cursor = await conn.fetchval(TOTALS["cursor"])
+        finally:
+            await conn.close()
+        return int(head) - int(cursor)
+
+    return asyncio.run(_backlog())
+
+
+def wait_projected(database_url: str, sqlite_path: Path | None, timeout: float = 60.0) -> float:
+    """Seconds until the projector has applied the whole journal (nan: not within timeout)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if journal_backlog(database_url, sqlite_path) <= 0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return math.nan
 
 
 def scrape(base: str) -> dict[str, float]:
@@ -434,6 +703,10 @@ def scrape(base: str) -> dict[str, float]:
         "plivo_tracker_commit_batch_size_count",
         "plivo_tracker_commit_seconds_sum",
         "plivo_tracker_commit_seconds_count",
+        "plivo_tracker_projected_total",
+        "plivo_tracker_projection_seconds_sum",
+        "plivo_tracker_projection_seconds_count",
+        "plivo_tracker_projection_lag_seconds_",
     )
     out: dict[str, float] = {}
     try:
@@ -446,6 +719,23 @@ def scrape(base: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = out.get(name, 0.0) + float(value)
     return out
+
+
+def bucket_quantile(metrics: dict[str, float], name: str, q: float) -> float:
+    """The upper bound (seconds) of the histogram bucket that holds quantile `q` of `name`
+    (a Prometheus histogram's cumulative `_bucket{le=...}` lines); nan without observations,
+    inf when it lies beyond the largest bound."""
+    pattern = re.compile(re.escape(name) + r'_bucket\{.*le="([^"]+)".*\}$')
+    buckets = []
+    for key, count in metrics.items():
+        m = pattern.match(key)
+        if m:
+            buckets.append((float(m.group(1)), count))  # float("+Inf") is inf
+    buckets.sort()
+    if not buckets or buckets[-1][1] <= 0:
+        return math.nan
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= q * total)
 
 
 def wait_spool_empty(base: str, timeout: float = 60.0) -> int:
@@ -492,6 +782,14 @@ def machine() -> str:
     return f"{os.cpu_count()} × {model} (nproc {os.cpu_count()}), Linux {platform.release()}"
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages (it is shared: see bench/README.md)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def git_commit() -> str:
     try:
         rev = subprocess.run(
@@ -512,11 +810,31 @@ def ms(us: float) -> str:
     return f"{us / 1000:.1f} ms"
 
 
-def table(empty: Run, serve: Run, lost: int | None, db_label: str) -> str:
+@dataclass
+class Outcome:
+    """What the serve run left behind, for the table."""
+
+    lost: int | None  # None: wrk wrapped, not computable
+    not_projected: int
+    probe: Probe
+    lag_metric_p99: float  # seconds, the bucket bound from /metrics (nan: none)
+
+
+def table(empty: Run, serve: Run, result: Outcome, db_label: str, workers: int | None) -> str:
     ratio = serve.rate / empty.rate if empty.rate else 0.0
     p99 = serve.wrk["p99_us"] / 1000
+    lost, probe = result.lost, result.probe
+    lag_p99 = probe.pct(99) * 1000
+    procs = f", {workers} workers" if workers else ""
+    lags = (
+        " / ".join(f"{probe.pct(q) * 1000:.1f}" for q in (50, 95, 99))
+        + f" / {max(probe.lags) * 1000:.0f} ms (n={len(probe.lags)})"
+        if probe.lags
+        else ("no probe callback seen" if probe.rate > 0 else "probe off")
+    )
+    metric_p99 = result.lag_metric_p99 * 1000
     rows = [
-        ("", "empty ASGI app", f"plivo-tracker serve ({db_label})", "target"),
+        ("", f"empty ASGI app{procs}", f"plivo-tracker serve ({db_label}{procs})", "target"),
         ("requests/s", f"{empty.rate:,.0f}", f"{serve.rate:,.0f}", ""),
         ("ratio serve/empty", "", f"{ratio:.2f}", f"≥ {TARGET_RATIO} {_ok(ratio >= TARGET_RATIO)}"),
         ("p50 latency", ms(empty.wrk["p50_us"]), ms(serve.wrk["p50_us"]), ""),
@@ -536,6 +854,30 @@ def table(empty: Run, serve: Run, lost: int | None, db_label: str) -> str:
             "",
             "n/a (wrapped)" if lost is None else str(lost),
             "0" + ("" if lost is None else f" {_ok(lost == 0)}"),
+        ),
+        (
+            "not projected (journal, no event)",
+            "",
+            str(result.not_projected),
+            f"0 {_ok(result.not_projected == 0)}",
+        ),
+        (
+            "projection lag, probe: ack → visible p50 / p95 / p99 / max",
+            "",
+            lags,
+            f"p99 ≤ {TARGET_LAG_P99_MS:.0f} ms"
+            + (
+                ""
+                if probe.rate <= 0
+                else " "
+                + _ok(bool(probe.lags) and not probe.never and lag_p99 <= TARGET_LAG_P99_MS)
+            ),
+        ),
+        (
+            "projection lag p99, /metrics (bucket bound)",
+            "",
+            "—" if math.isnan(metric_p99) else f"≤ {metric_p99:g} ms",
+            "",
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -574,13 +916,34 @@ def main() -> int:
         help="default: a fresh SQLite file in a temp dir; postgresql+asyncpg://HOST/DB to use "
         "PostgreSQL (created if missing, migrated with `plivo-tracker db upgrade` first)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run `serve --workers N` and the empty app on N uvicorn workers (default: the "
+        "single process both run without the option)",
+    )
+    parser.add_argument(
+        "--probe-rate",
+        type=float,
+        default=20.0,
+        help="projection-lag probe callbacks per second during the serve run (20; 0: off)",
+    )
     parser.add_argument("--write", metavar="FILE", help="append a dated section to FILE (markdown)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, wrk output)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the server during its wrk run (200 Hz, duration − 3 s; keeps the work dir)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
         print("wrk is not installed. Install it with:\n\n    apt-get install -y wrk\n")
+        return 1
+    if args.workers is not None and args.workers < 1:
+        print("--workers must be at least 1")
         return 1
 
     n = args.requests or 8000 * args.duration
@@ -589,9 +952,22 @@ def main() -> int:
     token = "bench-" + os.urandom(12).hex()
     postgres = is_postgres(args.database_url)
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
+    sqlite_path = None if postgres else work / "bench.db"
     db_label = "PostgreSQL" if postgres else "SQLite"
 
-    print(f"work dir {work}")
+    env = server_env(work, database_url, token)
+    workers_opt = [] if args.workers is None else ["--workers", str(args.workers)]
+    if workers_opt and not serve_has_workers(env):
+        print(
+            "--workers: this version of `plivo-tracker serve` has no --workers option "
+            "(`plivo-tracker serve --help` does not list it); run without --workers, or on a "
+            "branch whose serve takes it."
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return 2
+
+    load = load_average()
+    print(f"work dir {work}; load average {load}")
     t0 = time.monotonic()
     lines = generate(n, token, run_id, args.duplicates, args.seed)
     data = work / "callbacks.tsv"
@@ -606,12 +982,10 @@ def main() -> int:
         f"generated {n:,} signed callbacks in {time.monotonic() - t0:.1f}s (nonce prefix {run_id})"
     )
 
-    env = server_env(work, database_url, token)
-
-    # 1. Baseline: the empty app.
+    # 1. Baseline: the empty app (on as many uvicorn workers as serve gets).
     port = free_port()
     empty_proc = Proc(
-        [sys.executable, str(ROOT / "bench" / "empty_app.py"), "--port", str(port)],
+        [sys.executable, str(ROOT / "bench" / "empty_app.py"), "--port", str(port), *workers_opt],
         env,
         work,
         work / "empty.log",
@@ -619,23 +993,55 @@ def main() -> int:
     try:
         base = f"http://127.0.0.1:{port}"
         empty_proc.wait_http(base + "/")
+        if args.workers and args.workers > 1:
+            time.sleep(2)  # every worker up, not just the first to answer
         print(f"wrk against the empty app for {args.duration}s ...")
         empty = run_wrk(args, lua, base, work / "wrk-empty.txt", empty_proc.proc.pid)
     finally:
         empty_proc.stop()
 
-    # 2. The service on a fresh database.
+    # 2. The service on a fresh database, with the projection-lag probe beside wrk.
     if not prepare_database(env, work):
         return 1
     port = free_port()
     env["PORT"] = str(port)
     base = f"http://127.0.0.1:{port}"
-    serve_proc = Proc([*serve_command(), "serve"], env, work, work / "serve.log")
+    probe = Probe(args.probe_rate)
+    serve_proc = Proc([*serve_command(), "serve", *workers_opt], env, work, work / "serve.log")
+    drained = math.nan
+    profiler: subprocess.Popen[bytes] | None = None
     try:
         serve_proc.wait_http(base + "/health")
         serve_proc.wait_http(base + "/ready")
+        if args.workers and args.workers > 1:
+            time.sleep(2)
         print(f"wrk against plivo-tracker serve ({db_label}) for {args.duration}s ...")
-        serve = run_wrk(args, lua, base, work / "wrk-serve.txt", serve_proc.proc.pid)
+        if args.profile:
+            profiler = start_profiler(
+                serve_proc.proc.pid,
+                max(1, args.duration - 3),
+                work / "py-spy",
+                subprocesses=bool(args.workers),
+            )
+        if args.probe_rate > 0:
+            serve = asyncio.run(
+                run_wrk_with_probe(
+                    args,
+                    lua,
+                    base,
+                    work / "wrk-serve.txt",
+                    serve_proc.proc.pid,
+                    probe,
+                    token,
+                    run_id,
+                )
+            )
+        else:
+            serve = run_wrk(args, lua, base, work / "wrk-serve.txt", serve_proc.proc.pid)
+        if profiler is not None:
+            profiler.wait(timeout=60)
+        backlog = journal_backlog(database_url, sqlite_path)
+        drained = wait_projected(database_url, sqlite_path)
         spool_left = wait_spool_empty(base)
         metrics = scrape(base)
         if not metrics:
@@ -647,26 +1053,39 @@ def main() -> int:
     if spool_left:
         serve.notes.append(f"{spool_left} spool files still pending: LOST may count them")
 
+    # Counted after the graceful stop: its last projector pass has applied the journal.
+    prefixes = {"run": run_id, "probe": PROBE_PREFIX + run_id}
     counts = (
-        count_postgres(database_url, run_id)
+        count_postgres(database_url, prefixes)
         if postgres
-        else count_sqlite(work / "bench.db", run_id)
+        else count_sqlite(work / "bench.db", prefixes)
     )
     wrapped = bool(serve.wrk["wrapped"])
     in_flight = serve.wrk["issued"] - serve.wrk["requests"]
     lost = None if wrapped else max(0, serve.acked - counts["nonces"])
+    lag_metric = bucket_quantile(metrics, "plivo_tracker_projection_lag_seconds", 0.99)
+    result = Outcome(lost, counts["not_projected"], probe, lag_metric)
 
     print()
-    print(table(empty, serve, lost, db_label))
+    print(table(empty, serve, result, db_label, args.workers))
     print()
     details = [
         f"callbacks: {n:,} pre-generated ({args.duplicates:.0%} retries under a new nonce), "
         f"{serve.wrk['issued']:,} sent to serve, {serve.acked:,} acknowledged (< 400), "
         f"{in_flight} unanswered when wrk stopped"
         + (" — WRAPPED: wrk reused requests, raise --requests" if wrapped else ""),
-        f"database after the run: {counts['nonces']:,} nonces, {counts['events']:,} events "
-        f"(the rest were duplicates), {counts['quarantine']} quarantined, "
-        f"{counts['messages']:,} messages",
+        f"database after the graceful stop: {counts['nonces']:,} nonces, "
+        f"{counts['journal']:,} journal rows (the rest were duplicates), "
+        f"{counts['events']:,} events, {counts['not_projected']} journal rows without their "
+        f"event (not projected), {counts['quarantine']} quarantined, "
+        f"{counts['messages']:,} messages; projector cursor {counts['cursor']:,} "
+        f"of journal head {counts['head']:,}",
+        f"projector: {backlog:,} journal rows not yet applied when wrk stopped, all applied "
+        + (
+            f"{drained:.2f} s later"
+            if not math.isnan(drained)
+            else "— NOT within 60 s (the stop's last pass did the rest)"
+        ),
     ]
     if lost is not None:
         details.append(
@@ -674,6 +1093,24 @@ def main() -> int:
             f"(clipped at 0; up to {in_flight} unanswered requests may also have committed, "
             "which can hide as many lost ones)"
         )
+    if args.probe_rate > 0:
+        details.append(
+            f"probe: {probe.sent} callbacks at {probe.rate:g}/s beside wrk, {probe.acked} "
+            f"acknowledged, {len(probe.lags)} seen through GET /api/messages/{{uuid}} "
+            f"({probe.polls:,} GETs, polled every 5 ms to 50 ms: a lag reads at most an eighth "
+            f"late), {probe.never} never within {PROBE_TIMEOUT:.0f} s, {probe.non_200} non-200, "
+            f"{probe.errors} errors; in the database {counts['probe_journal']} journal rows, "
+            f"{counts['probe_events']} events, {counts['probe_not_projected']} not projected"
+        )
+        if probe.lags:
+            details.append(
+                "probe lag = ack → the answer of the GET that saw the message: it includes that "
+                "GET's own round trip, p50 / p99 "
+                f"{probe.pct(50, probe.rtts) * 1000:.1f} / {probe.pct(99, probe.rtts) * 1000:.1f}"
+                " ms; ack → that GET's request p50 / p99 "
+                f"{probe.pct(50, probe.asked) * 1000:.1f} / "
+                f"{probe.pct(99, probe.asked) * 1000:.1f} ms (0 when the first GET saw it)"
+            )
     if metrics:
         outcomes = {
             k.split('outcome="')[1].rstrip('"}'): int(v)
@@ -693,6 +1130,39 @@ def main() -> int:
             f"{int(batches):,} commits of {mean_batch:.1f} callbacks on average, "
             f"{mean_commit * 1000:.1f} ms per commit"
         )
+        passes = metrics.get("plivo_tracker_projection_seconds_count", 0)
+        projected = metrics.get("plivo_tracker_projected_total", 0)
+        lag_count = metrics.get("plivo_tracker_projection_lag_seconds_count", 0)
+        lag_sum = metrics.get("plivo_tracker_projection_lag_seconds_sum", 0)
+        details.append(
+            f"projector counters (before the stop's last pass): {int(projected):,} journal rows "
+            f"applied in {int(passes):,} passes"
+            + (
+                f" of {projected / passes:.1f} rows, "
+                f"{metrics.get('plivo_tracker_projection_seconds_sum', 0) / passes * 1000:.1f} "
+                "ms each"
+                if passes
+                else ""
+            )
+            + (
+                f"; plivo_tracker_projection_lag_seconds: mean {lag_sum / lag_count * 1000:.1f} ms"
+                f", p99 in the bucket ≤ {lag_metric * 1000:g} ms ({int(lag_count):,} rows)"
+                if lag_count
+                else ""
+            )
+        )
+        if args.workers and args.workers > 1:
+            details.append(
+                f"with {args.workers} workers /metrics is one worker's registry (whichever took "
+                "the scrape): the counters above are that worker's, not the server's"
+            )
+    if profiler is not None:
+        from profile_areas import report
+
+        raw = work / "py-spy" / "server.txt"
+        details.extend(report(raw) if raw.exists() else ["py-spy wrote no profile"])
+        details.append(f"raw stacks: {raw}")
+        args.keep = True
     problems = log_problems(work / "serve.log")
     details.append(f"serve log: {len(problems)} warning/error lines")
     details.extend("  " + p[:300] for p in problems[:5])
@@ -701,17 +1171,19 @@ def main() -> int:
 
     if args.write:
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        procs = f", {args.workers} workers" if args.workers else ""
         section = "\n".join(
             [
-                f"## {when} — {db_label}, {args.connections} connections, {args.duration} s",
+                f"## {when} — {db_label}, {args.connections} connections, {args.duration} s"
+                + procs,
                 "",
-                f"- machine: {machine()}",
+                f"- machine: {machine()}; load average before the run: {load}",
                 f"- commit: {git_commit()}",
                 f"- command: `python bench/callbacks.py {' '.join(sys.argv[1:])}`",
                 f"- wrk: -t{args.threads} -c{args.connections} -d{args.duration}s, "
                 "baseline measured in the same run",
                 "",
-                table(empty, serve, lost, db_label),
+                table(empty, serve, result, db_label, args.workers),
                 "",
                 *[f"- {d.strip()}" for d in details],
                 "",

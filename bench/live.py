@@ -9,8 +9,10 @@
 Three processes per target, so the load and the clients do not run on the server's event loop:
 
 1. the server, `bench/live_server.py`: `plivo-tracker serve` (same app, same uvicorn options)
-   with a post-commit listener on the group committer that records `(event id, time.time())`
-   for every status change right after COMMIT, and a timer on `LiveHub.publish`;
+   with a wrapper around the projector's pass that records `(event id, time.time())` for every
+   status change the pass wrote, right after its COMMIT (a callback's 200 only appends it to
+   the journal; the projector applies it to `status_events`, docs/adr/0011), and a timer on
+   `LiveHub.publish`;
 2. the clients: one process with N WebSocket clients (`websockets`, asyncio API, default
    options: permessage-deflate offered as browsers do; `--no-deflate` turns it off) on `WS /ws`,
    recording `(event id, time.time())` when each status frame is delivered to the application;
@@ -38,7 +40,9 @@ commit times. What each number means:
 - requests/s sent; lateness: callbacks sent in the window / its length (each one is a change);
   how far behind its schedule the load generator sent (p99 / max; a busy connection).
 - commit → frame: client receive time − server commit time over every (client, change) pair
-  in the window: p50 / p90 / p99 / max. Target p99 ≤ 50 ms.
+  in the window: p50 / p90 / p99 / max. Target p99 ≤ 50 ms. For serve the commit is that of
+  the projector pass that wrote the change (its 200 came earlier, when the callback was
+  appended to the journal); the time from the 200 is "ack → frame".
 - ack → frame: client receive time − when the load generator had read that callback's 200
   (negative when the frame came first).
 - commit → hub publish (serve only): when the hub handed the change to the subscriber queues
@@ -91,12 +95,16 @@ from callbacks import (
     API_HEADERS,
     Proc,
     append_section,
+    bucket_quantile,
     cpu_seconds,
     free_port,
     git_commit,
+    is_postgres,
+    load_average,
     machine,
     prepare_database,
     server_env,
+    start_profiler,
 )
 from plivo_tracker.plivo.signature import signed_headers
 
@@ -306,9 +314,10 @@ async def _clients(args: argparse.Namespace) -> None:
                 sockets.append(ws)
                 async for text in ws:
                     now = clock()
+                    assert isinstance(text, str)  # the server sends text frames only
                     # Status frames start with their id ({"id":N,"type":"status",...}): no JSON
                     # parse per frame here, so the clients cost as little CPU as possible.
-                    if isinstance(text, str) and text[:6] == '{"id":':
+                    if text[:6] == '{"id":':
                         got_id(int(text[6 : text.index(",", 6)]))
                         got_t(now)
                         continue
@@ -497,19 +506,6 @@ def run_target(
     return t
 
 
-def start_profiler(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
-    spy = Path(sys.executable).with_name("py-spy")
-    exe = str(spy) if spy.exists() else shutil.which("py-spy")
-    if exe is None:
-        print("  --profile: py-spy not found (pip install py-spy); not profiling")
-        return None
-    out.mkdir(exist_ok=True)
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
-    cmd += ["--format", "raw", "--output", str(out / "server.txt"), "--nonblocking"]
-    log = (out / "py-spy.log").open("wb")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-
-
 def postgres_cpu() -> dict[int, float]:
     """CPU seconds of every process named postgres (the server's backends and workers)."""
     out = {}
@@ -538,7 +534,13 @@ async def postgres_backends(url: str) -> set[int]:
 
 
 def scrape_live(base: str) -> dict[str, float]:
-    wanted = ("plivo_tracker_live_", "plivo_tracker_commit_batch_size_", "plivo_tracker_commit_sec")
+    wanted = (
+        "plivo_tracker_live_",
+        "plivo_tracker_commit_batch_size_",
+        "plivo_tracker_commit_sec",
+        "plivo_tracker_projected_total",
+        "plivo_tracker_projection_",
+    )
     out: dict[str, float] = {}
     try:
         resp = httpx.get(base + "/metrics", headers=API_HEADERS, timeout=10)
@@ -756,6 +758,18 @@ def details(serve: Target, base: Target) -> list[str]:
             " "
             f"{m.get('plivo_tracker_commit_seconds_sum', 0) / batches * 1000:.1f} ms per commit"
         )
+    passes = m.get("plivo_tracker_projection_seconds_count", 0)
+    if passes:
+        lag_p99 = bucket_quantile(m, "plivo_tracker_projection_lag_seconds", 0.99)
+        lag_n = m.get("plivo_tracker_projection_lag_seconds_count", 0)
+        lag_mean = m.get("plivo_tracker_projection_lag_seconds_sum", 0) / lag_n if lag_n else 0
+        out.append(
+            f"serve projector: {int(passes):,} passes of "
+            f"{m.get('plivo_tracker_projected_total', 0) / passes:.1f} journal rows on average, "
+            f"{m.get('plivo_tracker_projection_seconds_sum', 0) / passes * 1000:.1f} ms each; "
+            f"projection lag (ack → applied, plivo_tracker_projection_lag_seconds) mean "
+            f"{lag_mean * 1000:.1f} ms, p99 in the bucket ≤ {lag_p99 * 1000:g} ms"
+        )
     reads = serve.server.get("reads", [])
     if reads:
         took = sorted(end - start for start, end, _ in reads)
@@ -826,16 +840,18 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, records)")
     args = parser.parse_args()
-    args.postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    args.postgres = is_postgres(args.database_url)
 
     work = Path(tempfile.mkdtemp(prefix="plivo-bench-live-"))
     token = "bench-" + os.urandom(12).hex()
-    postgres = args.database_url.startswith(("postgresql", "postgres://"))
+    postgres = args.postgres
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     label = "PostgreSQL" if postgres else "SQLite"
     env = server_env(work, database_url, token)
+    load = load_average()
     print(
-        f"work dir {work}; {args.rate:,} changes/s over {args.connections} connections, "
+        f"work dir {work}; load average {load}; {args.rate:,} changes/s over "
+        f"{args.connections} connections, "
         f"{args.clients} clients, {args.warmup} s warm-up + {args.duration} s"
     )
     if not prepare_database(env, work):
@@ -864,7 +880,7 @@ def main() -> int:
                 f"## {when} — live stream, {label}, {args.rate:,} changes/s, "
                 f"{args.clients} clients, {args.duration} s",
                 "",
-                f"- machine: {machine()}",
+                f"- machine: {machine()}; load average before the run: {load}",
                 f"- commit: {git_commit()}",
                 f"- command: `python bench/live.py {' '.join(sys.argv[1:])}`",
                 f"- load: open loop, evenly paced, up to {args.connections} connections; "

@@ -6,8 +6,14 @@
 `serve` is `plivo-tracker serve` (same `create_app(settings)`, same uvicorn options: uvloop,
 httptools, no access log) plus two recorders installed once the app has started:
 
-- a post-commit listener on the group committer: `(event_id, MessageUUID, status, time.time())`
-  for every status change, called right after COMMIT returns on the event loop;
+- a wrapper around the projector's pass (`Projector.project_once`, the only writer of
+  `status_events` in this set-up: the callbacks' 200 only appends them to the journal, the
+  projector applies them in passes, docs/adr/0011): `(event_id, MessageUUID, status,
+  time.time())` for every status change the pass wrote, stamped the moment the pass returns on
+  the event loop, i.e. right after its COMMIT (and its metrics). The changes are the
+  `status_events` rows above the last id seen, read right after the stamp through the app's
+  own reader (`ctx.reader`, what the hub reads through); passes run one at a time, so they
+  are exactly the pass's rows;
 - a wrapper around `LiveHub.publish`: `(event_id, time.time())` when the hub hands a frame to the
   subscribers' queues (so commit → frame splits into "hub read" and "send"), and a timer on
   the hub's database read (start, end, rows).
@@ -19,7 +25,8 @@ client through a per-client queue, recording `(id, MessageUUID, status, time.tim
 had committed it. Both send `{"type": "ready"}` first, as WS /ws does.
 
 On shutdown (SIGTERM/SIGINT; written when the lifespan shutdown completes, i.e. after the
-committer has committed everything queued) the records are pickled to --out.
+committer has committed everything queued and the projector's last pass applied it) the
+records are pickled to --out.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import asyncio
 import json
 import pickle
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +47,9 @@ import uvicorn
 from plivo_tracker.cli import server_options
 from plivo_tracker.config import Settings, load_settings
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CALLBACK_PATH = "/plivo/callback"
@@ -61,18 +68,19 @@ class Records:
 
 
 def with_lifespan_hooks(
-    app: ASGI, on_started: Callable[[], None], on_stopped: Callable[[], None]
+    app: ASGI, on_started: Callable[[], Awaitable[None]], on_stopped: Callable[[], None]
 ) -> ASGI:
-    """Run `on_started` once the app's lifespan startup is complete, `on_stopped` after shutdown."""
+    """Run `on_started` once the app's lifespan startup is complete (before the server is told
+    so, hence before it takes requests), `on_stopped` after shutdown."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
 
-        async def hooked_send(message: dict[str, Any]) -> None:
+        async def hooked_send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "lifespan.startup.complete":
-                on_started()
+                await on_started()
             elif message["type"] == "lifespan.shutdown.complete":
                 on_stopped()
             await send(message)
@@ -86,28 +94,41 @@ def with_lifespan_hooks(
 
 
 def serve_app(records: Records, settings: Settings) -> ASGI:
+    from functools import partial
+
     from plivo_tracker.app import create_app
-    from plivo_tracker.inbound.ingest import StatusChange
-    from plivo_tracker.live.hub import Frame
+    from plivo_tracker.live.hub import Frame, is_change
     from plivo_tracker.logging import configure_logging
+    from plivo_tracker.messages import repository as repo
+    from plivo_tracker.messages.projector import Projection
 
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
 
-    def install() -> None:
+    async def install() -> None:
         ctx = app.state.ctx
-        committer, hub = ctx.committer, ctx.hub
-        # GroupCommitter takes its listener in the constructor only (create_app passes none), so
-        # the bench sets the attribute; chained in case a later version installs one itself.
-        previous = committer.on_changes
+        projector, reader, hub = ctx.projector, ctx.reader, ctx.hub
+        last = await reader.run(repo.newest_event_id)
+        project_once = projector.project_once
 
-        def on_changes(changes: list[StatusChange]) -> None:
-            now = time.time()
-            records.commits.extend((c.event_id, c.message_uuid, c.status, now) for c in changes)
-            if previous is not None:
-                previous(changes)
+        async def timed_project_once(limit: int | None = None) -> Projection:
+            nonlocal last
+            result: Projection = await project_once(limit)
+            now = time.time()  # the pass has committed: its events are visible from here on
+            if result.applied:
+                while True:  # every event the pass wrote (a pass may write more than a page)
+                    rows = await reader.run(partial(repo.events_after, after=last, limit=1000))
+                    if not rows:
+                        break
+                    last = rows[-1]["id"]
+                    records.commits.extend(
+                        (r["id"], r["message_uuid"], r["message_status"], now)
+                        for r in rows
+                        if is_change(r)
+                    )
+            return result
 
-        committer.on_changes = on_changes
+        projector.project_once = timed_project_once
         publish = hub.publish
 
         def timed_publish(frames: list[Frame]) -> None:
@@ -120,7 +141,7 @@ def serve_app(records: Records, settings: Settings) -> ASGI:
 
         async def timed_read(after: int, limit: int) -> list[dict[str, Any]]:
             started = time.time()
-            rows = await read_after(after, limit)
+            rows: list[dict[str, Any]] = await read_after(after, limit)
             records.reads.append((started, time.time(), len(rows)))
             return rows
 
@@ -149,7 +170,7 @@ def baseline_app(records: Records) -> ASGI:
         if scope["path"] == CALLBACK_PATH:
             fields = dict(parse_qsl(body.decode()))
             next_id += 1
-            frame = {
+            frame: dict[str, Any] = {
                 "id": next_id,
                 "type": "status",
                 "message_id": next_id,
@@ -213,7 +234,10 @@ def baseline_app(records: Records) -> ASGI:
         elif scope["type"] == "websocket":
             await websocket(scope, receive, send)
 
-    return with_lifespan_hooks(app, lambda: None, records.write)
+    async def nothing() -> None:
+        return None
+
+    return with_lifespan_hooks(app, nothing, records.write)
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ from callbacks import (
     ensure_postgres_database,
     free_port,
     git_commit,
+    is_postgres,
     machine,
 )
 from live import AUTH_ID, PUBLIC_BASE_URL, Conn, build_requests, exchange
@@ -129,19 +130,24 @@ async def seed(url: str, n: int) -> None:
     engine = make_engine(url)
     await upgrade(engine)
     if engine.dialect.name == "postgresql":
+        # A database reused from an earlier run: empty it. RESTART IDENTITY restarts the
+        # journal's ids, so the projector's cursor goes back to 0 with it (else it would skip
+        # the new journal rows up to the old position).
         async with engine.begin() as conn:
             await conn.execute(
                 text(
                     "TRUNCATE messages, status_events, message_parts, send_attempts, outbox, "
-                    "callback_nonces, quarantine, idempotency_keys RESTART IDENTITY CASCADE"
+                    "callback_nonces, journal, quarantine, idempotency_keys "
+                    "RESTART IDENTITY CASCADE"
                 )
             )
+            await conn.execute(text("UPDATE cursors SET position = 0"))
     rng = random.Random(7)
     now = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     for start in range(0, n, SEED_CHUNK):
         size = min(SEED_CHUNK, n - start)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for _ in range(size):
             created = now - dt.timedelta(days=100 + rng.random() * 200)
             status = rng.choice(("delivered", "delivered", "delivered", "undelivered", "failed"))
@@ -387,8 +393,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         url = args.database_url or f"sqlite+aiosqlite:///{work}/purge.db"
-        label = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
-        if url.startswith("postgresql"):
+        label = "PostgreSQL" if is_postgres(url) else "SQLite"
+        if is_postgres(url):
             asyncio.run(ensure_postgres_database(url))
         asyncio.run(seed(url, args.messages))
         port = free_port()

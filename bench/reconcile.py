@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 from sqlalchemy import select, update
@@ -109,7 +110,7 @@ async def run(base: str, database: str | None, n: int) -> dict[str, float]:
         now = datetime.now(UTC)
         for start in range(0, n, 1000):
             valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
-            await writer.run(lambda conn, v=valid: submit(conn, v, now, None))
+            await writer.run(partial(submit, v=valid, now=now, idempotency=None))
         while await sender.run_once():
             pass
         await setup.aclose()

@@ -78,6 +78,7 @@ from callbacks import (
     CALLBACK_PATH,
     Proc,
     cpu_seconds,
+    descendants,
     free_port,
     generate,
     git_commit,
@@ -101,41 +102,6 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 # ---- the server's memory -----------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (the children files of every thread; /proc scan without
-    CONFIG_PROC_CHILDREN)."""
-    pids, todo = [], [root]
-    scan: dict[int, list[int]] | None = None
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        tasks = Path(f"/proc/{pid}/task")
-        try:
-            files = [t / "children" for t in tasks.iterdir()]
-        except OSError:
-            continue
-        if files and files[0].exists():
-            for f in files:
-                try:
-                    todo.extend(int(c) for c in f.read_text().split())
-                except OSError:
-                    pass
-            continue
-        if scan is None:
-            scan = {}
-            for entry in os.scandir("/proc"):
-                if entry.name.isdigit():
-                    try:
-                        stat = Path(entry.path, "stat").read_text()
-                    except OSError:
-                        continue
-                    scan.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
-                        int(entry.name)
-                    )
-        todo.extend(scan.get(pid, []))
-    return pids
 
 
 def rss_kb(pid: int) -> int:
@@ -187,7 +153,7 @@ class Sampler(threading.Thread):
     def sample(self) -> Sample:
         p = self.progress
         phase, answered, ok = p.phase, p.answered, p.ok
-        pids = process_tree(self.pid)
+        pids = descendants(self.pid)
         kb = sum(rss_kb(pid) for pid in pids)
         return Sample(time.monotonic() - self.t0, phase, kb / 1024, len(pids), answered, ok)
 
@@ -776,12 +742,12 @@ def main() -> int:
         server.wait_http(base + "/ready")
         print(f"serve ({label}) ready after {time.monotonic() - t0:.1f}s; replaying {n:,} ...")
         cpu0, mine0 = (
-            sum(cpu_seconds(p) for p in process_tree(server.proc.pid)),
+            sum(cpu_seconds(p) for p in descendants(server.proc.pid)),
             time.process_time(),
         )
         rep = uvloop.run(replay(reqs, port, args.connections, args.rate, progress, server, t0))
         cpu = (
-            sum(cpu_seconds(p) for p in process_tree(server.proc.pid)) - cpu0,
+            sum(cpu_seconds(p) for p in descendants(server.proc.pid)) - cpu0,
             time.process_time() - mine0,
         )
         print(f"replay done in {rep.ended - rep.started:.1f}s; sampling {args.tail:g}s more ...")

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -110,7 +111,7 @@ async def run(
         now = datetime.now(UTC)
         for start in range(0, messages, 1000):
             valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
-            await writer.run(lambda conn, v=valid: submit(conn, v, now, None))
+            await writer.run(partial(submit, v=valid, now=now, idempotency=None))
         started, cpu0 = time.perf_counter(), time.process_time()
         sent = 0
         while sent < messages:

@@ -190,6 +190,7 @@ async def run(url: str, n: int, repeat: int, windows: list[str], workdir: Path) 
     await _seed(url, _rows(n, now, seed=1))
     lines = [f"seeded {n:,} messages in {time.perf_counter() - t0:.1f} s"]
     lines.append("rollup rows: " + ", ".join(f"{k} {v:,}" for k, v in (await _sizes(url)).items()))
+    access: dict[str, Any] = {name.lower(): value for name, value in ACCESS_ENV.items()}
     settings = load_settings(
         database_url=url,
         public_base_url="http://127.0.0.1:8000",
@@ -199,7 +200,7 @@ async def run(url: str, n: int, repeat: int, windows: list[str], workdir: Path) 
         spool_dir=str(workdir / "spool"),
         log_level="warning",
         # The bench key and every rate limit off (bench/callbacks.py): this times the queries.
-        **{name.lower(): value for name, value in ACCESS_ENV.items()},
+        **access,
     )
     app = create_app(settings, migrate=False, dispatch=False)
     async with LifespanManager(app):
