@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from plivo_tracker.db.dialect import (
-    from_driver_time,
     insert_ignore_returning,
     journal_order_sql,
     lock_for_update,
@@ -93,13 +92,6 @@ def projection_state(conn: Connection, name: str = PROJECTOR) -> tuple[int, int]
     cursor = conn.execute(select(cursors.c.position).where(cursors.c.name == name)).scalar()
     head = conn.execute(select(func.max(journal.c.id))).scalar()
     return int(cursor or 0), int(head or 0)
-
-
-def oldest_unprojected(conn: Connection, name: str = PROJECTOR) -> datetime | None:
-    """When the oldest report not applied yet arrived (None: all applied): the projection lag."""
-    cursor = select(cursors.c.position).where(cursors.c.name == name).scalar_subquery()
-    stmt = select(func.min(journal.c.received_at)).where(journal.c.id > cursor)
-    return from_driver_time(conn.execute(stmt).scalar())
 
 
 def set_aside_next(conn: Connection, reason: str, now: datetime) -> int | None:
