@@ -7,6 +7,7 @@ Durability is configured here, in one place: SQLite commits with `synchronous=FU
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,8 +146,8 @@ class ThreadWriter:
         async with self._lock:
             if background or off_loop:
                 loop = asyncio.get_running_loop()
-                work = self._background if background else self._in_thread
-                result = await loop.run_in_executor(self._executor, work, fn)
+                work = functools.partial(self._in_thread, fn, durable=not background)
+                result = await loop.run_in_executor(self._executor, work)
             else:
                 result = await self._run(fn)
         if self.on_commit is not None:
@@ -172,21 +173,8 @@ class ThreadWriter:
         finally:
             conn.close()
 
-    def _in_thread(self, fn: Callable[[Connection], T]) -> T:
-        """The whole transaction on the writer's thread, committed durably."""
-        try:
-            conn = self._engine.connect()
-        except Exception as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
-        try:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                return fn(conn)
-        finally:
-            conn.close()
-
-    def _background(self, fn: Callable[[Connection], T]) -> T:
-        """The whole transaction on the writer's thread, committed without an fsync."""
+    def _in_thread(self, fn: Callable[[Connection], T], durable: bool) -> T:
+        """The whole transaction on the writer's thread; without an fsync unless `durable`."""
         try:
             conn = self._engine.connect()
         except Exception as exc:
@@ -194,12 +182,14 @@ class ThreadWriter:
         # Outside any transaction, on the driver's connection (SQLAlchemy would begin one).
         raw: Any = conn.connection.dbapi_connection
         try:
-            raw.execute("PRAGMA synchronous=NORMAL")
+            if not durable:
+                raw.execute("PRAGMA synchronous=NORMAL")
             conn.execution_options(**WRITE)
             with conn.begin():
                 return fn(conn)
         finally:
-            raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
+            if not durable:
+                raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
             conn.close()
 
     async def close(self) -> None:
