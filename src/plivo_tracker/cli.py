@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Annotated, Any, NoReturn
 
 import httpx
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -88,6 +90,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes serving the port (WORKERS; default one per core, 1 is fine for a "
+            "small install). One at a time runs the dispatcher."
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(help="Simulator mode only: send a demo message every ~3 s (dashboard)."),
@@ -95,31 +104,67 @@ def serve(
 ) -> None:
     """Run the HTTP service (callbacks, API, dashboard, ops endpoints). Migrates SQLite itself."""
     settings = _settings(
-        serving=True, host=host, port=port, demo_interval_seconds=3.0 if demo else None
+        serving=True,
+        host=host,
+        port=port,
+        workers=workers,
+        demo_interval_seconds=3.0 if demo else None,
     )
     if demo and not settings.simulator_mode:
         _fail("--demo sends messages: it runs only in simulator mode (no PLIVO_AUTH_ID/TOKEN)")
 
     import uvicorn
 
-    from plivo_tracker.app import create_app
+    from plivo_tracker.app import SUPERVISOR_ENV, create_app, startup_problem
     from plivo_tracker.logging import configure_logging, uvicorn_log_config
 
+    # Every configuration error is one line and exit 2 here, before any worker starts.
+    problem = startup_problem(settings)
+    if problem:
+        _fail(problem)
     configure_logging(settings.log_format, settings.log_level)
-    try:
-        app = create_app(settings)  # refuses to run without API_KEYS where they are required
-    except ConfigError as exc:
-        _fail(str(exc))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
         # uvicorn's own lines (access and errors) through structlog, with the request id.
-        log_config=uvicorn_log_config(settings.log_format),
-        access_log=settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
-        log_level=settings.log_level,
+        "log_config": uvicorn_log_config(settings.log_format),
+        "access_log": settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
+        "log_level": settings.log_level,
         **server_options(settings),
-    )
+    }
+    if settings.workers == 1:
+        try:
+            app = create_app(settings)  # refuses to run without API_KEYS where they are required
+        except ConfigError as exc:
+            _fail(str(exc))
+        uvicorn.run(app, **options)
+        return
+    # Each worker builds its app from the environment (app_from_env): give it what this
+    # process decided, so that every worker runs with the same settings.
+    os.environ.update(_worker_environment(settings))
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    if settings.rate_limit_storage.startswith("memory://"):
+        structlog.get_logger("plivo_tracker.cli").warning(
+            "serve.rate_limits_per_worker",
+            workers=settings.workers,
+            detail="RATE_LIMIT_STORAGE=memory:// counts in each worker: the limits allow "
+            "WORKERS times as much; share them with redis://",
+        )
+    uvicorn.run("plivo_tracker.app:app_from_env", factory=True, workers=settings.workers, **options)
+
+
+def _worker_environment(settings: Settings) -> dict[str, str]:
+    """The settings `serve` took from its options or made up, as environment variables for
+    its workers: the listen address, the demo, and simulator mode's token (random unless set;
+    every worker must verify the callbacks that any worker's simulator signs)."""
+    env = {
+        "HOST": settings.host,
+        "PORT": str(settings.port),
+        "DEMO_INTERVAL_SECONDS": str(settings.demo_interval_seconds),
+    }
+    if settings.simulator_mode:
+        env["SIMULATOR_AUTH_TOKEN"] = settings.simulator_auth_token
+    return env
 
 
 @db_app.command("upgrade")

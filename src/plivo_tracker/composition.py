@@ -11,7 +11,7 @@ the operator commands that write to the database directly (`dispatch pause|resum
     build_sending    the Plivo client (real, or the in-process simulator), dispatcher, sweeper
     open_service     all of `serve`: store, reader, spool, group committer and its spool
                      replayer, sending, live hub, LISTEN, and the dispatcher, sweeper and demo
-                     loops; yields the routes' Context
+                     loops, each under a leader lease (loops.leading); yields the routes' Context
     open_worker      all of `worker`: store, sending, LISTEN; `run()` runs dispatcher + sweeper
     on_database, replay_spool, sweep_once, upgrade_database    the one-shot commands
 
@@ -41,12 +41,13 @@ from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL, OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import current_revision, upgrade
-from plivo_tracker.demo import demo_traffic
+from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub, database_hub
 from plivo_tracker.live.notify import Listener
+from plivo_tracker.loops import Leadership, leading
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
 from plivo_tracker.outbound.sweeper import Sweeper, SweepResult
@@ -139,7 +140,7 @@ class Sending:
         self.purger.stop()
 
     async def run(self) -> None:
-        """The dispatcher, sweeper and purge loops, until `stop()`."""
+        """The dispatcher, sweeper and purge loops, until `stop()` (runs again after it)."""
         await asyncio.gather(self.dispatcher.run(), self.sweeper.run(), self.purger.run())
 
     async def close(self) -> None:
@@ -262,16 +263,6 @@ async def _ingesting(committer: GroupCommitter, spool: Spool) -> AsyncIterator[N
 
 
 @contextlib.asynccontextmanager
-async def _sending_loops(sending: Sending) -> AsyncIterator[None]:
-    task = asyncio.create_task(sending.run())
-    try:
-        yield
-    finally:
-        sending.stop()
-        await task
-
-
-@contextlib.asynccontextmanager
 async def _live_feed(hub: LiveHub) -> AsyncIterator[None]:
     task = asyncio.create_task(hub.run())
     try:
@@ -304,11 +295,13 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     """Everything `serve` runs behind its routes, until the block ends.
 
-    `dispatch`: run the dispatcher, sweeper and purge here (`worker` does it in other processes
-    otherwise). Shut-down order, after the server has finished its in-flight requests: demo,
-    live feed (sockets close), LISTEN, dispatcher and sweeper, the Plivo client and the
-    simulator's emitter, then the committer commits what is queued (loopback callbacks have
-    stopped by then), the spool replayer, and last the database.
+    `dispatch`: run the dispatcher, sweeper and purge here while this process leads them
+    (lease "dispatcher": one process at a time across `serve --workers N` and other servers;
+    `worker` processes run them besides, without the lease). Shut-down order, after the server
+    has finished its in-flight requests: demo, live feed (sockets close), LISTEN, dispatcher
+    and sweeper (the lease released), the Plivo client and the simulator's emitter, then the
+    committer commits what is queued (loopback callbacks have stopped by then), the spool
+    replayer, and last the database.
     """
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings, migrate=migrate))
@@ -342,16 +335,23 @@ async def open_service(
             await hub.start()
         store.writer.on_commit = hub.wake
         channels = {EVENTS_CHANNEL: hub.wake}
+        # Jobs that run in one process at a time (the leader of each; loops.Leadership). A new
+        # one is a line here: leaders[name] = await stack.enter_async_context(leading(...)).
+        leaders: dict[str, Leadership] = {}
         if dispatch:
-            await stack.enter_async_context(_sending_loops(sending))
+            # The dispatcher, sweeper and purge; every process wakes its own on NOTIFY (only
+            # the leader's runs), and on SQLite the leader polls.
+            leaders["dispatcher"] = await stack.enter_async_context(
+                leading(store.writer, "dispatcher", sending)
+            )
             channels[OUTBOX_CHANNEL] = sending.dispatcher.wake
         listener = await stack.enter_async_context(listening(settings.database_url, channels))
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         await stack.enter_async_context(_live_feed(hub))
         dispatcher = sending.dispatcher if dispatch else None
-        await stack.enter_async_context(
-            demo_traffic(settings, store.writer, dispatcher, sending.default_src)
-        )
+        demo = demo_job(settings, store.writer, dispatcher, sending.default_src)
+        if demo is not None:
+            leaders["demo"] = await stack.enter_async_context(leading(store.writer, "demo", demo))
         ctx = Context(
             settings=settings,
             engine=store.engine,
@@ -363,6 +363,7 @@ async def open_service(
             default_src=sending.default_src,
             hub=hub,
             reader=reader,
+            leaders=leaders,
         )
         yield Service(ctx, sending)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from typing import Annotated, Literal
@@ -96,6 +97,9 @@ class Settings(BaseSettings):
     allow_private_callback_url: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # `serve`: processes serving the port (one per core by default; 1 is plenty for a small
+    # install). One of them at a time runs the dispatcher (a leader lease).
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host names this server answers (HTTP Host header, any port); empty = the host of
     # PUBLIC_BASE_URL plus loopback names. "*" answers any (DNS rebinding is then possible).

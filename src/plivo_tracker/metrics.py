@@ -44,6 +44,11 @@ DISPATCH_PAUSED = Gauge(
     "plivo_tracker_dispatch_paused",
     "1 while dispatching is paused (Plivo refused the account or address, or an operator).",
 )
+LEADER = Gauge(
+    "plivo_tracker_leader",
+    "1 while this process leads the job (one leader per job across processes: the lease).",
+    ["job"],
+)
 RECONCILED = Counter(
     "plivo_tracker_reconciled_total",
     "Lookups of ambiguous sends by result (found, not_found, unknown).",
