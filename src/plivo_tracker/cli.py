@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -143,6 +145,19 @@ def serve(
     # process decided, so that every worker runs with the same settings.
     os.environ.update(_worker_environment(settings))
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    # /metrics of any worker reports all of them (metrics.py): their files go here.
+    from plivo_tracker.metrics import MULTIPROC_DIR, prepare_worker_metrics
+
+    metrics_dir = os.environ.get(MULTIPROC_DIR)
+    made = None
+    try:
+        if metrics_dir:
+            prepare_worker_metrics(metrics_dir)
+        else:
+            metrics_dir = made = tempfile.mkdtemp(prefix="plivo-tracker-metrics-")
+    except OSError as exc:
+        _fail(f"{MULTIPROC_DIR}: cannot prepare a directory for the workers' metrics ({exc})")
+    os.environ[MULTIPROC_DIR] = metrics_dir
     if settings.rate_limit_storage.startswith("memory://"):
         structlog.get_logger("plivo_tracker.cli").warning(
             "serve.rate_limits_per_worker",
@@ -150,7 +165,13 @@ def serve(
             detail="RATE_LIMIT_STORAGE=memory:// counts in each worker: the limits allow "
             "WORKERS times as much; share them with redis://",
         )
-    uvicorn.run("plivo_tracker.app:app_from_env", factory=True, workers=settings.workers, **options)
+    try:
+        uvicorn.run(
+            "plivo_tracker.app:app_from_env", factory=True, workers=settings.workers, **options
+        )
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def _worker_environment(settings: Settings) -> dict[str, str]:

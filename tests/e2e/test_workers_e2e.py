@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 
 DEADLINE = 60.0  # seconds: generous bounds for every wait below
 BATCH = 12
+LEADERS = 'plivo_tracker_leader{job="dispatcher"}'
+STORED = 'plivo_tracker_callbacks_total{outcome="stored"}'
 
 
 def lease_owner(database: str, name: str = "dispatcher") -> str | None:
@@ -125,6 +127,14 @@ class Client:
             time.sleep(0.25)
         return found
 
+    def metric(self, series: str) -> float | None:
+        """A series from /metrics: with workers, all of them together whichever answers."""
+        text = httpx.get(self.base + "/metrics", headers=AUTH, timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def leads_here(self) -> bool:
         body = httpx.get(self.base + "/ready", timeout=5).json()
         here: bool = body["leaders"]["dispatcher"]["here"]
@@ -180,6 +190,11 @@ def test_two_workers_one_leader_each_message_once_and_a_killed_leader_replaced(
             accepted = [a for a in message["attempts"] if a["outcome"] == "accepted"]
             assert len(accepted) == 1, message["attempts"]
         assert owner_pid(lease_owner(database)) == leader  # one leader all along
+        # /metrics counts every worker, whichever answers: one leader; counters never go back.
+        assert client.metric(LEADERS) == 1
+        stored = [client.metric(STORED) or 0.0 for _ in range(10)]
+        assert stored == sorted(stored)
+        assert stored[0] >= 2 * BATCH  # at least `queued` and `sent` for each message
 
         # The leader dies without a word; sends keep being taken meanwhile (by the other one).
         os.kill(leader, signal.SIGKILL)
@@ -194,6 +209,8 @@ def test_two_workers_one_leader_each_message_once_and_a_killed_leader_replaced(
         client.settle(second)
         third = client.send(BATCH)
         client.settle(third)
+        # The successor counts as the one leader; the dead one's gauge is forgotten.
+        assert client.metric(LEADERS) == 1
         everything = client.messages(client.ids)
     finally:
         server.stop(graceful=True)

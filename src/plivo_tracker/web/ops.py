@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text
 
 from plivo_tracker import metrics
@@ -85,4 +85,4 @@ async def prometheus(ctx: ContextDep) -> Response:
         pass  # the last value stays; the spool and /ready tell about the outage
     else:
         metrics.MESSAGES_UNKNOWN.set(unknown)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
