@@ -170,7 +170,7 @@ class Leadership:
         self._stopping = asyncio.Event()
         self.since: datetime | None = None  # leading since
         self.renewals = 0  # renewals answered, held or refused
-        metrics.LEADER.labels(job=name).set(0)
+        metrics.LEADER.labels(lease=name).set(0)
 
     @property
     def owner(self) -> str:
@@ -212,14 +212,14 @@ class Leadership:
         self._running = asyncio.create_task(self._job.run(), name=f"leader-{self.name}")
         if self.since is None:
             self.since = datetime.now(UTC)
-            metrics.LEADER.labels(job=self.name).set(1)
+            metrics.LEADER.labels(lease=self.name).set(1)
             log.info("leader.gained", job=self.name, owner=self.owner)
 
     async def _step_down(self, why: str) -> None:
         task, self._running = self._running, None
         if task is None:
             return
-        metrics.LEADER.labels(job=self.name).set(0)
+        metrics.LEADER.labels(lease=self.name).set(0)
         self.since = None
         log_at = log.info if why == "stopped" else log.warning
         log_at("leader.lost", job=self.name, owner=self.owner, reason=why)

@@ -70,16 +70,20 @@ LIVE_DROPPED = Counter(
     "plivo_tracker_live_dropped", "WebSocket clients dropped because they read too slowly."
 )
 
+# Set by the dispatcher, and from the database at each scrape (only the leader's dispatcher
+# runs: the other processes' values would be stale otherwise).
 DISPATCH_PAUSED = Gauge(
     "plivo_tracker_dispatch_paused",
     "1 while dispatching is paused (Plivo refused the account or address, or an operator).",
     multiprocess_mode="livemostrecent",
 )
-# With workers: the leaders among them (1, or 0 for the seconds after a leader died).
+# Per lease of a leader job (loops.Leadership: "dispatcher", "demo"). Not `job`: Prometheus
+# sets that label on every target and would rename ours to `exported_job`. With workers: the
+# leaders among them (1, or 0 for the seconds after a leader died).
 LEADER = Gauge(
     "plivo_tracker_leader",
-    "1 while this process leads the job (one leader per job across processes: the lease).",
-    ["job"],
+    "1 while this process leads the job of this lease (one leader across processes).",
+    ["lease"],
     multiprocess_mode="livesum",
 )
 RECONCILED = Counter(

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 DEADLINE = 60.0  # seconds: generous bounds for every wait below
 BATCH = 12
-LEADERS = 'plivo_tracker_leader{job="dispatcher"}'
+LEADERS = 'plivo_tracker_leader{lease="dispatcher"}'
 STORED = 'plivo_tracker_callbacks_total{outcome="stored"}'
 
 

@@ -294,7 +294,7 @@ async def test_a_periodic_loop_runs_again_after_a_stop() -> None:
 
 
 def gauge(job: str) -> float | None:
-    return REGISTRY.get_sample_value("plivo_tracker_leader", {"job": job})
+    return REGISTRY.get_sample_value("plivo_tracker_leader", {"lease": job})
 
 
 async def test_ready_and_metrics_tell_whether_this_process_leads(
@@ -311,5 +311,5 @@ async def test_ready_and_metrics_tell_whether_this_process_leads(
             assert time.monotonic() < deadline, found
             await asyncio.sleep(0.05)
         metrics = (await client.get("/metrics")).text
-        assert 'plivo_tracker_leader{job="dispatcher"} 1.0' in metrics
+        assert 'plivo_tracker_leader{lease="dispatcher"} 1.0' in metrics
     assert gauge("dispatcher") == 0  # released on the way out

@@ -81,8 +81,10 @@ async def prometheus(ctx: ContextDep) -> Response:
             unknown = (
                 await conn.execute(select(func.count()).where(messages.c.status == "unknown"))
             ).scalar_one()
+            paused = (await conn.run_sync(pause_state)).paused
     except Exception:  # noqa: BLE001 - database unreachable: the scrape still answers
         pass  # the last value stays; the spool and /ready tell about the outage
     else:
         metrics.MESSAGES_UNKNOWN.set(unknown)
+        metrics.DISPATCH_PAUSED.set(1 if paused else 0)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
