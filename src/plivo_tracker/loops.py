@@ -136,10 +136,11 @@ class Leadership:
     """Runs `job` in exactly one process at a time: the one holding lease `name`.
 
     Every `renew_every` seconds it takes or renews the lease for `ttl`. Holding it, the job
-    runs; a renewal that fails, is refused (someone else holds it), or does not answer before
-    the lease would run out stops the job. A process that died holding it is replaced within
-    `ttl` + `renew_every` seconds; one that stops cleanly releases it, and another takes over
-    at its next renewal. The lease's time is the wall clock of the processes (one host, or NTP).
+    runs; a renewal that fails, is refused (someone else holds it), or does not answer until
+    `renew_every` before the lease would run out stops the job. A process that died holding
+    it is replaced within `ttl` + `renew_every` seconds; one that stops cleanly releases it,
+    and another takes over at its next renewal. The lease's time is the wall clock of the
+    processes (one host, or NTP).
 
     Stopping the job is a request: it finishes the pass in hand, so for a moment after a lost
     renewal the old and the new leader may both be working. A job under a leader must keep its
@@ -241,9 +242,10 @@ class Leadership:
         if self._renewal is None:
             self._renewal_started = time.monotonic()
             self._renewal = asyncio.create_task(self.lease.hold(datetime.now(UTC)))
-        # Leading, the job may run only as long as the last renewal holds the lease.
+        # Leading, the job may run only as long as the last renewal holds the lease, less a
+        # renewal period for the job to stop before another process may take over.
         if self._running is not None:
-            wait = max(0.0, self._valid_until - time.monotonic())
+            wait = max(0.0, self._valid_until - self._renew_every - time.monotonic())
         else:
             wait = self.lease.ttl.total_seconds()
         done, _ = await asyncio.wait({self._renewal}, timeout=wait)
@@ -259,7 +261,7 @@ class Leadership:
         if not held:
             return False, "held_elsewhere"
         self._valid_until = self._renewal_started + self.lease.ttl.total_seconds()
-        if self._valid_until <= time.monotonic():
+        if self._valid_until - self._renew_every <= time.monotonic():
             return False, "renewal_late"
         return True, ""
 

@@ -56,9 +56,12 @@ class Switchable:
     def __init__(self, inner: Writer) -> None:
         self._inner = inner
         self.down = False
+        self.answering = asyncio.Event()  # cleared: calls wait (a database that hangs)
+        self.answering.set()
         self.on_commit = None
 
     async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
+        await self.answering.wait()
         if self.down:
             raise DatabaseUnavailable("switched off by the test")
         return await self._inner.run(fn, background=background)
@@ -218,6 +221,29 @@ async def test_a_leader_that_cannot_renew_stops_and_resumes_when_it_can(db_url: 
             await until(lambda: leadership.leading and job.running, "leading again")
             assert job.runs == 2  # the same job, run again
         finally:
+            await stopped(leadership, task)
+
+
+async def test_a_renewal_that_hangs_stops_the_job_before_the_lease_runs_out(db_url: str) -> None:
+    ttl, renew = timedelta(seconds=4), 1.0  # the job must stop a second before the lease ends
+    async with process_writer(db_url) as inner:
+        writer = Switchable(inner)
+        job = Job()
+        leadership = Leadership(writer, "hung", job, ttl=ttl, renew_every=renew)
+        task = started(leadership)
+        try:
+            await until(lambda: leadership.leading and job.running, "leading")
+            writer.answering.clear()  # renewals get no answer from now on
+            await until(lambda: not job.running, "stopped")
+            stopped_at = datetime.now(UTC)
+            assert not leadership.leading
+            held = await lease_row(inner, "hung")
+            assert held.owner == leadership.owner
+            assert stopped_at < held.until  # before any other process could take over
+            writer.answering.set()  # the renewal in flight answers: leading again
+            await until(lambda: leadership.leading and job.running, "leading again")
+        finally:
+            writer.answering.set()
             await stopped(leadership, task)
 
 
