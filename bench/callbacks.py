@@ -564,6 +564,9 @@ def main() -> int:
     )
     for var in BENCH_UNSET:
         env.pop(var, None)
+    # One `serve` process unless the caller asks (WORKERS=2 python bench/callbacks.py), so that
+    # runs compare with earlier ones. With workers, "server CPU" is the supervisor's only.
+    env.setdefault("WORKERS", "1")
 
     # 1. Baseline: the empty app.
     port = free_port()

@@ -95,8 +95,8 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Processes serving the port (WORKERS; default one per core, 1 is fine for a "
-            "small install). One at a time runs the dispatcher."
+            help="Processes serving the port (WORKERS; default one per CPU core on PostgreSQL, "
+            "1 on SQLite; 1 is fine for a small install). One at a time runs the dispatcher."
         ),
     ] = None,
     demo: Annotated[
@@ -134,7 +134,8 @@ def serve(
         "log_level": settings.log_level,
         **server_options(settings),
     }
-    if settings.workers == 1:
+    workers = settings.serve_workers
+    if workers == 1:
         try:
             app = create_app(settings)  # refuses to run without API_KEYS where they are required
         except ConfigError as exc:
@@ -158,17 +159,21 @@ def serve(
     except OSError as exc:
         _fail(f"{MULTIPROC_DIR}: cannot prepare a directory for the workers' metrics ({exc})")
     os.environ[MULTIPROC_DIR] = metrics_dir
-    if settings.rate_limit_storage.startswith("memory://"):
+    limits = (
+        settings.rate_limit_api,
+        settings.rate_limit_ws_connect,
+        settings.rate_limit_auth_failures,
+        settings.rate_limit_callback_failures,
+    )
+    if settings.rate_limit_storage.startswith("memory://") and set(limits) != {"off"}:
         structlog.get_logger("plivo_tracker.cli").warning(
             "serve.rate_limits_per_worker",
-            workers=settings.workers,
+            workers=workers,
             detail="RATE_LIMIT_STORAGE=memory:// counts in each worker: the limits allow "
             "WORKERS times as much; share them with redis://",
         )
     try:
-        uvicorn.run(
-            "plivo_tracker.app:app_from_env", factory=True, workers=settings.workers, **options
-        )
+        uvicorn.run("plivo_tracker.app:app_from_env", factory=True, workers=workers, **options)
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)

@@ -375,9 +375,12 @@ def test_cli_serve_with_workers_refuses_bad_settings_before_any_worker_starts(
     assert lines[0].startswith(f"error: {variable}: ")
 
 
-def test_workers_default_to_one_per_core() -> None:
-    assert load_settings().workers == (os.cpu_count() or 1)
-    assert load_settings(workers=1).workers == 1
+def test_workers_default_to_one_per_core_on_postgresql_and_one_on_sqlite() -> None:
+    postgres = "postgresql+asyncpg://127.0.0.1/x"
+    assert load_settings(database_url=postgres).serve_workers == (os.cpu_count() or 1)
+    assert load_settings().serve_workers == 1  # SQLite: writes take turns on one file
+    assert load_settings(workers=3).serve_workers == 3
+    assert load_settings(database_url=postgres, workers=1).serve_workers == 1
 
 
 # --- a real account needs a public callback URL --------------------------------------------------
