@@ -71,8 +71,7 @@ def create_app(
     supervisor: int | None = None,
 ) -> RequestId:
     """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`;
-    on SQLite several processes may migrate at once: each waits for the write lock, and the
-    later ones find the schema at head).
+    `serve --workers N` migrates SQLite itself before its workers start).
 
     `dispatch` runs the outbox dispatcher in this process while it leads the "dispatcher"
     lease (one process at a time: `serve --workers N`, or several servers; `worker` runs it
@@ -161,4 +160,11 @@ def app_from_env() -> RequestId:
     configure_logging(settings.log_format, settings.log_level)
     supervisor = os.environ.get(SUPERVISOR_ENV, "")
     parent = int(supervisor) if supervisor.isdigit() else None
-    return create_app(settings, supervisor=parent if parent == os.getppid() else None)
+    if parent is None:
+        return create_app(settings)  # `uvicorn --factory`: migrates SQLite as a single serve
+    if parent != os.getppid():
+        # Started by `serve`, which is gone already: serve nothing as an orphan.
+        raise RuntimeError(f"the serve process {parent} that started this worker is gone")
+    # `serve` migrated SQLite before starting the workers: several migrating a new file at
+    # once would collide.
+    return create_app(settings, migrate=False, supervisor=parent)

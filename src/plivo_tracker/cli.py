@@ -142,6 +142,15 @@ def serve(
             _fail(str(exc))
         uvicorn.run(app, **options)
         return
+    if settings.is_sqlite:
+        # Once, here: workers migrating a new file at once would collide.
+        from plivo_tracker.composition import upgrade_database
+
+        try:
+            asyncio.run(upgrade_database(settings))
+        except Exception as exc:  # noqa: BLE001 - one line, before any worker starts
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            _fail(f"DATABASE_URL: cannot migrate the SQLite database ({first})", 1)
     # Each worker builds its app from the environment (app_from_env): give it what this
     # process decided, so that every worker runs with the same settings.
     os.environ.update(_worker_environment(settings))

@@ -211,6 +211,9 @@ def test_two_workers_one_leader_each_message_once_and_a_killed_leader_replaced(
         client.settle(third)
         # The successor counts as the one leader; the dead one's gauge is forgotten.
         assert client.metric(LEADERS) == 1
+        # Every callback verified at whichever worker it reached (one simulator token for all).
+        metrics = httpx.get(server.base + "/metrics", headers=AUTH, timeout=5).text
+        assert "plivo_tracker_signature_failures_total{" not in metrics
         everything = client.messages(client.ids)
     finally:
         server.stop(graceful=True)
@@ -265,6 +268,9 @@ def test_workers_stop_by_themselves_when_serve_is_killed(tmp_path: Path) -> None
     """SIGKILL to `serve` itself: its workers notice they lost their parent and shut down
     (leases released), instead of serving on as orphans that hold the port."""
     port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")
     server = Server(
         tmp_path,
         f"sqlite+aiosqlite:///{tmp_path / 'orphans.db'}",
@@ -275,12 +281,15 @@ def test_workers_stop_by_themselves_when_serve_is_killed(tmp_path: Path) -> None
         PLIVO_AUTH_ID="",
         PLIVO_AUTH_TOKEN="",
         LOG_LEVEL="info",
+        # Given (not made by serve, which cannot remove it when killed): emptied at start.
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     children: list[int] = []
     try:
         server.wait_healthy()
         # Two workers (and multiprocessing's resource tracker), all children of serve.
-        until(lambda: len(workers_of(server.proc.pid)) == 2, "two workers")
+        until(lambda: server.log_text().count('"app.started"') == 2, "two workers started")
+        assert len(workers_of(server.proc.pid)) == 2
         children = children_of(server.proc.pid)
         until(lambda: owner_pid(lease_owner(server_db(tmp_path))) in children, "a leader")
         server.proc.kill()
@@ -296,6 +305,7 @@ def test_workers_stop_by_themselves_when_serve_is_killed(tmp_path: Path) -> None
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert server.log_text().count('"app.orphaned"') == 2
+    assert not (metrics_dir / "counter_1.db").exists()  # an earlier run's files went first
 
 
 def server_db(tmp_path: Path) -> str:

@@ -375,6 +375,18 @@ def test_cli_serve_with_workers_refuses_bad_settings_before_any_worker_starts(
     assert lines[0].startswith(f"error: {variable}: ")
 
 
+def test_cli_serve_with_workers_migrates_sqlite_first_and_says_why_it_cannot(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "not-a-file.db").mkdir()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'not-a-file.db'}"
+    result = run_serve(tmp_path, WORKERS="2", DATABASE_URL=url)
+    assert result.returncode == 1, result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines  # before any worker started
+    assert lines[0].startswith("error: DATABASE_URL: cannot migrate the SQLite database (")
+
+
 def test_workers_default_to_one_per_core_on_postgresql_and_one_on_sqlite() -> None:
     postgres = "postgresql+asyncpg://127.0.0.1/x"
     assert load_settings(database_url=postgres).serve_workers == (os.cpu_count() or 1)
