@@ -3,8 +3,11 @@ lifespan that opens the process's parts through the composition root (compositio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +16,7 @@ from fastapi import FastAPI
 
 from plivo_tracker import __version__
 from plivo_tracker.composition import open_service
-from plivo_tracker.config import ConfigError, Settings, api_keys_problem
+from plivo_tracker.config import ConfigError, Settings, api_keys_problem, load_settings
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.live.routes import router as live_router
@@ -40,6 +43,24 @@ def _tune_gc() -> None:
     gc.freeze()
 
 
+def startup_problem(settings: Settings) -> str | None:
+    """Why the app may not run with `settings` (one line), or None: checked whatever starts
+    it (serve, its workers, tests, another ASGI server), and by `serve` before any worker."""
+    return settings.callback_url_error() or api_keys_problem(settings)
+
+
+async def _watch_supervisor(pid: int, every: float = 1.0) -> None:
+    """End this worker (SIGTERM: a graceful shut-down, the leases released) once its parent
+    `serve` process is gone, e.g. killed with SIGKILL: the parent restarts dead workers, but
+    nothing would stop orphaned ones, which would hold the port."""
+    while True:
+        await asyncio.sleep(every)
+        if os.getppid() != pid:
+            break
+    log.error("app.orphaned", supervisor=pid, detail="the serve process is gone: stopping")
+    signal.raise_signal(signal.SIGTERM)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -47,17 +68,21 @@ def create_app(
     dispatch: bool = True,
     loopback_callbacks: bool = False,
     scenario: ScenarioConfig | None = None,
+    supervisor: int | None = None,
 ) -> RequestId:
-    """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`).
+    """Build the ASGI app. `migrate` defaults to True on SQLite (PostgreSQL: `db upgrade`;
+    `serve --workers N` migrates SQLite itself before its workers start).
 
-    `dispatch` runs the outbox dispatcher in this process (`serve` on one machine; `worker`
-    does it elsewhere). `loopback_callbacks` makes the in-process simulator deliver its
-    callbacks to this app directly instead of over HTTP (tests without a port).
+    `dispatch` runs the outbox dispatcher in this process while it leads the "dispatcher"
+    lease (one process at a time: `serve --workers N`, or several servers; `worker` runs it
+    elsewhere besides). `loopback_callbacks` makes the in-process simulator deliver its
+    callbacks to this app directly instead of over HTTP (tests without a port). `supervisor`:
+    the pid of the `serve` process that started this worker; should it die, the worker shuts
+    down by itself instead of serving on as an orphan.
     The FastAPI app is wrapped by the plain-ASGI callback endpoint (the hot path), and that by
     the request id (web/request_id.py).
     """
-    # Checked whatever starts the app (serve, tests, another ASGI server).
-    problem = settings.callback_url_error() or api_keys_problem(settings)
+    problem = startup_problem(settings)
     if problem:
         raise ConfigError(problem)
     throttle = Throttle(settings)
@@ -82,6 +107,9 @@ def create_app(
             )
             app.state.ctx = service.ctx
             app.state.sending = service.sending
+            if supervisor is not None:
+                watch = asyncio.create_task(_watch_supervisor(supervisor))
+                stack.callback(watch.cancel)
             _tune_gc()
             log.info(
                 "app.started",
@@ -115,3 +143,28 @@ def create_app(
     # Outermost: every log line of the request has its id.
     outer = RequestId(CallbackEndpoint(app, settings, throttle))
     return outer
+
+
+SUPERVISOR_ENV = "PLIVO_TRACKER_SUPERVISOR"  # set by `serve --workers N` for its workers
+
+
+def app_from_env() -> RequestId:
+    """The app of one `serve --workers N` worker (uvicorn's factory,
+    `plivo_tracker.app:app_from_env`): Settings read from the environment, which the parent
+    `serve` validated and completed first (HOST, PORT, the simulator mode's token: the same
+    in every worker, so that any of them verifies a callback another one's simulator signed).
+    Also usable with `uvicorn --factory` directly."""
+    from plivo_tracker.logging import configure_logging
+
+    settings = load_settings(serving=True)
+    configure_logging(settings.log_format, settings.log_level)
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    parent = int(supervisor) if supervisor.isdigit() else None
+    if parent is None:
+        return create_app(settings)  # `uvicorn --factory`: migrates SQLite as a single serve
+    if parent != os.getppid():
+        # Started by `serve`, which is gone already: serve nothing as an orphan.
+        raise RuntimeError(f"the serve process {parent} that started this worker is gone")
+    # `serve` migrated SQLite before starting the workers: several migrating a new file at
+    # once would collide.
+    return create_app(settings, migrate=False, supervisor=parent)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import sys
+import tempfile
 from typing import Annotated, Any, NoReturn
 
 import httpx
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -88,6 +92,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes serving the port (WORKERS; default one per CPU core on PostgreSQL, "
+            "1 on SQLite; 1 is fine for a small install). One at a time runs the dispatcher."
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(help="Simulator mode only: send a demo message every ~3 s (dashboard)."),
@@ -95,31 +106,100 @@ def serve(
 ) -> None:
     """Run the HTTP service (callbacks, API, dashboard, ops endpoints). Migrates SQLite itself."""
     settings = _settings(
-        serving=True, host=host, port=port, demo_interval_seconds=3.0 if demo else None
+        serving=True,
+        host=host,
+        port=port,
+        workers=workers,
+        demo_interval_seconds=3.0 if demo else None,
     )
     if demo and not settings.simulator_mode:
         _fail("--demo sends messages: it runs only in simulator mode (no PLIVO_AUTH_ID/TOKEN)")
 
     import uvicorn
 
-    from plivo_tracker.app import create_app
+    from plivo_tracker.app import SUPERVISOR_ENV, create_app, startup_problem
     from plivo_tracker.logging import configure_logging, uvicorn_log_config
 
+    # Every configuration error is one line and exit 2 here, before any worker starts.
+    problem = startup_problem(settings)
+    if problem:
+        _fail(problem)
     configure_logging(settings.log_format, settings.log_level)
-    try:
-        app = create_app(settings)  # refuses to run without API_KEYS where they are required
-    except ConfigError as exc:
-        _fail(str(exc))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
         # uvicorn's own lines (access and errors) through structlog, with the request id.
-        log_config=uvicorn_log_config(settings.log_format),
-        access_log=settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
-        log_level=settings.log_level,
+        "log_config": uvicorn_log_config(settings.log_format),
+        "access_log": settings.access_log,  # ACCESS_LOG=false: a line per callback costs CPU
+        "log_level": settings.log_level,
         **server_options(settings),
+    }
+    workers = settings.serve_workers
+    if workers == 1:
+        try:
+            app = create_app(settings)  # refuses to run without API_KEYS where they are required
+        except ConfigError as exc:
+            _fail(str(exc))
+        uvicorn.run(app, **options)
+        return
+    if settings.is_sqlite:
+        # Once, here: workers migrating a new file at once would collide.
+        from plivo_tracker.composition import upgrade_database
+
+        try:
+            asyncio.run(upgrade_database(settings))
+        except Exception as exc:  # noqa: BLE001 - one line, before any worker starts
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            _fail(f"DATABASE_URL: cannot migrate the SQLite database ({first})", 1)
+    # Each worker builds its app from the environment (app_from_env): give it what this
+    # process decided, so that every worker runs with the same settings.
+    os.environ.update(_worker_environment(settings))
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    # /metrics of any worker reports all of them (metrics.py): their files go here.
+    from plivo_tracker.metrics import MULTIPROC_DIR, prepare_worker_metrics
+
+    metrics_dir = os.environ.get(MULTIPROC_DIR)
+    made = None
+    try:
+        if metrics_dir:
+            prepare_worker_metrics(metrics_dir)
+        else:
+            metrics_dir = made = tempfile.mkdtemp(prefix="plivo-tracker-metrics-")
+    except OSError as exc:
+        _fail(f"{MULTIPROC_DIR}: cannot prepare a directory for the workers' metrics ({exc})")
+    os.environ[MULTIPROC_DIR] = metrics_dir
+    limits = (
+        settings.rate_limit_api,
+        settings.rate_limit_ws_connect,
+        settings.rate_limit_auth_failures,
+        settings.rate_limit_callback_failures,
     )
+    if settings.rate_limit_storage.startswith("memory://") and set(limits) != {"off"}:
+        structlog.get_logger("plivo_tracker.cli").warning(
+            "serve.rate_limits_per_worker",
+            workers=workers,
+            detail="RATE_LIMIT_STORAGE=memory:// counts in each worker: the limits allow "
+            "WORKERS times as much; share them with redis://",
+        )
+    try:
+        uvicorn.run("plivo_tracker.app:app_from_env", factory=True, workers=workers, **options)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _worker_environment(settings: Settings) -> dict[str, str]:
+    """The settings `serve` took from its options or made up, as environment variables for
+    its workers: the listen address, the demo, and simulator mode's token (random unless set;
+    every worker must verify the callbacks that any worker's simulator signs)."""
+    env = {
+        "HOST": settings.host,
+        "PORT": str(settings.port),
+        "DEMO_INTERVAL_SECONDS": str(settings.demo_interval_seconds),
+    }
+    if settings.simulator_mode:
+        env["SIMULATOR_AUTH_TOKEN"] = settings.simulator_auth_token
+    return env
 
 
 @db_app.command("upgrade")

@@ -10,10 +10,11 @@ the operator commands that write to the database directly (`dispatch pause|resum
     open_store       + the writer every write of the process goes through
     build_sending    the Plivo client (real, or the in-process simulator), dispatcher, sweeper
     open_service     all of `serve`: store, reader, spool, group committer and its spool
-                     replayer, projector, sending, live hub, LISTEN, and the dispatcher,
-                     sweeper and demo loops; yields the routes' Context
-    open_worker      all of `worker`: store, projector, sending, LISTEN; `run()` runs the
-                     dispatcher, sweeper, purge and projector
+                     replayer, sending, live hub, LISTEN; the projector, the dispatcher
+                     (with sweeper and purge) and the demo loops, each under a leader lease
+                     (loops.leading); yields the routes' Context
+    open_worker      all of `worker`: store, sending, LISTEN; `run()` runs the dispatcher,
+                     sweeper and purge (the journal is applied by `serve`'s projector)
     on_database, replay_spool, sweep_once, upgrade_database    the one-shot commands
 
 Simulator mode (no PLIVO_AUTH_ID/TOKEN): the client talks to the simulator's Message API in
@@ -42,12 +43,13 @@ from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL, JOURNAL_CHANNEL, OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, make_writer
 from plivo_tracker.db.migrate import current_revision, upgrade
-from plivo_tracker.demo import demo_traffic
+from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub, database_hub
 from plivo_tracker.live.notify import Listener
+from plivo_tracker.loops import Leadership, leading
 from plivo_tracker.messages.projector import Projector
 from plivo_tracker.outbound import repository as outbound_repo
 from plivo_tracker.outbound.budget import Limits
@@ -124,8 +126,9 @@ async def listening(
 @dataclass(slots=True)
 class Sending:
     """The background side: the Plivo client, the dispatcher, the sweeper, the retention purge
-    and the projector that applies the journal; in simulator mode also the simulator and its
-    callback emitter."""
+    (`run()`), and the projector that applies the journal (a job of its own, under its own
+    lease in `serve`; the one-shot commands drain it); in simulator mode also the simulator and
+    its callback emitter."""
 
     client: PlivoClient
     dispatcher: Dispatcher
@@ -141,13 +144,10 @@ class Sending:
         self.dispatcher.stop()
         self.sweeper.stop()
         self.purger.stop()
-        self.projector.stop()
 
     async def run(self) -> None:
-        """The dispatcher, sweeper, purge and projector loops, until `stop()`."""
-        await asyncio.gather(
-            self.dispatcher.run(), self.sweeper.run(), self.purger.run(), self.projector.run()
-        )
+        """The dispatcher, sweeper and purge loops, until `stop()` (runs again after it)."""
+        await asyncio.gather(self.dispatcher.run(), self.sweeper.run(), self.purger.run())
 
     async def close(self) -> None:
         self.stop()
@@ -289,28 +289,6 @@ async def _ingesting(
 
 
 @contextlib.asynccontextmanager
-async def _sending_loops(sending: Sending) -> AsyncIterator[None]:
-    task = asyncio.create_task(sending.run())
-    try:
-        yield
-    finally:
-        sending.stop()
-        await task
-
-
-@contextlib.asynccontextmanager
-async def _projecting(projector: Projector) -> AsyncIterator[None]:
-    """The projector alone (`serve` without the sending loops): on exit it applies what is
-    journaled, then stops."""
-    task = asyncio.create_task(projector.run())
-    try:
-        yield
-    finally:
-        projector.stop()
-        await task
-
-
-@contextlib.asynccontextmanager
 async def _live_feed(hub: LiveHub) -> AsyncIterator[None]:
     task = asyncio.create_task(hub.run())
     try:
@@ -343,11 +321,13 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     """Everything `serve` runs behind its routes, until the block ends.
 
-    `dispatch`: run the dispatcher, sweeper and purge here (`worker` does it in other processes
-    otherwise). Shut-down order, after the server has finished its in-flight requests: demo,
-    live feed (sockets close), LISTEN, dispatcher and sweeper, the Plivo client and the
-    simulator's emitter, then the committer commits what is queued (loopback callbacks have
-    stopped by then), the spool replayer, and last the database.
+    `dispatch`: run the dispatcher, sweeper and purge here while this process leads them
+    (lease "dispatcher": one process at a time across `serve --workers N` and other servers;
+    `worker` processes run them besides, without the lease). Shut-down order, after the server
+    has finished its in-flight requests: demo, live feed (sockets close), LISTEN, dispatcher
+    and sweeper (the lease released), the Plivo client and the simulator's emitter, then the
+    committer commits what is queued (loopback callbacks have stopped by then), the spool
+    replayer, and last the database.
     """
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings, migrate=migrate))
@@ -381,18 +361,29 @@ async def open_service(
             await hub.start()
         store.writer.on_commit = hub.wake
         channels = {EVENTS_CHANNEL: hub.wake, JOURNAL_CHANNEL: projector.wake}
+        # Jobs that run in one process at a time (the leader of each; loops.Leadership). A new
+        # one is a line here: leaders[name] = await stack.enter_async_context(leading(...)).
+        leaders: dict[str, Leadership] = {}
+        # The projector: every process wakes its own on its appends and on NOTIFY; only the
+        # leader's runs (correct either way: a pass locks the cursor row; this spares the
+        # others queueing on that lock).
+        leaders["projector"] = await stack.enter_async_context(
+            leading(store.writer, "projector", projector)
+        )
         if dispatch:
-            await stack.enter_async_context(_sending_loops(sending))
+            # The dispatcher, sweeper and purge; every process wakes its own on NOTIFY (only
+            # the leader's runs), and on SQLite the leader polls.
+            leaders["dispatcher"] = await stack.enter_async_context(
+                leading(store.writer, "dispatcher", sending)
+            )
             channels[OUTBOX_CHANNEL] = sending.dispatcher.wake
-        else:
-            await stack.enter_async_context(_projecting(projector))
         listener = await stack.enter_async_context(listening(settings.database_url, channels))
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         await stack.enter_async_context(_live_feed(hub))
         dispatcher = sending.dispatcher if dispatch else None
-        await stack.enter_async_context(
-            demo_traffic(settings, store.writer, dispatcher, sending.default_src)
-        )
+        demo = demo_job(settings, store.writer, dispatcher, sending.default_src)
+        if demo is not None:
+            leaders["demo"] = await stack.enter_async_context(leading(store.writer, "demo", demo))
         ctx = Context(
             settings=settings,
             engine=store.engine,
@@ -405,6 +396,7 @@ async def open_service(
             hub=hub,
             reader=reader,
             projector=projector,
+            leaders=leaders,
         )
         yield Service(ctx, sending)
 
@@ -416,10 +408,7 @@ async def open_worker(settings: Settings, *, poll_interval: float = 1.0) -> Asyn
     async with (
         open_store(settings) as store,
         open_sending(settings, store, poll_interval=poll_interval) as sending,
-        listening(
-            settings.database_url,
-            {OUTBOX_CHANNEL: sending.dispatcher.wake, JOURNAL_CHANNEL: sending.projector.wake},
-        ),
+        listening(settings.database_url, {OUTBOX_CHANNEL: sending.dispatcher.wake}),
     ):
         yield sending
 

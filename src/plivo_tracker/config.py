@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from typing import Annotated, Literal
@@ -96,6 +97,9 @@ class Settings(BaseSettings):
     allow_private_callback_url: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # `serve`: processes serving the port (`serve_workers`); 1 is plenty for a small install.
+    # One of them at a time runs the dispatcher (a leader lease).
+    workers: int | None = Field(default=None, ge=1, le=512)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host names this server answers (HTTP Host header, any port); empty = the host of
     # PUBLIC_BASE_URL plus loopback names. "*" answers any (DNS rebinding is then possible).
@@ -357,6 +361,15 @@ class Settings(BaseSettings):
         if current:
             return [current, *[t for t in self.plivo_main_auth_tokens_previous if t != current]]
         return self.account_tokens
+
+    @property
+    def serve_workers(self) -> int:
+        """WORKERS, or unset: one per CPU core on PostgreSQL and 1 on SQLite, whose writes take
+        turns on one file, so that more processes only split the group commits into smaller
+        ones (docs/benchmarks.md, "serve --workers")."""
+        if self.workers is not None:
+            return self.workers
+        return 1 if self.is_sqlite else (os.cpu_count() or 1)
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,8 +1,27 @@
-"""Every Prometheus metric, declared once."""
+"""Every Prometheus metric, declared once, and their exposition.
+
+With `serve --workers N` every worker records into files in PROMETHEUS_MULTIPROC_DIR (`serve`
+makes one unless it is set) and /metrics, whichever worker answers, reports all of them
+together: counters and histograms summed over every worker that ever ran, gauges as their
+`multiprocess_mode` says (over live workers only). Without that variable (one process) each
+process reports its own, as before.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 CALLBACKS = Counter(
     "plivo_tracker_callbacks_total",
@@ -44,19 +63,42 @@ PROJECTION_LAG = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 30),
 )
 COMMIT_QUEUE = Gauge(
-    "plivo_tracker_commit_queue_depth", "Callbacks waiting for their group commit."
+    "plivo_tracker_commit_queue_depth",
+    "Callbacks waiting for their group commit.",
+    multiprocess_mode="livesum",
 )
-SPOOL_FILES = Gauge("plivo_tracker_spool_files", "Spool files waiting to be replayed.")
+# Counted at each scrape (the spool directory is shared by the workers of one host).
+SPOOL_FILES = Gauge(
+    "plivo_tracker_spool_files",
+    "Spool files waiting to be replayed.",
+    multiprocess_mode="livemostrecent",
+)
 
-LIVE_SUBSCRIBERS = Gauge("plivo_tracker_live_subscribers", "WebSocket clients subscribed now.")
+LIVE_SUBSCRIBERS = Gauge(
+    "plivo_tracker_live_subscribers",
+    "WebSocket clients subscribed now.",
+    multiprocess_mode="livesum",
+)
 LIVE_FRAMES = Counter("plivo_tracker_live_changes", "Status changes published to the live hub.")
 LIVE_DROPPED = Counter(
     "plivo_tracker_live_dropped", "WebSocket clients dropped because they read too slowly."
 )
 
+# Set by the dispatcher, and from the database at each scrape (only the leader's dispatcher
+# runs: the other processes' values would be stale otherwise).
 DISPATCH_PAUSED = Gauge(
     "plivo_tracker_dispatch_paused",
     "1 while dispatching is paused (Plivo refused the account or address, or an operator).",
+    multiprocess_mode="livemostrecent",
+)
+# Per lease of a leader job (loops.Leadership: "dispatcher", "demo"). Not `job`: Prometheus
+# sets that label on every target and would rename ours to `exported_job`. With workers: the
+# leaders among them (1, or 0 for the seconds after a leader died).
+LEADER = Gauge(
+    "plivo_tracker_leader",
+    "1 while this process leads the job of this lease (one leader across processes).",
+    ["lease"],
+    multiprocess_mode="livesum",
 )
 RECONCILED = Counter(
     "plivo_tracker_reconciled_total",
@@ -69,6 +111,7 @@ RECONCILED = Counter(
 MESSAGES_UNKNOWN = Gauge(
     "plivo_tracker_messages_unknown",
     "Messages whose send outcome is unknown, waiting for an operator (resolve --adopt/--resend).",
+    multiprocess_mode="livemostrecent",
 )
 SWEPT = Counter(
     "plivo_tracker_swept_total",
@@ -94,3 +137,42 @@ PURGED = Counter(
     "Rows deleted by the retention purge, by table.",
     ["table"],
 )
+
+
+def exposition() -> bytes:
+    """What /metrics answers: this process's metrics, or every worker's (see above)."""
+    directory = os.environ.get(MULTIPROC_DIR)
+    if not directory:
+        return generate_latest()
+    forget_dead_workers(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of workers that are gone (a worker killed with SIGKILL cannot do it
+    itself): a dead leader must not count as one."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
+def prepare_worker_metrics(directory: str) -> None:
+    """Before the workers start: an empty PROMETHEUS_MULTIPROC_DIR (files of an earlier run
+    would add to this one's counters)."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()

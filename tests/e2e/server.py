@@ -53,6 +53,7 @@ class Server:
             # Credentials are set, so keys are required; tests poll as fast as they like.
             API_KEYS=API_KEY,
             RATE_LIMIT_API="100000/minute",
+            WORKERS="1",  # one process unless a test asks for more (default: one per core)
         )
         env.update(extra_env)
         self._log: IO[bytes] = self.log_path.open("wb")

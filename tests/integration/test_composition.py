@@ -3,6 +3,8 @@ the CLI's database commands, which go through it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +98,41 @@ async def test_service_with_dispatch_runs_the_sending_side(
         assert service.ctx.dispatcher is service.sending.dispatcher
         assert service.sending.simulator is not None  # simulator mode: no credentials
         assert service.ctx.default_src == service.sending.default_src is not None
+
+
+async def test_services_on_one_database_dispatch_from_one_leader(
+    make_settings: Callable[..., Settings], db_url: str
+) -> None:
+    """`serve --workers N` (or several servers): every process opens the service with dispatch
+    and one of them runs the dispatcher; when it stops, another takes over."""
+    settings = make_settings(database_url=db_url, plivo_auth_id=None, plivo_auth_token=None)
+    throttle = Throttle(settings)
+    async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as second:
+        stacks = [first, second]
+        services = [
+            await stack.enter_async_context(
+                open_service(settings, throttle=throttle, migrate=False, dispatch=True)
+            )
+            for stack in stacks
+        ]
+        leaders = [service.ctx.leaders["dispatcher"] for service in services]
+        await _until(lambda: all(lead.renewals >= 2 for lead in leaders), "both asked twice")
+        assert [lead.leading for lead in leaders].count(True) == 1
+        leader = 0 if leaders[0].leading else 1
+        other = 1 - leader
+        # The other one still takes sends and wakes its own dispatcher (it runs once it leads).
+        assert services[other].ctx.dispatcher is services[other].sending.dispatcher
+        await stacks[leader].aclose()
+        assert not leaders[leader].leading
+        await _until(lambda: leaders[other].leading, "handed over")
+
+
+async def _until(check: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not {what} within {seconds} s")
+        await asyncio.sleep(0.02)
 
 
 async def test_worker_stops_when_asked(make_settings: Callable[..., Settings], db_url: str) -> None:

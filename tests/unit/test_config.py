@@ -354,6 +354,47 @@ def test_cli_public_host_without_api_keys_exits_2(tmp_path: Path) -> None:
     assert "API_KEYS" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"WORKERS": "many"}, "WORKERS"),
+        ({"WORKERS": "3", "PLIVO_MPS": "abc"}, "PLIVO_MPS"),
+        ({"WORKERS": "3", "HOST": "0.0.0.0"}, "API_KEYS"),  # checked by the app, here first
+    ],
+    ids=["zero", "not-a-number", "bad-setting", "no-api-keys"],
+)
+def test_cli_serve_with_workers_refuses_bad_settings_before_any_worker_starts(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    result = run_serve(tmp_path, **env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines  # one line: no worker ever started or logged
+    assert lines[0].startswith(f"error: {variable}: ")
+
+
+def test_cli_serve_with_workers_migrates_sqlite_first_and_says_why_it_cannot(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "not-a-file.db").mkdir()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'not-a-file.db'}"
+    result = run_serve(tmp_path, WORKERS="2", DATABASE_URL=url)
+    assert result.returncode == 1, result.stderr
+    lines = nonempty_lines(result.stderr)
+    assert len(lines) == 1, lines  # before any worker started
+    assert lines[0].startswith("error: DATABASE_URL: cannot migrate the SQLite database (")
+
+
+def test_workers_default_to_one_per_core_on_postgresql_and_one_on_sqlite() -> None:
+    postgres = "postgresql+asyncpg://127.0.0.1/x"
+    assert load_settings(database_url=postgres).serve_workers == (os.cpu_count() or 1)
+    assert load_settings().serve_workers == 1  # SQLite: writes take turns on one file
+    assert load_settings(workers=3).serve_workers == 3
+    assert load_settings(database_url=postgres, workers=1).serve_workers == 1
+
+
 # --- a real account needs a public callback URL --------------------------------------------------
 
 

@@ -96,7 +96,10 @@ class GroupCommitter:
         count = 0
         failures: list[str] = []
         for path in spool.pending():
-            items = spool.read(path)
+            try:
+                items = spool.read(path)
+            except FileNotFoundError:
+                continue  # another process (`serve --workers N`) replayed it meanwhile
             try:
                 await self._commit(items)
             except Exception as exc:  # noqa: BLE001 - keep the file, try the others

@@ -442,28 +442,35 @@ class Projector:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._wake.set()  # ends the wait at once
 
     async def run(self) -> None:
         """Pass after pass until `stop()`; a failing pass (database down) is logged and tried
-        again on the next wake or poll: nothing is lost, the cursor did not move."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            woken = self._wake.is_set()
-            self._wake.clear()
-            if self._stopping.is_set():
-                break
-            try:
-                if woken or await self._behind():
-                    if woken and self.gather:
-                        await asyncio.sleep(self.gather)
-                        self._wake.clear()  # the appends of the gather are in this pass
-                    await self.drain()
-            except Exception as exc:  # noqa: BLE001 - the loop outlives an outage
-                log.warning("projector.pass_failed", error=repr(exc))
+        again on the next wake or poll: nothing is lost, the cursor did not move. Once `run()`
+        has returned it may be run again (a leader that lost and regained its lease)."""
+        try:
+            while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                woken = self._wake.is_set()
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                await self._pass(woken)
+        finally:
+            self._stopping.clear()  # this stop is spent: a later run() runs
+
+    async def _pass(self, woken: bool) -> None:
+        try:
+            if woken or await self._behind():
+                if woken and self.gather:
+                    await asyncio.sleep(self.gather)
+                    self._wake.clear()  # the appends of the gather are in this pass
+                await self.drain()
+        except Exception as exc:  # noqa: BLE001 - the loop outlives an outage
+            log.warning("projector.pass_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
 
     async def drain(self) -> int:
         """Passes until the journal is applied; returns the rows applied.

@@ -111,18 +111,22 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        while not self._stopping:
-            try:
-                sent = await self.run_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad pass; logged
-                log.exception("dispatcher.pass_failed")
-                sent = 0
-            if sent == 0 and not self._stopping:
-                self._wake.clear()
+        """Passes until `stop()`; it may be run again afterwards (a leader regained)."""
+        try:
+            while not self._stopping:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
-                except TimeoutError:
-                    pass
+                    sent = await self.run_once()
+                except Exception:  # noqa: BLE001 - the loop must survive a bad pass; logged
+                    log.exception("dispatcher.pass_failed")
+                    sent = 0
+                if sent == 0 and not self._stopping:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                    except TimeoutError:
+                        pass
+        finally:
+            self._stopping = False  # this stop is spent
 
     async def run_once(self) -> int:
         """Claim due rows and attempt each once; returns how many were attempted."""

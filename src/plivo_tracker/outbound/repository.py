@@ -884,6 +884,34 @@ def take_lease(
     return bool(result.rowcount)
 
 
+def release_lease(conn: Connection, name: str, owner: str) -> bool:
+    """Give lease `name` up if `owner` holds it, so another process takes it at once; False
+    when someone else holds it by now."""
+    result = conn.execute(
+        update(leases)
+        .where(leases.c.name == name, leases.c.owner == owner)
+        .values(owner=None, until=None)
+    )
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    name: str
+    owner: str | None
+    until: datetime | None
+
+
+def lease_rows(conn: Connection, names: list[str]) -> list[LeaseRow]:
+    """Who holds the leases `names` and until when (a row only once someone has asked)."""
+    rows = conn.execute(
+        select(leases.c.name, leases.c.owner, leases.c.until)
+        .where(leases.c.name.in_(names))
+        .order_by(leases.c.name)
+    )
+    return [LeaseRow(r.name, r.owner, r.until) for r in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class Stuck:
     id: int

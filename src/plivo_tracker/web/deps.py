@@ -13,6 +13,7 @@ from plivo_tracker.db.engine import Reader, Writer
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub
+from plivo_tracker.loops import Leadership
 from plivo_tracker.messages.projector import Projector
 from plivo_tracker.messages.service import StatsCache
 from plivo_tracker.outbound.dispatcher import Dispatcher
@@ -33,6 +34,8 @@ class Context:
     reader: Reader | None = None  # the live feed's fast reads
     projector: Projector | None = None
     stats_cache: StatsCache = field(default_factory=StatsCache)
+    # The jobs this process may lead, by lease name (/ready shows who leads each).
+    leaders: dict[str, Leadership] = field(default_factory=dict)
 
 
 def get_context(request: Request) -> Context:
