@@ -1,5 +1,6 @@
-"""Crash test of the projector: SIGKILL `plivo-tracker serve` while it applies a journal
-backlog; after a restart every journaled report is applied exactly once.
+"""Crash tests of the projector: SIGKILL `plivo-tracker serve` while it applies a journal
+backlog, and SIGKILL the worker that leads the projector under `serve --workers 2` (another
+takes over without a restart); either way every journaled report is applied exactly once.
 
 The journal is filled directly (what acknowledged callbacks leave behind: 3,000 messages ×
 queued/sent/delivered, in a shuffled order), then a server starts on it and its projector works
@@ -11,6 +12,7 @@ flight or about to be — restarts it and waits until the cursor reaches the hea
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import time
@@ -24,6 +26,7 @@ from sqlalchemy import func, select
 from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.inbound.items import Outcome
 from plivo_tracker.inbound.journal import append
+from plivo_tracker.loops import owner_pid
 from plivo_tracker.messages.models import journal, messages, status_events
 from tests.conftest import (
     _migrate,
@@ -34,6 +37,7 @@ from tests.conftest import (
     new_uuid,
 )
 from tests.e2e.server import Server, journal_position, wait_projected
+from tests.e2e.test_workers_e2e import lease_owner
 
 pytestmark = pytest.mark.slow
 
@@ -111,12 +115,59 @@ def _crash_and_check(tmp_path: Path, url: str) -> None:
     finally:
         second.stop(graceful=True)
     assert "projector.row_set_aside" not in second.log_text()
+    _check_applied_once(url, rows)
 
+
+def _check_applied_once(url: str, rows: int) -> None:
     per_key, statuses, journaled, count = asyncio.run(_applied(url))
     assert journaled == rows
     assert set(per_key.values()) == {1}, "a journaled report applied twice or never"
     assert count == MESSAGES
     assert statuses == Counter({"delivered": MESSAGES})
+
+
+def _hand_over_and_check(tmp_path: Path, url: str) -> None:
+    """Kill the worker that leads the projector in the middle of the backlog: the other
+    worker (or the one uvicorn starts in its place) takes the lease over within seconds and
+    finishes the journal; serve itself is never restarted."""
+    rows = asyncio.run(_fill(url))
+    server = Server(tmp_path, url, "workers", WORKERS="2")
+    try:
+        server.wait_healthy()
+        deadline = time.monotonic() + 120
+        while True:
+            leader = owner_pid(lease_owner(url, "projector"))
+            cursor, head = asyncio.run(journal_position(url))
+            if leader is not None and 0 < cursor < head:
+                break
+            if cursor >= head > 0:
+                pytest.fail("the projector applied the whole backlog before it could be caught")
+            assert time.monotonic() < deadline, "no projector leader at work"
+            time.sleep(0.01)
+        assert leader != server.proc.pid  # a worker, not serve itself
+        os.kill(leader, signal.SIGKILL)
+        print(f"\nkilled leader {leader} with the cursor at {cursor} of {head}", flush=True)  # noqa: T201
+        assert wait_projected(url, within=120)[1] == rows  # without a restart
+        successor = owner_pid(lease_owner(url, "projector"))
+        assert successor not in (None, leader)
+    finally:
+        server.stop(graceful=True)
+    assert "projector.row_set_aside" not in server.log_text()
+    _check_applied_once(url, rows)
+
+
+def test_sigkill_of_the_projector_leader_hands_over_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hand-over.db'}"
+    asyncio.run(_migrate(url))
+    _hand_over_and_check(tmp_path, url)
+
+
+def test_sigkill_of_the_projector_leader_hands_over_postgresql(tmp_path: Path) -> None:
+    url = new_pg_database()
+    try:
+        _hand_over_and_check(tmp_path, url)
+    finally:
+        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
 
 
 def test_sigkill_during_projection_sqlite(tmp_path: Path) -> None:
