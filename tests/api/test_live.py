@@ -74,10 +74,17 @@ async def _callback(
 
 
 async def _journey(http: httpx.AsyncClient, uuid: str) -> None:
-    """queued → sent → delivered, plus a late duplicate `sent` that changes nothing."""
+    """queued → sent → delivered, plus a late duplicate `sent` that changes nothing; returns
+    once the projector has applied all four (a 200 means journaled: docs/adr/0011)."""
     for seq, status in enumerate(("queued", "sent", "delivered"), start=1):
         await _callback(http, uuid, status, seq)
     await _callback(http, uuid, "sent", 9)
+    async with asyncio.timeout(10):
+        while True:
+            got = await http.get(f"/api/messages/{uuid}")
+            if got.status_code == 200 and len(got.json()["events"]) == 4:
+                return
+            await asyncio.sleep(0.01)
 
 
 async def _frames(ws: ClientConnection, n: int, within: float = 10.0) -> list[dict[str, Any]]:
