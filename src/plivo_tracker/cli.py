@@ -144,10 +144,10 @@ def serve(
         return
     if settings.is_sqlite:
         # Once, here: workers migrating a new file at once would collide.
-        from plivo_tracker.composition import upgrade_database
+        from plivo_tracker.composition import upgrade_sqlite_database
 
         try:
-            asyncio.run(upgrade_database(settings))
+            upgrade_sqlite_database(settings)
         except Exception as exc:  # noqa: BLE001 - one line, before any worker starts
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             _fail(f"DATABASE_URL: cannot migrate the SQLite database ({first})", 1)

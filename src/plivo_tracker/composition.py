@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plivo_tracker.config import Settings
 from plivo_tracker.db.dialect import EVENTS_CHANNEL, JOURNAL_CHANNEL, OUTBOX_CHANNEL
 from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, make_writer
-from plivo_tracker.db.migrate import current_revision, upgrade
+from plivo_tracker.db.migrate import current_revision, upgrade, upgrade_sqlite
 from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
 from plivo_tracker.inbound.routes import CALLBACK_PATH
@@ -423,6 +423,12 @@ async def run_worker(settings: Settings) -> None:
 
 
 # --- one-shot commands --------------------------------------------------------------------------
+
+
+def upgrade_sqlite_database(settings: Settings) -> None:
+    """`serve --workers N` on SQLite: migrate to head once, synchronously, before the workers
+    start (several migrating a new file at once collide)."""
+    upgrade_sqlite(settings.database_url)
 
 
 async def upgrade_database(settings: Settings) -> str | None:

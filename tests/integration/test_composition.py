@@ -20,6 +20,7 @@ from plivo_tracker.composition import (
     open_worker,
     replay_spool,
     upgrade_database,
+    upgrade_sqlite_database,
 )
 from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.migrate import head_revision
@@ -33,6 +34,15 @@ from tests.conftest import callback_fields, callback_item, new_uuid
 
 async def test_upgrade_database_brings_a_new_database_to_head(tmp_path: Path) -> None:
     settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    assert await upgrade_database(settings) == head_revision()
+
+
+async def test_serve_with_workers_migrates_a_new_sqlite_file_synchronously(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'new' / 'w.db'}")
+    upgrade_sqlite_database(settings)  # creates the directory and the file
+    upgrade_sqlite_database(settings)  # at head already: nothing to do
     assert await upgrade_database(settings) == head_revision()
 
 

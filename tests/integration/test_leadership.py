@@ -138,13 +138,14 @@ async def test_exactly_one_of_two_leads_and_runs_the_job(db_url: str) -> None:
 
 
 async def test_a_dead_holder_is_replaced_once_its_lease_has_run_out(db_url: str) -> None:
+    ttl, renew = timedelta(seconds=4), 0.5  # the dead one's lease outlives the look at it
     async with process_writer(db_url) as w1, process_writer(db_url) as w2:
         first, second = Job(), Job()
         # release=False: it goes away as a killed process would, leaving its lease behind.
-        dying = Leadership(w1, "job", first, ttl=TTL, renew_every=RENEW, release=False)
+        dying = Leadership(w1, "job", first, ttl=ttl, renew_every=renew, release=False)
         dying_task = started(dying)
         await until(lambda: dying.leading and first.running, "leading")
-        other = Leadership(w2, "job", second, ttl=TTL, renew_every=RENEW)
+        other = Leadership(w2, "job", second, ttl=ttl, renew_every=renew)
         other_task = started(other)
         try:
             dying_task.cancel()  # no more renewals, no release
@@ -156,7 +157,7 @@ async def test_a_dead_holder_is_replaced_once_its_lease_has_run_out(db_url: str)
             # Never while the dead one's lease was current, and within ttl + renewal after.
             assert other.since is not None
             assert other.since >= left.until
-            assert took <= (TTL.total_seconds() + RENEW) + DEADLINE / 2
+            assert took <= (ttl.total_seconds() + renew) + DEADLINE / 2
             assert (await lease_row(w2, "job")).owner == other.owner
         finally:
             await stopped(other, other_task)
@@ -176,7 +177,7 @@ async def test_a_clean_stop_hands_over_at_the_next_renewal(db_url: str) -> None:
             await stopped(one, one_task)
             assert not first.running
             released = await lease_row(w1, "job")
-            assert (released.owner, released.until) == (None, None)
+            assert released.owner in (None, two.owner)  # released (or taken over already)
             await until(lambda: two.leading and second.running, "handed over", seconds=30)
             assert two.since is not None
             assert two.since - stop_at < long_ttl / 2

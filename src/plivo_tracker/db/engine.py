@@ -59,6 +59,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def sync_sqlite_engine(url: str) -> Engine:
+    """A synchronous engine on a SQLite URL with the same pragmas (WAL, FULL, busy timeout,
+    BEGIN IMMEDIATE for writers): no event loop, no aiosqlite thread (`serve --workers N`
+    migrates with it before any worker starts)."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        make_url(url).set(drivername="sqlite"), connect_args={"timeout": 30}, hide_parameters=True
+    )
+    _sqlite_events(engine)
+    return engine
+
+
 def _sqlite_events(engine: AsyncEngine | Engine) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 

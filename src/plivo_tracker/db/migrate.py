@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plivo_tracker.db.engine import writer
+from plivo_tracker.db.engine import WRITE, sync_sqlite_engine, writer
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -41,6 +41,21 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         conn = await writer(conn)
         await conn.run_sync(_run)
         await conn.commit()
+
+
+def upgrade_sqlite(url: str, revision: str = "head") -> None:
+    """Apply migrations to a SQLite database synchronously, in one write transaction
+    (BEGIN IMMEDIATE): `serve --workers N` does it once before its workers start."""
+    engine = sync_sqlite_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**WRITE)
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+    finally:
+        engine.dispose()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
