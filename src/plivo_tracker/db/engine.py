@@ -7,7 +7,6 @@ Durability is configured here, in one place: SQLite commits with `synchronous=FU
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -110,19 +109,12 @@ class Writer(Protocol):
     `synchronous=NORMAL` for that transaction, PostgreSQL: `synchronous_commit=off`); every
     later durable COMMIT flushes the log past it, so an acknowledged callback stays as durable
     as before. On SQLite its statements also run on the writer's thread, not the event loop,
-    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile.
-
-    `off_loop=True`: a long transaction nobody on the request path waits for (the projector's
-    passes), committed durably like any other; on SQLite its statements run on the writer's
-    thread too, so the event loop goes on parsing requests while SQLite works (the driver
-    releases the GIL inside each statement)."""
+    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile."""
 
     # Called on the event loop after every successful COMMIT (wakes the live feed).
     on_commit: Callable[[], None] | None
 
-    async def run(
-        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
-    ) -> T: ...
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T: ...
 
     async def close(self) -> None: ...
 
@@ -154,14 +146,11 @@ class ThreadWriter:
         self._lock = asyncio.Lock()
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(
-        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
-    ) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         async with self._lock:
-            if background or off_loop:
+            if background:
                 loop = asyncio.get_running_loop()
-                work = functools.partial(self._in_thread, fn, durable=not background)
-                result = await loop.run_in_executor(self._executor, work)
+                result = await loop.run_in_executor(self._executor, self._background, fn)
             else:
                 result = await self._run(fn)
         if self.on_commit is not None:
@@ -187,8 +176,8 @@ class ThreadWriter:
         finally:
             conn.close()
 
-    def _in_thread(self, fn: Callable[[Connection], T], durable: bool) -> T:
-        """The whole transaction on the writer's thread; without an fsync unless `durable`."""
+    def _background(self, fn: Callable[[Connection], T]) -> T:
+        """The whole transaction on the writer's thread, committed without an fsync."""
         try:
             conn = self._engine.connect()
         except Exception as exc:
@@ -196,14 +185,12 @@ class ThreadWriter:
         # Outside any transaction, on the driver's connection (SQLAlchemy would begin one).
         raw: Any = conn.connection.dbapi_connection
         try:
-            if not durable:
-                raw.execute("PRAGMA synchronous=NORMAL")
+            raw.execute("PRAGMA synchronous=NORMAL")
             conn.execution_options(**WRITE)
             with conn.begin():
                 return fn(conn)
         finally:
-            if not durable:
-                raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
+            raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
             conn.close()
 
     async def close(self) -> None:
@@ -218,9 +205,7 @@ class AsyncWriter:
         self._engine = engine
         self.on_commit: Callable[[], None] | None = None
 
-    async def run(
-        self, fn: Callable[[Connection], T], *, background: bool = False, off_loop: bool = False
-    ) -> T:
+    async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         conn = self._engine.connect()
         try:
             await conn.start()
