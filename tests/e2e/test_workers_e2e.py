@@ -29,6 +29,7 @@ import pytest
 from plivo_tracker.loops import owner_pid
 from tests.conftest import AUTH, free_port
 from tests.e2e.server import Server, simulator_process
+from tests.e2e.test_faults_e2e import Run
 
 pytestmark = pytest.mark.slow
 
@@ -84,48 +85,12 @@ def until(check: Callable[[], Any], what: str, seconds: float = DEADLINE) -> Any
     pytest.fail(f"not {what} within {seconds} s")
 
 
-class Client:
+class Client(Run):
+    """The faults test's client (send, read, settle; each send a new connection, which the
+    kernel hands to either worker), plus what workers add: /metrics and who leads."""
+
     def __init__(self, base: str) -> None:
-        self.base = base
-        self.numbers: list[str] = []
-        self.ids: list[int] = []
-
-    def send(self, count: int) -> list[int]:
-        ids = []
-        for _ in range(count):
-            number = f"+1415555{len(self.numbers):04d}"
-            # A new connection each time: the kernel hands them to either worker.
-            resp = httpx.post(
-                self.base + "/api/messages",
-                json={"to": number, "text": "hello"},
-                headers=AUTH,
-                timeout=10,
-            )
-            assert resp.status_code == 202, resp.text
-            ids.append(resp.json()["messages"][0]["id"])
-            self.numbers.append(number)
-        self.ids.extend(ids)
-        return ids
-
-    def messages(self, ids: list[int]) -> list[dict[str, Any]]:
-        return [
-            httpx.get(f"{self.base}/api/messages/{i}", headers=AUTH, timeout=10).json() for i in ids
-        ]
-
-    def settle(self, ids: list[int], seconds: float = DEADLINE) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-
-        def settled() -> bool:
-            nonlocal found
-            found = self.messages(ids)
-            return all(m["settled"] for m in found)
-
-        deadline = time.monotonic() + seconds
-        while not settled():
-            if time.monotonic() > deadline:
-                pytest.fail(f"not settled within {seconds} s: {[m['status'] for m in found]}")
-            time.sleep(0.25)
-        return found
+        super().__init__(base, sim="")
 
     def metric(self, series: str) -> float | None:
         """A series from /metrics: with workers, all of them together whichever answers."""
