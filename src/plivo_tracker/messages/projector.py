@@ -1,4 +1,6 @@
-"""The projector: the only code that applies status reports to messages (docs/adr/0011).
+"""The projector: the only code that applies status reports — callbacks and the sweeper's
+lookups — to messages (docs/adr/0011; our own send outcomes are still written by
+outbound/repository.py, see the ADR's "Not yet").
 
 The acknowledgement only appends reports to the journal (inbound/journal.py). The projector
 reads the journal after its cursor, in id order (= commit order), and applies a batch in one
@@ -9,7 +11,7 @@ cursor in the same transaction. A crash at any point loses nothing: the cursor m
 what it applied, so the next pass starts where the last committed one ended.
 
 Decisions run report by report in journal order over snapshots of the rows, so the result does
-not depend on how the journal is cut into batches (tests/unit/test_projection_batches.py).
+not depend on how the journal is cut into batches (tests/integration/test_projector.py).
 One pass at a time across processes: the pass locks the cursor row. Leadership
 (composition.py) only keeps the other processes from queueing on that lock.
 """
