@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Select, func, select, update
 
 from plivo_tracker.db.dialect import (
     insert_ignore_returning,
@@ -74,10 +74,15 @@ def journal_after(conn: Connection, after: int, limit: int) -> list[dict[str, An
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
+def cursor_position(name: str = PROJECTOR) -> Select[Any]:
+    """`SELECT position FROM cursors WHERE name = …`: the last journal id applied."""
+    return select(cursors.c.position).where(cursors.c.name == name)
+
+
 def lock_cursor(conn: Connection, name: str = PROJECTOR) -> int:
     """The cursor's position, locked until the transaction ends: one projection pass at a time
     across processes, whatever leadership says (SQLite: BEGIN IMMEDIATE already does it)."""
-    stmt = select(cursors.c.position).where(cursors.c.name == name)
+    stmt = cursor_position(name)
     return int(conn.execute(lock_for_update(conn.dialect, stmt)).scalar_one())
 
 
@@ -89,7 +94,7 @@ def move_cursor(conn: Connection, position: int, now: datetime, name: str = PROJ
 
 def projection_state(conn: Connection, name: str = PROJECTOR) -> tuple[int, int]:
     """(cursor, newest journal id): the journal is applied up to the first of the two."""
-    cursor = conn.execute(select(cursors.c.position).where(cursors.c.name == name)).scalar()
+    cursor = conn.execute(cursor_position(name)).scalar()
     head = conn.execute(select(func.max(journal.c.id))).scalar()
     return int(cursor or 0), int(head or 0)
 

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table, delete, exists, func, or_, select, update
 
 from plivo_tracker.db.dialect import skip_locked
+from plivo_tracker.inbound.repository import cursor_position
 from plivo_tracker.messages.models import (
     callback_nonces,
-    cursors,
     idempotency_keys,
     journal,
     message_parts,
@@ -183,8 +183,7 @@ def _older(table: str, cutoff: datetime) -> Any:
     key, at = AGED_BY[table]
     cond = at < cutoff
     if table == journal.name:
-        applied = select(cursors.c.position).where(cursors.c.name == "projector")
-        cond = cond & (journal.c.id < applied.scalar_subquery())
+        cond = cond & (journal.c.id < cursor_position().scalar_subquery())
     return cond
 
 
