@@ -144,13 +144,50 @@ def project_pending(
         return Projection(position=cursor)
     # Only now: an empty pass must not wake every live feed (the lock queues a NOTIFY).
     repo.begin_status_writes(conn)
-    reports = [r for r in (to_report(row) for row in rows) if r is not None]
-    result = apply_reports(conn, reports, now, resend=resend, erasure=erasure)
+    result = Projection()
+    # Consecutive rows of one kind are applied together, runs in journal order: what a row does
+    # never depends on a later row, so the result is the same however the journal is cut.
+    for kind, run in _runs(rows):
+        part = APPLIERS[kind](conn, run, now, resend, erasure)
+        result.changes += part.changes
+        result.resent += part.resent
     result.applied = len(rows)
-    result.received = [r.received_at for r in reports]
+    result.received = [row["received_at"] for row in rows]
     result.position = int(rows[-1]["id"])
     journal_repo.move_cursor(conn, result.position, now)
     return result
+
+
+def _runs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The rows in runs of one kind (KINDS[source]), in journal order."""
+    runs: list[tuple[str, list[dict[str, Any]]]] = []
+    for row in rows:
+        kind = KINDS.get(row["source"], "report")
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(row)
+        else:
+            runs.append((kind, [row]))
+    return runs
+
+
+def _apply_report_rows(
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+    now: datetime,
+    resend: Resender | None,
+    erasure: Erasure | None,
+) -> Projection:
+    reports = [r for r in (to_report(row) for row in rows) if r is not None]
+    return apply_reports(conn, reports, now, resend=resend, erasure=erasure)
+
+
+# What applies a run of journal rows of one kind (in the pass's transaction).
+Applier = Callable[
+    [Connection, Sequence[dict[str, Any]], datetime, Resender | None, Erasure | None], Projection
+]
+# journal.source → kind: Plivo's status reports (callbacks, the sweeper's lookups).
+KINDS: dict[str, str] = {"callback": "report", "reconcile": "report"}
+APPLIERS: dict[str, Applier] = {"report": _apply_report_rows}
 
 
 def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
