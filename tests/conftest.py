@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings, load_settings
-from plivo_tracker.db.engine import make_engine
+from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.db.migrate import upgrade
 from plivo_tracker.inbound.items import CallbackItem, make_item
 from plivo_tracker.inbound.routes import CallbackEndpoint
@@ -45,6 +45,9 @@ from plivo_tracker.messages.models import (
     send_attempts,
     status_events,
 )
+from plivo_tracker.messages.projector import project_pending
+from plivo_tracker.messages.schemas import Message
+from plivo_tracker.messages.service import get_message as read_message
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
@@ -207,6 +210,23 @@ async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
     application = create_app(settings, migrate=False, dispatch=False)
     async with LifespanManager(application):
         yield application
+
+
+async def project_all(engine: AsyncEngine) -> None:
+    """Apply everything journaled (what a server's projector does after each append), for tests
+    that drive the dispatcher, the committer or the repositories without a server."""
+    writer = make_writer(engine)
+    try:
+        while (await writer.run(lambda conn: project_pending(conn, datetime.now(UTC)))).applied:
+            pass
+    finally:
+        await writer.close()
+
+
+async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
+    """`service.get_message` after applying the journal: the status a server would show."""
+    await project_all(engine)
+    return await read_message(engine, ref)
 
 
 async def until_projected(app: Any) -> None:

@@ -222,7 +222,9 @@ def build_sending(
         erasure=settings.erasure,
         on_resend=dispatcher.wake,
     )
-    sweeper.on_appended = projector.wake
+    # Whatever appends to the journal wakes this process's projector once it commits: the
+    # callbacks' committer, the API's sends, the dispatcher, the sweeper, an operator.
+    writer.on_journal = projector.wake
     return Sending(
         client,
         dispatcher,
@@ -348,7 +350,6 @@ async def open_service(
             max_batch=settings.commit_batch_max,
             spool=spool.write,
             writer=store.writer,
-            on_appended=projector.wake,
         )
         await stack.enter_async_context(_ingesting(committer, spool, projector))
         stack.push_async_callback(sending.close)

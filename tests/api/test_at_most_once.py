@@ -282,7 +282,11 @@ async def test_undecidable_sends_wait_as_unknown_until_an_operator_resolves_them
     assert resp.status_code == 200, resp.text
     again = await client.post(f"/api/messages/{ids[1]}/resolve", json={"action": "resend"})
     assert again.status_code == 409  # no longer unknown: a second resend is refused
-    assert await _unknown_gauge(client) == 0
+
+    async def none_unknown() -> bool:  # once the projector has applied both resolutions
+        return await _unknown_gauge(client) == 0
+
+    await _until(none_unknown, 5, "no unknown message")
 
     async def both_final() -> bool:
         return all(s in FINAL for s in await _statuses(client, ids))

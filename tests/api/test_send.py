@@ -17,7 +17,6 @@ from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
 from plivo_tracker.config import Settings
 from plivo_tracker.db.engine import make_engine, make_reader, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
-from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.repository import claim_due
@@ -25,7 +24,15 @@ from plivo_tracker.outbound.retry import RetryPolicy
 from plivo_tracker.plivo.client import AiohttpTransport, PlivoClient, Timeout
 from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH_ID, BASE_URL, TOKEN, PlivoOpener, ServeASGI, ServiceOpener
+from tests.conftest import (
+    AUTH_ID,
+    BASE_URL,
+    TOKEN,
+    PlivoOpener,
+    ServeASGI,
+    ServiceOpener,
+    get_message,
+)
 
 FINAL = {"delivered", "undelivered", "failed"}
 

@@ -15,7 +15,6 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from plivo_tracker.inbound.routes import CallbackEndpoint
-from plivo_tracker.messages.service import get_message
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
@@ -25,6 +24,7 @@ from tests.conftest import (
     BASE_URL,
     MAIN_TOKEN,
     TOKEN,
+    get_message,
     projecting_client,
     until_projected,
 )

@@ -26,10 +26,9 @@ from plivo_tracker.config import Settings, load_settings
 from plivo_tracker.db.migrate import head_revision
 from plivo_tracker.inbound.committer import CommitterClosed
 from plivo_tracker.inbound.spool import Spool
-from plivo_tracker.messages.service import get_message
 from plivo_tracker.outbound.repository import PauseState, pause_state, resume, set_paused
 from plivo_tracker.web.throttle import Throttle
-from tests.conftest import callback_fields, callback_item, new_uuid
+from tests.conftest import callback_fields, callback_item, get_message, new_uuid
 
 
 async def test_upgrade_database_brings_a_new_database_to_head(tmp_path: Path) -> None:

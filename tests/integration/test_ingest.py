@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,19 @@ from plivo_tracker.db.engine import make_engine, make_writer
 from plivo_tracker.inbound.committer import GroupCommitter, StoreFailed
 from plivo_tracker.inbound.items import CallbackItem, Outcome
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.messages import local_changes
 from plivo_tracker.messages import repository as repo
-from plivo_tracker.messages import writes
-from plivo_tracker.messages.models import status_events
-from plivo_tracker.messages.projector import project_pending
-from plivo_tracker.messages.schemas import Message
-from plivo_tracker.messages.service import get_message as read_message
-from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
+from plivo_tracker.messages.local_changes import LocalChange
+from plivo_tracker.messages.models import messages, status_events
+from plivo_tracker.messages.status import MessageStatus
+from tests.conftest import (
+    callback_fields,
+    callback_item,
+    get_message,
+    new_nonce,
+    new_uuid,
+    project_all,
+)
 
 item = callback_item
 
@@ -39,21 +46,6 @@ async def committer(engine: AsyncEngine) -> Any:
 
 async def submit_all(c: GroupCommitter, items: list[CallbackItem]) -> list[Outcome]:
     return list(await asyncio.gather(*(c.submit(i) for i in items)))
-
-
-async def project(engine: AsyncEngine) -> None:
-    """Apply everything journaled (what the server's projector does after each append)."""
-    writer = make_writer(engine)
-    try:
-        while (await writer.run(lambda conn: project_pending(conn, datetime.now(UTC)))).applied:
-            pass
-    finally:
-        await writer.close()
-
-
-async def get_message(engine: AsyncEngine, ref: str) -> Message | None:
-    await project(engine)
-    return await read_message(engine, ref)
 
 
 async def status_of(engine: AsyncEngine, uuid: str) -> str:
@@ -276,7 +268,7 @@ async def test_database_down_spools_then_replays(
         assert await up.replay(spool) == 0
     finally:
         await up.stop()
-    await project(engine)
+    await project_all(engine)
     async with engine.connect() as conn:
         stored = await repo.nonces_stored(conn, [i.nonce for i in items if i.nonce])
         events = (await conn.execute(select(status_events.c.status))).scalars().all()
@@ -311,42 +303,78 @@ async def test_stop_commits_everything_queued(engine: AsyncEngine) -> None:
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [Outcome.STORED] * 40
 
 
+def _our_message(conn: Connection, now: datetime, **values: Any) -> int:
+    """A message of ours, born `accepted` (as the API stores it), and its birth journaled."""
+    row = {
+        "origin": "api",
+        "direction": "outbound",
+        "status": "accepted",
+        "has_conflict": False,
+        "to_number": "+14155550101",
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+    local = int(conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one())
+    local_changes.journal(conn, [LocalChange(local, MessageStatus.ACCEPTED)], now)
+    return local
+
+
+def _queued(local: int, uuid: str) -> LocalChange:
+    ours = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
+    return LocalChange(local, MessageStatus.QUEUED, ours, message_uuid=uuid)
+
+
 async def test_send_adopts_placeholder_created_by_fast_callback(
     engine: AsyncEngine, committer: GroupCommitter
 ) -> None:
     uuid = new_uuid()
     # The callback beats the send response: a placeholder holds its status.
     await committer.submit(item(callback_fields(uuid, "sent", Sequence="2")))
+    placeholder = await get_message(engine, uuid)
+    assert placeholder is not None
     now = datetime.now(UTC)
     writer = make_writer(engine)
 
-    def send_recorded(conn: Connection) -> tuple[int, int | None]:
-        local = writes.insert_local_message(
-            conn, {"to_number": "14155550101", "created_at": now, "updated_at": now}
-        )
-        return local, writes.adopt_placeholder(conn, local, uuid, now)
+    def sent_as(uuid_: str) -> Callable[[Connection], int]:
+        def record(conn: Connection) -> int:
+            local = _our_message(conn, now)
+            local_changes.journal(conn, [_queued(local, uuid_)], now)
+            return local
 
-    placeholder = await get_message(engine, uuid)
-    assert placeholder is not None
-    local_id, adopted = await writer.run(send_recorded)
-    assert adopted == placeholder.id
-    assert await get_message(engine, str(placeholder.id)) is None  # merged away
-    msg = await get_message(engine, uuid)
-    assert msg is not None
-    assert msg.id == local_id
-    assert msg.origin == "api"
-    assert msg.status == "sent"
-    assert [e.status for e in msg.events] == ["sent"]
-    # Later callbacks land on the adopted message.
-    await committer.submit(item(callback_fields(uuid, "delivered", Sequence="3")))
-    assert await status_of(engine, str(local_id)) == "delivered"
-
-    def unknown_uuid(conn: Connection) -> int | None:
-        other = writes.insert_local_message(conn, {"created_at": now, "updated_at": now})
-        return writes.adopt_placeholder(conn, other, new_uuid(), now)
+        return record
 
     try:
-        assert await writer.run(unknown_uuid) is None
+        local_id = await writer.run(sent_as(uuid))
+        assert await get_message(engine, str(placeholder.id)) is None  # merged away
+        msg = await get_message(engine, uuid)
+        assert msg is not None
+        assert msg.id == local_id
+        assert msg.origin == "api"
+        assert msg.status == "sent"  # Plivo's word wins over our 202
+        assert [(e.status, e.effect) for e in msg.events] == [
+            ("sent", "applied"),
+            ("accepted", "applied"),
+            ("queued", "stale"),
+        ]
+        assert msg.events[-1].raw["merged_from"] == placeholder.id
+        # Later callbacks land on the adopted message.
+        await committer.submit(item(callback_fields(uuid, "delivered", Sequence="3")))
+        assert await status_of(engine, str(local_id)) == "delivered"
+
+        # A UUID nobody holds is simply taken.
+        fresh = new_uuid()
+        other = await writer.run(sent_as(fresh))
+        msg = await get_message(engine, fresh)
+        assert msg is not None
+        assert (msg.id, msg.status) == (other, "queued")
+
+        # A UUID another message of ours holds is never taken: flagged, with the holder named.
+        third = await writer.run(sent_as(fresh))
+        msg = await get_message(engine, str(third))
+        assert msg is not None
+        assert (msg.message_uuid, msg.has_conflict, msg.status) == (None, True, "queued")
+        assert msg.events[-1].raw["uuid_taken_by"] == other
     finally:
         await writer.close()
 

@@ -223,8 +223,8 @@ def _apply(conn: Connection, op: Op) -> None:
     elif op.kind == "delete":
         conn.execute(delete(messages).where(m.id == target))
     elif op.kind == "adopt":
-        # messages/repository.adopt_placeholder: a claim row, then the placeholder's outcome
-        # moves onto our message and the placeholder (and the claim) are deleted.
+        # messages/local_changes._adopt (and, before it, a claim row that reserved the UUID):
+        # the placeholder's outcome moves onto our message and the placeholder is deleted.
         other = ids[op.values % len(ids)]
         if other == target:
             return

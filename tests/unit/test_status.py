@@ -19,6 +19,7 @@ from plivo_tracker.messages.status import (
     MessageStatus,
     State,
     decide,
+    decide_local,
     parse_part_info,
     rollup,
 )
@@ -397,3 +398,51 @@ def test_property_rollup(
 )
 def test_parse_part_info(value: str | None, expected: tuple[int, int] | None) -> None:
     assert parse_part_info(value) == expected
+
+
+# ---- our own changes (decide_local) ---------------------------------------------------------
+
+LOCAL = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
+PLIVO_SAID = sorted(PLIVO_STATUSES)
+
+
+@given(st.sampled_from(sorted(MessageStatus)))
+def test_a_birth_is_applied(target: MessageStatus) -> None:
+    assert decide_local(None, target, None) == Decision(Effect.APPLIED, target)
+
+
+@given(
+    st.sampled_from(PLIVO_SAID),
+    st.sampled_from(sorted(MessageStatus)),
+    st.frozensets(st.sampled_from(sorted(LOCAL))),
+)
+def test_our_change_never_overrides_what_plivo_said(
+    current: MessageStatus, target: MessageStatus, allowed: frozenset[MessageStatus]
+) -> None:
+    """Our changes only move on from local statuses: over a status Plivo reported, a change of
+    ours is history only, whatever it is."""
+    decision = decide_local(current, target, allowed)
+    assert decision.status == current
+    assert not decision.changed
+
+
+@given(
+    st.sampled_from(sorted(MessageStatus)),
+    st.sampled_from(sorted(MessageStatus)),
+    st.frozensets(st.sampled_from(sorted(MessageStatus))),
+)
+def test_our_change_applies_exactly_from_what_it_allows(
+    current: MessageStatus, target: MessageStatus, allowed: frozenset[MessageStatus]
+) -> None:
+    decision = decide_local(current, target, allowed)
+    if current == target:
+        assert decision == Decision(Effect.SAME, current)
+    elif current in allowed:
+        assert decision == Decision(Effect.APPLIED, target)
+    else:
+        assert decision == Decision(Effect.STALE, current)
+
+
+def test_a_late_202_after_a_fast_delivered_is_history_only() -> None:
+    decision = decide_local(MessageStatus.DELIVERED, MessageStatus.QUEUED, LOCAL)
+    assert decision == Decision(Effect.STALE, MessageStatus.DELIVERED)

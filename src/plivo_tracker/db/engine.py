@@ -97,6 +97,19 @@ async def writer(conn: AsyncConnection) -> AsyncConnection:
     return await conn.execution_options(**WRITE)
 
 
+_JOURNAL_APPENDED = "plivo_tracker.journal_appended"
+
+
+def mark_journal_appended(conn: Connection) -> None:
+    """Note that this transaction appends to the journal (the writer wakes the projector)."""
+    conn.info[_JOURNAL_APPENDED] = True
+
+
+def _appended(conn: Connection | AsyncConnection) -> bool:
+    # The connection's info outlives the checkout: always taken off, committed or not.
+    return bool(conn.info.pop(_JOURNAL_APPENDED, False))
+
+
 class DatabaseUnavailable(RuntimeError):
     """No connection could be had at all (as opposed to a statement failing)."""
 
@@ -113,6 +126,9 @@ class Writer(Protocol):
 
     # Called on the event loop after every successful COMMIT (wakes the live feed).
     on_commit: Callable[[], None] | None
+    # Called after a COMMIT that appended to the journal (`mark_journal_appended`): wakes the
+    # projector, whoever appended (the callbacks' committer, the API, the dispatcher, ...).
+    on_journal: Callable[[], None] | None
 
     async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T: ...
 
@@ -145,19 +161,22 @@ class ThreadWriter:
         # inside BEGIN IMMEDIATE, on the event loop.
         self._lock = asyncio.Lock()
         self.on_commit: Callable[[], None] | None = None
+        self.on_journal: Callable[[], None] | None = None
 
     async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         async with self._lock:
             if background:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, self._background, fn)
+                result, appended = await loop.run_in_executor(self._executor, self._background, fn)
             else:
-                result = await self._run(fn)
+                result, appended = await self._run(fn)
         if self.on_commit is not None:
             self.on_commit()
+        if appended and self.on_journal is not None:
+            self.on_journal()
         return result
 
-    async def _run(self, fn: Callable[[Connection], T]) -> T:
+    async def _run(self, fn: Callable[[Connection], T]) -> tuple[T, bool]:
         try:
             conn = self._engine.connect()
         except Exception as exc:
@@ -172,11 +191,12 @@ class ThreadWriter:
                 raise
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, transaction.commit)
-            return result
+            return result, _appended(conn)
         finally:
+            _appended(conn)
             conn.close()
 
-    def _background(self, fn: Callable[[Connection], T]) -> T:
+    def _background(self, fn: Callable[[Connection], T]) -> tuple[T, bool]:
         """The whole transaction on the writer's thread, committed without an fsync."""
         try:
             conn = self._engine.connect()
@@ -188,8 +208,10 @@ class ThreadWriter:
             raw.execute("PRAGMA synchronous=NORMAL")
             conn.execution_options(**WRITE)
             with conn.begin():
-                return fn(conn)
+                result = fn(conn)
+            return result, _appended(conn)
         finally:
+            _appended(conn)
             raw.execute("PRAGMA synchronous=FULL")  # the pooled connection's setting
             conn.close()
 
@@ -204,6 +226,7 @@ class AsyncWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.on_commit: Callable[[], None] | None = None
+        self.on_journal: Callable[[], None] | None = None
 
     async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         conn = self._engine.connect()
@@ -213,14 +236,19 @@ class AsyncWriter:
             raise DatabaseUnavailable(str(exc)) from exc
         try:
             await writer(conn)
-            async with conn.begin():
-                if background:
-                    await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                result = await conn.run_sync(fn)
+            try:
+                async with conn.begin():
+                    if background:
+                        await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    result = await conn.run_sync(fn)
+            finally:
+                appended = _appended(conn)
         finally:
             await conn.close()
         if self.on_commit is not None:
             self.on_commit()
+        if appended and self.on_journal is not None:
+            self.on_journal()
         return result
 
     async def close(self) -> None:

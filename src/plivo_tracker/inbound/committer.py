@@ -3,9 +3,9 @@
 Each request puts its item on a queue and awaits a future. One task takes everything queued (up to
 `max_batch`), appends it to the journal in one transaction (inbound/journal.py), commits, and only
 then resolves the futures, so a 200 always follows a durable COMMIT. What the reports do to their
-messages is the projector's job, after the answer (`on_appended` wakes it). No timer is involved:
-while one commit is in flight the next batch gathers by itself, so batching grows with load and
-costs nothing at rest.
+messages is the projector's job, after the answer (the writer's `on_journal` wakes it). No timer
+is involved: while one commit is in flight the next batch gathers by itself, so batching grows
+with load and costs nothing at rest.
 
 If a batch fails, its items are retried one at a time so one bad item cannot sink the others;
 items that still fail go to the spool (an fsynced file) when one is configured, else the request
@@ -52,9 +52,7 @@ class GroupCommitter:
         max_batch: int = 256,
         spool: Spooler | None = None,
         writer: Writer | None = None,
-        on_appended: Callable[[], None] | None = None,
     ) -> None:
-        self._on_appended = on_appended
         # A writer passed in is shared (and closed) by its owner.
         self._own_writer = writer is None
         self._writer = writer or make_writer(engine)
@@ -151,10 +149,7 @@ class GroupCommitter:
 
     async def _commit(self, items: list[CallbackItem]) -> list[Outcome]:
         now = datetime.now(UTC)
-        outcomes = await self._writer.run(lambda conn: append(conn, items, now))
-        if self._on_appended is not None and Outcome.STORED in outcomes:
-            self._on_appended()
-        return outcomes
+        return await self._writer.run(lambda conn: append(conn, items, now))
 
     def _resolve(self, batch: list[_Entry], outcomes: list[Outcome]) -> None:
         # The transaction is committed: release the waiting requests.

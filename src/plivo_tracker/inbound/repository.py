@@ -20,6 +20,7 @@ from plivo_tracker.db.dialect import (
     journal_order_sql,
     lock_for_update,
 )
+from plivo_tracker.db.engine import mark_journal_appended
 from plivo_tracker.messages.models import callback_nonces, cursors, journal, quarantine
 
 PROJECTOR = "projector"  # the projector's row in `cursors`
@@ -63,6 +64,8 @@ def append_journal(conn: Connection, rows: Sequence[Sequence[Any]]) -> set[str]:
     if sql is not None:
         conn.exec_driver_sql(sql)
     new = insert_ignore_returning(conn, journal, JOURNAL_COLS, ["dedupe_key"], ["dedupe_key"], rows)
+    if new:
+        mark_journal_appended(conn)
     return {r[0] for r in new}
 
 
@@ -72,6 +75,20 @@ def journal_after(conn: Connection, after: int, limit: int) -> list[dict[str, An
     stmt = select(*(journal.c[c] for c in cols)).where(journal.c.id > after)
     rows = conn.execute(stmt.order_by(journal.c.id).limit(limit)).all()
     return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def pending_keys(conn: Connection, source: str, keys: Sequence[str], exclude: str) -> set[str]:
+    """The `message_key`s among `keys` of journal rows of `source` not yet applied, leaving
+    out rows whose dedupe key starts with `exclude`."""
+    rows = conn.execute(
+        select(journal.c.message_key).where(
+            journal.c.id > cursor_position().scalar_subquery(),
+            journal.c.source == source,
+            journal.c.message_key.in_(list(keys)),
+            journal.c.dedupe_key.not_like(exclude + "%"),
+        )
+    )
+    return set(rows.scalars())
 
 
 def cursor_position(name: str = PROJECTOR) -> Select[Any]:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,9 @@ from plivo_tracker import metrics
 from plivo_tracker.db.engine import DatabaseUnavailable, Reader, Writer
 from plivo_tracker.inbound import repository as journal_repo
 from plivo_tracker.inbound.journal import payload_fields
+from plivo_tracker.messages import local_changes
 from plivo_tracker.messages import writes as repo
+from plivo_tracker.messages.projection import Applier, Change, Projection, Resender
 from plivo_tracker.messages.status import (
     FAILURES,
     RANK,
@@ -50,11 +52,6 @@ from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.retention.rules import FINAL, Erasure
 
 log = structlog.get_logger(__name__)
-
-# A message of ours that failed with a code the resend policy resends: (message id, code) pairs
-# → the ids of the new attempts (outbound/repository.resend, bound to the policy by the
-# composition root, so this module needs nothing of the send flow).
-Resender = Callable[[Connection, Sequence[tuple[int, str]], datetime], list[int]]
 
 BATCH = 1000  # journal rows per pass: bounds how long an append waits for the writer
 # After a wake, let appends gather this long before a pass: passes of tens of reports instead of
@@ -76,25 +73,6 @@ class Report:
     scheme: str | None
     payload: str
     headers: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A status a message took in this pass (what re-sends and erasure look at)."""
-
-    message_id: int
-    status: str
-    error_code: str | None
-
-
-@dataclass(slots=True)
-class Projection:
-    applied: int = 0  # journal rows consumed (skipped unparseable ones included)
-    changes: list[Change] = field(default_factory=list)
-    resent: list[int] = field(default_factory=list)  # new message ids queued for another attempt
-    position: int = 0  # the cursor after the pass
-    partial: bool = False  # a pass narrowed to one row: more may follow
-    received: list[datetime] = field(default_factory=list)  # when each applied row was acked
 
 
 @dataclass(slots=True)
@@ -148,9 +126,23 @@ def project_pending(
     # Consecutive rows of one kind are applied together, runs in journal order: what a row does
     # never depends on a later row, so the result is the same however the journal is cut.
     for kind, run in _runs(rows):
-        part = APPLIERS[kind](conn, run, now, resend, erasure)
-        result.changes += part.changes
-        result.resent += part.resent
+        result.changes += APPLIERS[kind](conn, run, now).changes
+    # A message of ours that became failed/undelivered with a code the resend policy resends
+    # gets another attempt; with `erasure` (STORE_MESSAGE_TEXT=false) one whose status became
+    # final loses its text, after any resend copied it. Both in this transaction.
+    if resend is not None:
+        again = sorted(
+            {
+                (c.message_id, c.error_code)
+                for c in result.changes
+                if c.status in FAILURES and c.error_code is not None
+            }
+        )
+        if again:
+            result.resent = resend(conn, again, now)
+    if erasure is not None:
+        final = [c.message_id for c in result.changes if c.status in FINAL]
+        erase_unneeded(conn, final, now, erasure)
     result.applied = len(rows)
     result.received = [row["received_at"] for row in rows]
     result.position = int(rows[-1]["id"])
@@ -171,23 +163,23 @@ def _runs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]
 
 
 def _apply_report_rows(
-    conn: Connection,
-    rows: Sequence[dict[str, Any]],
-    now: datetime,
-    resend: Resender | None,
-    erasure: Erasure | None,
+    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
 ) -> Projection:
     reports = [r for r in (to_report(row) for row in rows) if r is not None]
-    return apply_reports(conn, reports, now, resend=resend, erasure=erasure)
+    return apply_reports(conn, reports, now)
 
 
-# What applies a run of journal rows of one kind (in the pass's transaction).
-Applier = Callable[
-    [Connection, Sequence[dict[str, Any]], datetime, Resender | None, Erasure | None], Projection
-]
 # journal.source → kind: Plivo's status reports (callbacks, the sweeper's lookups).
-KINDS: dict[str, str] = {"callback": "report", "reconcile": "report"}
-APPLIERS: dict[str, Applier] = {"report": _apply_report_rows}
+# Our own changes (a send stored, accepted or refused, …): messages/local_changes.py.
+KINDS: dict[str, str] = {
+    "callback": "report",
+    "reconcile": "report",
+    local_changes.SOURCE: "local",
+}
+APPLIERS: dict[str, Applier] = {
+    "report": _apply_report_rows,
+    "local": local_changes.apply_local_rows,
+}
 
 
 def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
@@ -205,20 +197,8 @@ def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def apply_reports(
-    conn: Connection,
-    reports: Sequence[Report],
-    now: datetime,
-    *,
-    resend: Resender | None = None,
-    erasure: Erasure | None = None,
-) -> Projection:
-    """Apply reports, in order, to their messages: placeholders, parts, decisions, events.
-
-    A message of ours that becomes failed/undelivered with a code the resend policy resends
-    gets another attempt queued in the same transaction. With `erasure` (STORE_MESSAGE_TEXT=
-    false), a message of ours whose status became final loses its text in it too, after any
-    resend copied it."""
+def apply_reports(conn: Connection, reports: Sequence[Report], now: datetime) -> Projection:
+    """Apply reports, in order, to their messages: placeholders, parts, decisions, events."""
     if not reports:
         return Projection()
     events = {i: r.event for i, r in enumerate(reports)}
@@ -281,19 +261,6 @@ def apply_reports(
         if status != previous:
             m = plan.messages[events[i].message_key]
             result.changes.append(Change(m.id, status, m.values["error_code"]))
-    if resend is not None:
-        again = sorted(
-            {
-                (c.message_id, c.error_code)
-                for c in result.changes
-                if c.status in FAILURES and c.error_code is not None
-            }
-        )
-        if again:
-            result.resent = resend(conn, again, now)
-    if erasure is not None:
-        final = [c.message_id for c in result.changes if c.status in FINAL]
-        erase_unneeded(conn, final, now, erasure)
     return result
 
 

@@ -102,6 +102,26 @@ def decide(current: State | None, incoming: State) -> Decision:
     return Decision(Effect.STALE, cur)
 
 
+def decide_local(
+    current: MessageStatus | None,
+    target: MessageStatus,
+    allowed_from: frozenset[MessageStatus] | None,
+) -> Decision:
+    """Decide what a change of our own does: a message's birth (`current` None), a send that
+    Plivo accepted or refused, a lookup that gave up, an operator's resend.
+
+    Ours only ever move a message on from the local statuses listed in `allowed_from`, never
+    over what Plivo told us: a 202 recorded after a fast callback's `delivered` is history only.
+    Local statuses share one rank, so these moves cannot be ranked like callbacks."""
+    if current is None:
+        return Decision(Effect.APPLIED, target)
+    if current == target:
+        return Decision(Effect.SAME, current)
+    if allowed_from is not None and current in allowed_from:
+        return Decision(Effect.APPLIED, target)
+    return Decision(Effect.STALE, current)
+
+
 def _conflict_key(state: State) -> tuple[int, float]:
     """Total order for competing terminal statuses: any Sequence beats none (callbacks carry
     one, polls do not), then the higher Sequence, then the later Plivo timestamp.

@@ -1,5 +1,5 @@
-"""All SQL that writes messages, their parts and their status events: the projector's batch
-writes, and our own changes (a send stored, its UUID adopted).
+"""All SQL that writes statuses: messages, their parts and their status events, as the
+projector applies the journal (Plivo's reports and our own changes).
 
 Functions take an open connection inside a transaction; the caller owns commit/rollback. They
 are synchronous (`Connection`): the projector and the send flow run a whole transaction in one
@@ -10,10 +10,8 @@ database is the only fair referee under concurrency).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -146,40 +144,6 @@ def begin_status_writes(conn: Connection, notify: bool = True) -> None:
         conn.exec_driver_sql(sql)
 
 
-@dataclass(frozen=True, slots=True)
-class LocalChange:
-    """A status change we make ourselves (a send stored, accepted or refused by Plivo)."""
-
-    message_id: int
-    status: str
-    previous_status: str | None
-    detail: dict[str, Any]
-    key: str = ""  # tells apart a second visit of the same status (an operator's resend)
-
-
-def insert_local_events(conn: Connection, changes: Sequence[LocalChange], now: datetime) -> None:
-    """Record our own status changes in the history, so the timeline and the live stream show
-    every change, not only those callbacks make. One per message and status."""
-    if not changes:
-        return
-    rows = [
-        {
-            "message_id": c.message_id,
-            "message_uuid": None,
-            "status": c.status,
-            "previous_status": c.previous_status,
-            "message_status": c.status,
-            "effect": "applied",
-            "dedupe_key": f"local:{c.message_id}:{c.status}{':' + c.key if c.key else ''}",
-            "source": "local",
-            "received_at": now,
-            "payload": json.dumps(c.detail),
-        }
-        for c in changes
-    ]
-    conn.execute(insert_ignore(conn.dialect, status_events, ["dedupe_key"]), rows)
-
-
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Insert events, skipping known dedupe keys; return {dedupe_key: event id} of the new ones."""
     if not rows:
@@ -219,66 +183,66 @@ def update_parts(conn: Connection, rows: Sequence[Row]) -> None:
         update_by_id(conn, message_parts, PART_MUTABLE, [(r.id, r.values) for r in rows])
 
 
-def insert_local_message(conn: Connection, values: Mapping[str, Any]) -> int:
-    """Create a message of our own (origin "api", status "accepted"); returns its local id."""
-    row = {"origin": "api", "direction": "outbound", "status": "accepted", **values}
-    result = conn.execute(messages.insert().returning(messages.c.id), [row])
-    return int(result.scalar_one())
+# What the projector may change on a message of ours besides the callback columns.
+LOCAL_MUTABLE = (*MESSAGE_MUTABLE, "message_uuid", "error_detail")
 
 
-def uuid_claim(uuid: str, now: datetime) -> dict[str, Any]:
-    """A short-lived row that reserves a MessageUUID inside the transaction adopting it."""
-    return {
-        "message_uuid": uuid,
-        "origin": "claim",
-        "direction": "outbound",
-        "status": "accepted",
-        "has_conflict": False,
-        "created_at": now,
-        "updated_at": now,
-    }
+def lock_messages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Row]:
+    """Load (and on PostgreSQL row-lock, in id order) these messages, by id."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    stmt = (
+        select(messages.c.id, *(messages.c[c] for c in LOCAL_MUTABLE))
+        .where(messages.c.id.in_(wanted))
+        .order_by(messages.c.id)
+    )
+    out: dict[int, Row] = {}
+    for r in conn.execute(lock_for_update(conn.dialect, stmt)).mappings():
+        values = {c: r[c] for c in LOCAL_MUTABLE}
+        values["has_conflict"] = bool(values["has_conflict"])
+        out[int(r["id"])] = Row(int(r["id"]), values)
+    return out
 
 
-def adopt_placeholder(conn: Connection, local_id: int, uuid: str, now: datetime) -> int | None:
-    """Give local message `local_id` its Plivo UUID, taking over a placeholder if a fast callback
-    already created one: its events and parts move over and its status applies to ours.
+def update_local(conn: Connection, rows: Sequence[Row]) -> None:
+    if rows:
+        update_by_id(conn, messages, LOCAL_MUTABLE, [(r.id, r.values) for r in rows])
 
-    Returns the id of the callback's placeholder when one was adopted (that row is gone).
-    Race-free with concurrent callback batches: the UUID is first claimed with an
-    insert-if-absent (which waits for a batch that is inserting the same UUID to commit), then
-    its row is locked, merged and deleted before the local row takes the UUID, all in the
-    caller's write transaction.
-    """
-    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(messages.c.id)
-    ours = conn.execute(stmt, [uuid_claim(uuid, now)]).first() is not None
-    found = (
+
+def uuid_holders(conn: Connection, uuids: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """Which messages hold these MessageUUIDs: UUID → (id, origin)."""
+    wanted = sorted(set(uuids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(messages.c.message_uuid, messages.c.id, messages.c.origin).where(
+            messages.c.message_uuid.in_(wanted)
+        )
+    )
+    return {r.message_uuid: (int(r.id), r.origin) for r in rows}
+
+
+def merge_placeholder(conn: Connection, placeholder_id: int, into_id: int) -> dict[str, Any]:
+    """Move a callback placeholder's events and parts to message `into_id` and delete it;
+    returns the placeholder's columns (what its callbacks established)."""
+    found = dict(
         conn.execute(
-            lock_for_update(conn.dialect, select(messages).where(messages.c.message_uuid == uuid))
+            lock_for_update(conn.dialect, select(messages).where(messages.c.id == placeholder_id))
         )
         .mappings()
         .one()
     )
-    if not ours and found["origin"] != "callback":
-        raise RuntimeError(f"MessageUUID {uuid} already belongs to message {found['id']}")
-    placeholder_id = found["id"]
-    values: dict[str, Any] = {"message_uuid": uuid, "updated_at": now}
-    if not ours:
-        conn.execute(
-            update(status_events)
-            .where(status_events.c.message_id == placeholder_id)
-            .values(message_id=local_id)
-        )
-        conn.execute(
-            update(message_parts)
-            .where(message_parts.c.message_id == placeholder_id)
-            .values(message_id=local_id)
-        )
-        # Everything the callbacks established wins over our local "accepted" (rank -1);
-        # what we sent (to, from, type) stays as we sent it.
-        for col in MESSAGE_MUTABLE:
-            if col not in ("to_number", "from_number", "type"):
-                values[col] = found[col]
-        values["updated_at"] = now
+    found["has_conflict"] = bool(found["has_conflict"])
+    conn.execute(
+        update(status_events)
+        .where(status_events.c.message_id == placeholder_id)
+        .values(message_id=into_id)
+    )
+    conn.execute(
+        update(message_parts)
+        .where(message_parts.c.message_id == placeholder_id)
+        .values(message_id=into_id)
+    )
     conn.execute(messages.delete().where(messages.c.id == placeholder_id))
-    conn.execute(update(messages).where(messages.c.id == local_id).values(values))
-    return None if ours else int(placeholder_id)
+    return found

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from plivo_tracker.messages import phone
-from plivo_tracker.messages.writes import begin_status_writes
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.plivo.encoding import MAX_UCS2_CHARS, text_info
 from plivo_tracker.web.hygiene import CleanLine, CleanText
@@ -183,8 +182,8 @@ def submit(
     now: datetime,
     idempotency: tuple[str, str] | None,
 ) -> dict[str, Any]:
-    """Store the messages and their outbox rows; returns the 202 body (stored with the key)."""
-    begin_status_writes(conn)
+    """Store the messages and their outbox rows; returns the 202 body (stored with the key).
+    Their `accepted` events are the projector's to write (journaled by insert_outbound)."""
     if idempotency is not None:
         key, digest = idempotency
         previous = out_repo.claim_idempotency_key(conn, key, digest, now)

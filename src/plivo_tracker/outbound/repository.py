@@ -19,6 +19,8 @@ from plivo_tracker.db.dialect import (
     notify_outbox_sql,
     skip_locked,
 )
+from plivo_tracker.messages import local_changes
+from plivo_tracker.messages.local_changes import LocalChange
 from plivo_tracker.messages.models import (
     dispatch_state,
     idempotency_keys,
@@ -28,14 +30,7 @@ from plivo_tracker.messages.models import (
     rate_limits,
     send_attempts,
 )
-from plivo_tracker.messages.status import RANK, MessageStatus
-from plivo_tracker.messages.writes import (
-    LocalChange,
-    adopt_placeholder,
-    begin_status_writes,
-    insert_local_events,
-    uuid_claim,
-)
+from plivo_tracker.messages.status import MessageStatus
 from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
 from plivo_tracker.outbound.resend import ResendPolicy
 
@@ -111,7 +106,8 @@ def _queue_message(
         ],
     )
     detail = {"attempt_of": values["attempt_of"]} if values.get("attempt_of") else {}
-    insert_local_events(conn, [LocalChange(message_id, MessageStatus.ACCEPTED, None, detail)], now)
+    born = LocalChange(message_id, MessageStatus.ACCEPTED, detail=detail)
+    local_changes.journal(conn, [born], now)
     return message_id
 
 
@@ -336,6 +332,17 @@ def _outbox_after_attempt(conn: Connection, c: Claimed, started: datetime, **val
     _release(conn, c.message_id, attempts=c.attempts + 1, first_attempt_at=first, **values)
 
 
+# Our own statuses may move a message on only from these (never over what Plivo told us).
+_LOCAL = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
+_NOT_SENT = frozenset({MessageStatus.ACCEPTED})
+
+
+def _queued(c: Claimed, message_uuid: str) -> LocalChange:
+    """Plivo queued it: the projector adopts the UUID (and a placeholder that a fast callback
+    made for it) and moves `accepted` on unless callbacks already did more."""
+    return LocalChange(c.message_id, MessageStatus.QUEUED, _LOCAL, {}, message_uuid=message_uuid)
+
+
 def record_accepted(
     conn: Connection,
     c: Claimed,
@@ -345,78 +352,32 @@ def record_accepted(
     api_id: str | None = None,
     outcome: str = "accepted",
 ) -> None:
-    """Plivo queued it: store the UUID (adopting a placeholder a fast callback made).
+    """Plivo queued it: record the attempt and journal the UUID for the projector.
 
     `outcome` "reconciled" / "adopted": the UUID came from a lookup or an operator, not from a
     202 (the attempt row then records the lookup, not another send)."""
-    begin_status_writes(conn)
     if outcome == "accepted":
         _attempt(conn, c, started, now, outcome, 202, message_uuid, api_id)
         _outbox_after_attempt(conn, c, started, state="done", last_error=None)
     else:
         _attempt(conn, c, started, now, outcome, None, message_uuid, api_id, attempt=c.attempts)
         _release(conn, c.message_id, state="done", last_error=None)
-    before = conn.execute(
-        select(messages.c.status).where(messages.c.id == c.message_id)
-    ).scalar_one()
-    merged = adopt_placeholder(conn, c.message_id, message_uuid, now)
-    # 202 means "queued at Plivo": move `accepted` forward unless callbacks already did more.
-    current = conn.execute(
-        select(messages.c.status).where(messages.c.id == c.message_id)
-    ).scalar_one()
-    if RANK[MessageStatus(current)] < RANK[MessageStatus.QUEUED]:
-        conn.execute(
-            update(messages)
-            .where(messages.c.id == c.message_id)
-            .values(status=MessageStatus.QUEUED.value, updated_at=now)
-        )
-        current = MessageStatus.QUEUED.value
-    # A fast callback's placeholder may have brought the status further already.
-    detail: dict[str, Any] = {"message_uuid": message_uuid}
-    if merged is not None:
-        detail["merged_from"] = merged  # the placeholder's id: clients drop that message
-    change = LocalChange(c.message_id, current, before, detail)
-    insert_local_events(conn, [change], now)
+    local_changes.journal(conn, [_queued(c, message_uuid)], now)
 
 
 def record_accepted_many(
     conn: Connection, accepted: list[tuple[Claimed, str, datetime, str | None]], now: datetime
 ) -> None:
-    """`record_accepted` for a whole pass in a few statements. UUIDs that a fast callback already
-    holds as a placeholder (rare) go through the one-by-one adoption."""
+    """`record_accepted` for a whole pass in a few statements."""
     if not accepted:
         return
-    begin_status_writes(conn)
-    claim_rows = [uuid_claim(a[1], now) for a in sorted(accepted, key=lambda a: a[1])]
-    stmt = insert_ignore(conn.dialect, messages, ["message_uuid"]).returning(
-        messages.c.message_uuid
-    )
-    ours = set(conn.execute(stmt, claim_rows).scalars())
-    fast = [a for a in accepted if a[1] not in ours]
-    plain = [a for a in accepted if a[1] in ours]
-    for item, uuid, started, api_id in fast:
-        record_accepted(conn, item, uuid, started, now, api_id)
-    if not plain:
-        return
-    conn.execute(messages.delete().where(messages.c.message_uuid.in_([a[1] for a in plain])))
-    conn.execute(
-        update(messages)
-        .where(messages.c.id == bindparam("_id"))
-        .values(message_uuid=bindparam("_uuid"), status=MessageStatus.QUEUED.value, updated_at=now),
-        [{"_id": c.message_id, "_uuid": uuid} for c, uuid, _, _ in plain],
-    )
     conn.execute(
         send_attempts.insert(),
         [
             _attempt_row(c, started, now, "accepted", 202, uuid, api_id)
-            for c, uuid, started, api_id in plain
+            for c, uuid, started, api_id in accepted
         ],
     )
-    queued = [
-        LocalChange(c.message_id, MessageStatus.QUEUED, MessageStatus.ACCEPTED, {"message_uuid": u})
-        for c, u, _, _ in plain
-    ]
-    insert_local_events(conn, queued, now)
     conn.execute(
         update(outbox)
         .where(outbox.c.message_id == bindparam("_id"))
@@ -434,9 +395,10 @@ def record_accepted_many(
                 "_attempts": c.attempts + 1,
                 "_first": c.first_attempt_at or started,
             }
-            for c, _, started, _ in plain
+            for c, _, started, _ in accepted
         ],
     )
+    local_changes.journal(conn, [_queued(c, uuid) for c, uuid, _, _ in accepted], now)
 
 
 def record_retry(
@@ -475,31 +437,6 @@ def record_paused(
     _release(conn, c.message_id, state="pending", next_attempt_at=now, last_error=detail)
 
 
-def _set_local_status(
-    conn: Connection,
-    message_id: int,
-    status: MessageStatus,
-    allowed_from: tuple[MessageStatus, ...],
-    now: datetime,
-    detail: dict[str, Any],
-    error_detail: str | None,
-) -> bool:
-    """A status change of our own (never over what Plivo told us): only from `allowed_from`."""
-    current = conn.execute(
-        select(messages.c.status).where(messages.c.id == message_id)
-    ).scalar_one_or_none()
-    if current is None or MessageStatus(current) not in allowed_from:
-        return False
-    conn.execute(
-        update(messages)
-        .where(messages.c.id == message_id)
-        .values(status=status.value, error_detail=error_detail, updated_at=now)
-    )
-    change = LocalChange(message_id, status, current, detail)
-    insert_local_events(conn, [change], now)
-    return True
-
-
 def record_failed(
     conn: Connection,
     c: Claimed,
@@ -510,18 +447,12 @@ def record_failed(
     api_id: str | None = None,
 ) -> None:
     """Permanent: the message is failed with the reason (it never reached a carrier)."""
-    begin_status_writes(conn)
     _attempt(conn, c, started, now, "failed", status, detail, api_id)
     _outbox_after_attempt(conn, c, started, state="failed", last_error=detail)
-    _set_local_status(
-        conn,
-        c.message_id,
-        MessageStatus.FAILED,
-        (MessageStatus.ACCEPTED,),
-        now,
-        {"detail": detail},
-        detail,
+    failed = LocalChange(
+        c.message_id, MessageStatus.FAILED, _NOT_SENT, {"detail": detail}, error_detail=detail
     )
+    local_changes.journal(conn, [failed], now)
 
 
 def record_ambiguous(
@@ -569,17 +500,15 @@ def record_lookup_undecided(
             last_error=detail,
         )
         return
-    begin_status_writes(conn)
     _release(conn, c.message_id, state="unknown", lookups=lookups, last_error=detail)
-    _set_local_status(
-        conn,
+    unknown = LocalChange(
         c.message_id,
         MessageStatus.UNKNOWN,
-        (MessageStatus.ACCEPTED,),
-        now,
+        _NOT_SENT,
         {"detail": detail, "resolve": "adopt a MessageUUID or resend"},
-        f"outcome unknown: {detail}",
+        error_detail=f"outcome unknown: {detail}",
     )
+    local_changes.journal(conn, [unknown], now)
 
 
 def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
@@ -591,7 +520,8 @@ def record_not_found(conn: Connection, c: Claimed, now: datetime) -> None:
 
 
 def owned_uuids(conn: Connection, uuids: list[str], except_id: int) -> set[str]:
-    """Which of these MessageUUIDs already belong to another message we sent."""
+    """Which of these MessageUUIDs already belong to another message we sent, or are about to
+    (its adoption journaled, not yet applied)."""
     if not uuids:
         return set()
     rows = conn.execute(
@@ -601,7 +531,7 @@ def owned_uuids(conn: Connection, uuids: list[str], except_id: int) -> set[str]:
             messages.c.id != except_id,
         )
     )
-    return set(rows.scalars())
+    return set(rows.scalars()) | local_changes.pending_adoptions(conn, uuids, except_id)
 
 
 def last_ambiguous_at(conn: Connection, message_id: int) -> datetime | None:
@@ -837,27 +767,20 @@ def resolve_adopt(conn: Connection, message_id: int, message_uuid: str, now: dat
 def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
     """An operator says nothing was sent: queue the message again (back to `accepted`)."""
     c = _claimed_for(conn, message_id)
-    begin_status_writes(conn)
     _attempt(conn, c, now, now, "resend", None, "operator: resend", attempt=c.attempts)
     conn.execute(
         update(outbox)
         .where(outbox.c.message_id == message_id)
         .values(state="pending", next_attempt_at=now, last_error=None, lookups=0)
     )
-    n = conn.execute(
-        select(func.count()).where(
-            send_attempts.c.message_id == message_id, send_attempts.c.outcome == "resend"
-        )
-    ).scalar_one()
-    conn.execute(
-        update(messages)
-        .where(messages.c.id == message_id, messages.c.status == MessageStatus.UNKNOWN.value)
-        .values(status=MessageStatus.ACCEPTED.value, error_detail=None, updated_at=now)
+    again = LocalChange(
+        message_id,
+        MessageStatus.ACCEPTED,
+        frozenset({MessageStatus.UNKNOWN}),
+        {"resend": True},
+        clear_error=True,
     )
-    change = LocalChange(
-        message_id, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN, {"resend": True}, key=f"r{n}"
-    )
-    insert_local_events(conn, [change], now)
+    local_changes.journal(conn, [again], now)
     notify_outbox(conn)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,7 +101,6 @@ class Sweeper(PeriodicLoop):
         self.no_receipt_after = timedelta(seconds=no_receipt_after)
         self._batch = batch
         self._erasure = erasure
-        self.on_appended: Callable[[], None] | None = None  # wakes the projector
         self._lease = Lease(writer, LEASE_NAME, timedelta(seconds=max(interval * 3, 60.0)))
 
     async def run_once(self, *, dry_run: bool = False) -> SweepResult:
@@ -185,8 +183,6 @@ class Sweeper(PeriodicLoop):
             )
         )
         result.changed += changed
-        if changed and self.on_appended is not None:
-            self.on_appended()
         if no_receipt:
             result.no_receipt += 1
         metrics.SWEPT.labels(outcome="no_receipt" if no_receipt else state or "unknown").inc()
