@@ -216,7 +216,6 @@ def test_message_frames_add_received_messages_and_resume_with_since(
     assert listed_numbers(page) == [CAROL, ALICE]
 
     sockets[0].close(code=1012, reason="restart")
-    page.wait_for_function("() => true")
     expect(page.locator("#connection")).to_have_attribute(
         "data-connection-state", "live", timeout=15_000
     )
