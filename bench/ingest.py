@@ -90,7 +90,7 @@ async def run(url: str, n: int, concurrency: int, batch: int) -> Result:
     await upgrade(engine)
     writer = make_writer(engine)
     reader = make_reader(engine)
-    # No on_appended: the projector must not run during the append phase.
+    # No projector is wired to the writer (on_journal): it must not run during the append phase.
     committer = GroupCommitter(engine, writer=writer)
     committer.start()
     items = _items(n)

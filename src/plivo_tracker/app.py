@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from plivo_tracker import __version__
 from plivo_tracker.composition import open_service
 from plivo_tracker.config import ConfigError, Settings, api_keys_problem, load_settings
+from plivo_tracker.conversations.routes import router as conversations_router
 from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.live.routes import router as live_router
@@ -135,6 +136,7 @@ def create_app(
     errors.register(app)
     app.include_router(inbound_router)
     app.include_router(messages_router)
+    app.include_router(conversations_router)
     app.include_router(ops_router)
     app.include_router(outbound_router)
     app.include_router(live_router)

@@ -83,6 +83,8 @@ async def test_every_api_route_needs_the_key(open_app: Opener) -> None:
             ("GET", "/api/messages"),
             ("GET", "/api/messages/1"),
             ("GET", "/api/stats"),
+            ("GET", "/api/conversations"),
+            ("GET", "/api/conversations/+14155550101"),
             ("GET", "/api/dispatch"),
             ("POST", "/api/messages"),
             ("POST", "/api/messages/validate"),

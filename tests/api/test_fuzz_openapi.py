@@ -50,6 +50,8 @@ OPERATIONS = [
     ("POST", "/api/messages/validate"),
     ("POST", "/api/messages/{message_id}/resolve"),
     ("GET", "/api/stats"),
+    ("GET", "/api/conversations"),
+    ("GET", "/api/conversations/{number}"),
     ("GET", "/api/dispatch"),
     ("POST", "/api/dispatch/pause"),
     ("POST", "/api/dispatch/resume"),

@@ -12,7 +12,7 @@ import plivo_tracker
 
 PACKAGE = Path(plivo_tracker.__file__).parent
 # What the simulator may not import: the product's storage, flows and HTTP layers.
-PRODUCT = ("db", "messages", "outbound", "inbound", "web", "live")
+PRODUCT = ("db", "messages", "outbound", "inbound", "web", "live", "conversations")
 PRODUCT_MODULES = ("app", "cli", "composition", "demo", "doctor")
 # Builders of a process's parts, and the modules allowed to call them: the composition root;
 # db/engine.py (the factories themselves) and the migrations' own engine; the committer's

@@ -1,9 +1,11 @@
-// plivo-tracker dashboard: hash routes (#/, #/messages/<id>, #/stats), the live connection and
+// plivo-tracker dashboard: hash routes (#/, #/messages/<id>, #/conversations[/<number>],
+// #/stats), the live connection and
 // the API key prompt. Plain ES modules, no build step; every server string goes through
 // textContent.
 import { getApiKey, onUnauthorized, setApiKey } from "./api.js";
 import { DetailView } from "./detail.js";
 import { DispatchBanner } from "./dispatch.js";
+import { ConversationsView } from "./conversations.js";
 import { refreshRelativeTimes } from "./format.js";
 import { LiveStream } from "./live.js";
 import { MessageTable } from "./messages.js";
@@ -23,6 +25,7 @@ const table = new MessageTable();
 const detail = new DetailView();
 const stats = new StatsView();
 const dispatch = new DispatchBanner();
+const conversations = new ConversationsView();
 new SendForm({ onCreated: (created, request) => table.addCreated(created, request) });
 
 // --- connection indicator -------------------------------------------------------------------
@@ -43,8 +46,14 @@ const live = new LiveStream({
   getKey: getApiKey,
   onState: showConnection,
   onFrame: (frame) => {
-    table.applyFrame(frame);
-    detail.frame(frame);
+    if (frame.type === "status") {
+      table.applyFrame(frame);
+      detail.frame(frame);
+    } else if (frame.type === "message") {
+      // A received message: the table lists it like any new message (fetched by id).
+      table.applyFrame({ ...frame, type: "status", previous_status: null, error_code: null });
+    }
+    conversations.frame(frame);
   },
   onReady: (fresh) => {
     // (Re)connected: whether sending is paused may have changed meanwhile.
@@ -54,6 +63,7 @@ const live = new LiveStream({
     if (!fresh) return;
     if (listStarted) table.reload();
     else startList();
+    conversations.refresh();
   },
   onUnauthorized: () => askForKey(),
 });
@@ -99,6 +109,7 @@ document.getElementById("key-forget").addEventListener("click", () => {
 function reloadEverything() {
   live.reconnectNow();
   table.reload();
+  conversations.refresh();
   dispatch.refresh({ force: true });
   route();
 }
@@ -114,6 +125,16 @@ function parseHash() {
   const params = new URLSearchParams(query);
   if (path === "/" || path === "") return { view: "live" };
   if (path === "/stats") return { view: "stats", window: params.get("window") || "24h" };
+  const convo = path.match(/^\/conversations(?:\/([^/]+))?\/?$/);
+  if (convo) {
+    let number = null;
+    try {
+      number = convo[1] ? decodeURIComponent(convo[1]) : null;
+    } catch {
+      return { view: "missing" };
+    }
+    return { view: "conversations", number };
+  }
   const match = path.match(/^\/messages\/([^/]+)$/);
   if (match) return { view: "detail", ref: decodeURIComponent(match[1]) };
   return { view: "missing" };
@@ -130,6 +151,11 @@ function route() {
   }
   if (next.view !== "detail") detail.hide();
   if (next.view !== "stats") stats.hide();
+  if (next.view !== "conversations") conversations.hide();
+  if (next.view === "conversations") {
+    document.title = "Conversations · plivo-tracker";
+    conversations.show(next.number); // a thread sets its own title
+  }
   if (next.view === "live") document.title = "Live · plivo-tracker";
   if (next.view === "stats") {
     document.title = "Stats · plivo-tracker";

@@ -101,7 +101,8 @@ export class LiveStream {
 
   handle(frame) {
     if (!frame || typeof frame !== "object") return;
-    if (frame.type === "status") {
+    // Status changes and received messages share one id sequence (docs/live-api.md).
+    if (frame.type === "status" || frame.type === "message") {
       if (typeof frame.id === "number") {
         if (this.lastId !== null && frame.id <= this.lastId) return; // already applied
         this.lastId = frame.id;

@@ -1,0 +1,1 @@
+"""Conversations: one thread per remote number, inbound and outbound messages together."""
