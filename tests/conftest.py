@@ -45,6 +45,7 @@ from plivo_tracker.messages.models import (
     send_attempts,
     status_events,
 )
+from plivo_tracker.optouts.models import opt_out_events, opt_outs
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
@@ -75,6 +76,8 @@ ALL_TABLES = (
     purge_marker,  # empty outside a purge's transaction; listed so no test ever inherits a row
     journal,
     messages,
+    opt_outs,
+    opt_out_events,
 )
 
 
