@@ -156,7 +156,8 @@ async def test_a_send_to_an_opted_out_number_is_refused_and_nothing_is_stored(
     assert resp.status_code == 422, resp.text
     error = resp.json()["error"]
     assert error["code"] == "opted_out"
-    assert B in error["message"] and C in error["message"]
+    assert B in error["message"]
+    assert C in error["message"]
     assert [(p["index"], p["value"], p["number"], p["reason"]) for p in error["problems"]] == [
         (1, "1 415 555 0102", B, "opted_out"),
         (2, C, C, "opted_out"),
