@@ -48,6 +48,7 @@ from plivo_tracker.messages.models import (
 from plivo_tracker.messages.projector import project_pending
 from plivo_tracker.messages.schemas import Message
 from plivo_tracker.messages.service import get_message as read_message
+from plivo_tracker.optouts.models import opt_out_events, opt_outs
 from plivo_tracker.plivo.client import PlivoClient
 from plivo_tracker.plivo.signature import signed_headers
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
@@ -78,6 +79,8 @@ ALL_TABLES = (
     purge_marker,  # empty outside a purge's transaction; listed so no test ever inherits a row
     journal,
     messages,
+    opt_outs,
+    opt_out_events,
 )
 
 

@@ -50,6 +50,8 @@ QUERY_TARGETS = [
     "/api/messages/{}",
     "/api/stats?window={}",
     "/api/messages?q=ok&{}=1",
+    "/api/opt-outs/{}",
+    "/api/opt-outs?cursor={}",
 ]
 JSON = {"content-type": "application/json"}
 
@@ -95,5 +97,31 @@ def url_requests() -> dict[str, Request]:
     return out
 
 
+def optout_requests() -> dict[str, Request]:
+    """PUT and DELETE /api/opt-outs/{number} with a bad number, and PUT with a bad note."""
+    out: dict[str, Request] = {}
+    for method in ("PUT", "DELETE"):
+        for name, value in URL_STRINGS.items():
+            out[f"{method} /api/opt-outs/…: {name}"] = (
+                method,
+                f"/api/opt-outs/{value}",
+                None,
+                JSON,
+            )
+    target = "/api/opt-outs/%2B14155550101"
+    for name, literal in JSON_STRINGS.items():
+        if name.startswith("NUL inside"):
+            continue  # the same as NUL for a note
+        out[f"PUT /api/opt-outs note: {name}"] = (
+            "PUT",
+            target,
+            b'{"note": %b}' % literal.encode(),
+            JSON,
+        )
+    for name, raw in RAW_UTF8.items():
+        out[f"PUT /api/opt-outs note: {name}"] = ("PUT", target, b'{"note": %b}' % raw, JSON)
+    return out
+
+
 def all_requests() -> dict[str, Request]:
-    return {**send_requests(), **url_requests()}
+    return {**send_requests(), **url_requests(), **optout_requests()}

@@ -22,6 +22,7 @@ from plivo_tracker.inbound.routes import CallbackEndpoint
 from plivo_tracker.inbound.routes import router as inbound_router
 from plivo_tracker.live.routes import router as live_router
 from plivo_tracker.messages.routes import router as messages_router
+from plivo_tracker.optouts.routes import router as optouts_router
 from plivo_tracker.outbound.routes import router as outbound_router
 from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web import dashboard, errors
@@ -139,6 +140,7 @@ def create_app(
     app.include_router(conversations_router)
     app.include_router(ops_router)
     app.include_router(outbound_router)
+    app.include_router(optouts_router)
     app.include_router(live_router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")

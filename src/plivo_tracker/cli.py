@@ -1,5 +1,5 @@
 """The `plivo-tracker` command: serve, worker, send, status, tail, simulate, db, spool, dispatch,
-resolve, sweep, purge."""
+optout, resolve, sweep, purge."""
 
 from __future__ import annotations
 
@@ -33,7 +33,12 @@ dispatch_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(spool_app, name="spool")
+optout_app = typer.Typer(
+    help="The opt-out list (STOP): list, add, remove, import (works on DATABASE_URL directly).",
+    no_args_is_help=True,
+)
 app.add_typer(dispatch_app, name="dispatch")
+app.add_typer(optout_app, name="optout")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
@@ -331,6 +336,14 @@ def send(
     dlt_template_category: Annotated[
         str | None, typer.Option(help="India DLT template category.")
     ] = None,
+    transactional: Annotated[
+        bool,
+        typer.Option(
+            "--transactional",
+            help="A transactional message that may reach opted-out recipients, when the "
+            "server's operator enabled OPT_OUT_TRANSACTIONAL_EXEMPTION (refused otherwise).",
+        ),
+    ] = False,
     server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
 ) -> None:
@@ -347,6 +360,8 @@ def send(
         body["media_urls"] = media_url
     if sender:
         body["from"] = sender
+    if transactional:
+        body["transactional"] = True
     options = {
         "message_expiry": message_expiry,
         "log": log,
@@ -746,6 +761,114 @@ def dispatch_resume() -> None:
         return pause_state(conn)
 
     _print_pause(_on_database(_settings(), work))
+
+
+def _optout_number(raw: str) -> str:
+    from plivo_tracker.messages import phone
+
+    try:
+        return phone.to_e164(raw)
+    except phone.InvalidNumber as exc:
+        _fail(f"NUMBER: {raw!r} is not a phone number in E.164 ({exc})")
+
+
+@optout_app.command("list")
+def optout_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+) -> None:
+    """Every number that opted out, in number order."""
+    from plivo_tracker.optouts.repository import page
+
+    def work(conn: Any) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        while True:
+            batch = page(conn, rows[-1]["number"] if rows else None, 1000)
+            rows.extend(batch)
+            if len(batch) < 1000:
+                return rows
+
+    rows = _on_database(_settings(), work)
+    if as_json:
+        for row in rows:
+            row["opted_out_at"] = row["opted_out_at"].isoformat()
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    table = Table("number", "opted out at", "source", "keyword", "message", "note")
+    for row in rows:
+        table.add_row(
+            row["number"],
+            row["opted_out_at"].strftime("%Y-%m-%d %H:%M:%S UTC"),
+            row["source"],
+            row["keyword"] or "",
+            "" if row["message_id"] is None else str(row["message_id"]),
+            row["note"] or "",
+        )
+    out.print(table)
+    out.print(f"{len(rows)} opted out", highlight=False)
+
+
+@optout_app.command("add")
+def optout_add(
+    number: Annotated[str, typer.Argument(help="E.164 number, e.g. +14155550101.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept with the opt-out).")] = None,
+) -> None:
+    """Opt a number out: sends to it are refused (harmless if it already has)."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.optouts.repository import Change, opt_out
+
+    e164 = _optout_number(number)
+    change = Change("cli", datetime.now(UTC), note=note[:500] if note else None)
+    changed = _on_database(_settings(), lambda conn: opt_out(conn, e164, change))
+    out.print(f"{e164}: {'opted out' if changed else 'had already opted out'}", highlight=False)
+
+
+@optout_app.command("remove")
+def optout_remove(
+    number: Annotated[str, typer.Argument(help="E.164 number, e.g. +14155550101.")],
+) -> None:
+    """Opt a number back in (harmless if it had not opted out)."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.optouts.repository import Change, opt_in
+
+    e164 = _optout_number(number)
+    change = Change("cli", datetime.now(UTC))
+    changed = _on_database(_settings(), lambda conn: opt_in(conn, e164, change))
+    out.print(f"{e164}: {'opted back in' if changed else 'had not opted out'}", highlight=False)
+
+
+MAX_BAD_LINES_SHOWN = 50
+
+
+@optout_app.command("import")
+def optout_import(
+    file: Annotated[str, typer.Argument(help="CSV file: a number a row, optional header.")],
+) -> None:
+    """Opt out every number of a CSV file, in one transaction: any bad row and nothing is
+    imported (each bad row is named with its line); numbers already opted out stay as they
+    are. Format: docs/operations.md, Opt-outs."""
+    from datetime import UTC, datetime
+
+    from plivo_tracker.optouts.csvfile import parse
+    from plivo_tracker.optouts.repository import import_rows
+
+    settings = _settings()
+    try:
+        with open(file, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"FILE: cannot read {file} ({exc})", 1)
+    rows, bad = parse(text)
+    if bad:
+        for problem in bad[:MAX_BAD_LINES_SHOWN]:
+            err.print(f"{file}: {problem}", highlight=False)
+        if len(bad) > MAX_BAD_LINES_SHOWN:
+            err.print(f"... and {len(bad) - MAX_BAD_LINES_SHOWN} more", highlight=False)
+        _fail(f"{len(bad)} bad row(s) in {file}: nothing imported", 1)
+    now = datetime.now(UTC)
+    added, already = _on_database(settings, lambda conn: import_rows(conn, rows, now))
+    out.print(f"imported {added} opt-outs, {already} already opted out", highlight=False)
 
 
 @app.command()

@@ -20,6 +20,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from plivo_tracker.messages.phone import text_problem
+from plivo_tracker.optouts.keywords import (
+    DEFAULT_HELP,
+    DEFAULT_OPT_IN,
+    DEFAULT_OPT_OUT,
+    MAX_KEYWORD_LENGTH,
+    normalise_all,
+)
 from plivo_tracker.outbound.resend import ResendPolicy, parse_codes
 from plivo_tracker.retention.rules import Erasure
 
@@ -158,6 +166,23 @@ class Settings(BaseSettings):
     purge_batch_size: int = Field(default=500, ge=1, le=10_000)
     # False: a message's text and media URLs are erased once sending no longer needs them.
     store_message_text: bool = True
+    # Opt-outs (docs/operations.md "Opt-outs"): an inbound message that is exactly one of these
+    # words (any case; spaces and the punctuation around it ignored) opts its sender out, back
+    # in, or asks for help (optouts/keywords.py). No word may be in two lists.
+    opt_out_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_OPT_OUT)
+    )
+    opt_in_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_OPT_IN)
+    )
+    help_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_HELP)
+    )
+    # The answer to a HELP keyword, sent from the number it was sent to; empty: no answer.
+    help_text: str = Field(default="", max_length=1600)
+    # True: a send that says `"transactional": true` may reach opted-out numbers. Off by
+    # default: whether a message is exempt is the operator's decision, not a client's.
+    opt_out_transactional_exemption: bool = False
 
     @field_validator(
         "plivo_auth_tokens_previous",
@@ -166,6 +191,9 @@ class Settings(BaseSettings):
         "allowed_hosts",
         "public_endpoints",
         "resend_error_codes",
+        "opt_out_keywords",
+        "opt_in_keywords",
+        "help_keywords",
         mode="before",
     )
     @classmethod
@@ -181,6 +209,33 @@ class Settings(BaseSettings):
                 f"every key must be at least {MIN_API_KEY_LENGTH} characters (e.g. "
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        return value
+
+    @field_validator("opt_out_keywords", "opt_in_keywords", "help_keywords")
+    @classmethod
+    def _keywords(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        words = normalise_all(value)
+        long = [w for w in words if len(w) > MAX_KEYWORD_LENGTH]
+        if long:
+            raise ValueError(f"{long[0]!r} is longer than {MAX_KEYWORD_LENGTH} characters")
+        if info.field_name == "opt_out_keywords" and not words:
+            raise ValueError("name at least one keyword (STOP must always opt a sender out)")
+        # Validated in this order: each list is checked against the ones before it.
+        for earlier in ("opt_out_keywords", "opt_in_keywords"):
+            if earlier == info.field_name:
+                break
+            both = [w for w in words if w in info.data.get(earlier, [])]
+            if both:
+                raise ValueError(f"{both[0]} is in {earlier.upper()} too (one list per word)")
+        return words
+
+    @field_validator("help_text")
+    @classmethod
+    def _help_text(cls, value: str) -> str:
+        value = value.strip()
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("allowed_hosts")

@@ -850,6 +850,11 @@ GET_TARGETS = {
     "list": QUERY.map(lambda q: f"/api/messages?{q}"),
     "stats": QUERY.map(lambda q: f"/api/stats?{q}"),
     "dispatch": QUERY.map(lambda q: f"/api/dispatch?{q}"),
+    "opt-outs": QUERY.map(lambda q: f"/api/opt-outs?{q}"),
+    "one opt-out": st.one_of(
+        HUGE_NUMBER.map(lambda n: f"/api/opt-outs/{quote(n)}"),
+        SEGMENT.map(lambda s: f"/api/opt-outs/{s}"),
+    ),
     "one message": st.one_of(
         HUGE_NUMBER.map(lambda n: f"/api/messages/{quote(n)}"),
         SEGMENT.map(lambda s: f"/api/messages/{s}"),
@@ -891,6 +896,7 @@ ODD_METHODS = st.sampled_from(
 SOME_PATHS = st.sampled_from(
     [CALLBACK, "/api/messages", "/api/messages/1", "/api/messages/1/resolve", "/api/stats"]
     + ["/api/dispatch/pause", "/health", "/ready", "/metrics", "/", "/no/such/route"]
+    + ["/api/opt-outs", "/api/opt-outs/%2B14155550101"]
 )
 
 
@@ -928,6 +934,7 @@ OVERSIZE_ROUTES = [
     ("POST", "/api/messages/validate"),
     ("POST", "/api/messages/1/resolve"),
     ("POST", "/api/dispatch/pause"),
+    ("PUT", "/api/opt-outs/%2B14155550101"),
     ("GET", "/api/messages"),
     ("GET", "/api/messages/1"),
     ("GET", "/health"),

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.messages.models import idempotency_keys, messages, outbox, quarantine
+from plivo_tracker.optouts.models import opt_out_events, opt_outs
 from tests.conftest import callback_fields, new_nonce, new_uuid, signed_form
 from tests.hostile import Request, all_requests
 
@@ -43,7 +44,7 @@ async def test_hostile_strings_get_a_4xx_and_change_nothing(
 ) -> None:
     resp = await _request(client, CASES[case])
     _assert_clean_error(resp)
-    for table in (messages, outbox, idempotency_keys):
+    for table in (messages, outbox, idempotency_keys, opt_outs, opt_out_events):
         assert await _count(engine, table) == 0
 
 

@@ -136,24 +136,25 @@ def apply_local_rows(
             continue
         mv = m.values
         detail = dict(c.detail)
-        if c.message_uuid and mv["message_uuid"] != c.message_uuid:
-            _adopt(conn, m, c.message_uuid, holders, detail)
         birth = c.allowed_from is None
+        before = None if birth else mv["status"]  # what clients saw: the stream's previous
+        if c.message_uuid and mv["message_uuid"] != c.message_uuid:
+            _adopt(conn, m, c.message_uuid, holders, detail)  # may bring Plivo's status
         current = None if birth else MessageStatus(mv["status"])
         decision = decide_local(current, c.status, c.allowed_from)
         if decision.changed:
             mv["status"] = decision.status.value
             if sets_error:
                 mv["error_detail"] = c.error_detail
-            if not birth:
-                result.changes.append(Change(m.id, decision.status.value, mv["error_code"]))
+        if not birth and mv["status"] != before:
+            result.changes.append(Change(m.id, mv["status"], mv["error_code"]))
         mv["updated_at"] = now
         events.append(
             {
                 "message_id": m.id,
                 "message_uuid": None,
                 "status": c.status.value,
-                "previous_status": None if current is None else current.value,
+                "previous_status": before,
                 "message_status": mv["status"],
                 "sequence": None,
                 "error_code": None,

@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from plivo_tracker.messages import phone
+from plivo_tracker.optouts import repository as optout_repo
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.plivo.encoding import MAX_UCS2_CHARS, text_info
 from plivo_tracker.web.hygiene import CleanLine, CleanText
+
+log = structlog.get_logger(__name__)
 
 MAX_RECIPIENTS = 1000
 # Text fields refuse NUL, control characters and lone surrogates (web/hygiene.py), and are
@@ -54,6 +58,12 @@ class SendRequest(BaseModel):
     dlt_entity_id: DltField | None = None
     dlt_template_id: DltField | None = None
     dlt_template_category: DltField | None = None
+    transactional: bool = Field(
+        default=False,
+        description="a transactional message (a one-time code, an alert) that may reach "
+        "recipients who opted out, when the operator enabled OPT_OUT_TRANSACTIONAL_EXEMPTION; "
+        "otherwise they are refused like any send",
+    )
 
 
 OPTION_FIELDS = (
@@ -93,6 +103,22 @@ class IdempotencyConflict(ValueError):
     """The Idempotency-Key was used before with a different body."""
 
 
+class OptedOut(ValueError):
+    """Recipients of the send have opted out (nothing was stored)."""
+
+    def __init__(self, numbers: list[str]) -> None:
+        super().__init__(f"opted out: {', '.join(numbers)}")
+        self.numbers = numbers
+
+
+def checks_opt_outs(transactional: bool, exemption_enabled: bool) -> bool:
+    """Whether a send is refused for opted-out recipients: always, unless it says it is
+    transactional AND the operator enabled OPT_OUT_TRANSACTIONAL_EXEMPTION. A client's word
+    alone is not enough: whether a message may reach someone who said STOP is a compliance
+    decision for whoever runs the account, not for every app that holds an API key."""
+    return not (transactional and exemption_enabled)
+
+
 @dataclass(frozen=True, slots=True)
 class Validated:
     recipients: list[str]  # E.164, de-duplicated, in request order
@@ -103,6 +129,7 @@ class Validated:
     encoding: str | None
     segments: int | None
     options: dict[str, Any] = field(default_factory=dict)  # Plivo send options, as given
+    transactional: bool = False  # the request asks for the opt-out exemption
 
 
 def validate(req: SendRequest, default_src: str | None) -> Validated:
@@ -159,6 +186,7 @@ def validate(req: SendRequest, default_src: str | None) -> Validated:
         info.encoding if info else None,
         info.segments if info else None,
         {name: getattr(req, name) for name in OPTION_FIELDS if getattr(req, name) is not None},
+        req.transactional,
     )
 
 
@@ -171,7 +199,11 @@ CONTENT_FIELDS = frozenset({"text", "media_urls"})
 def request_hash(req: SendRequest, *, with_content: bool = True) -> str:
     """The fingerprint stored with an Idempotency-Key. `with_content=False` leaves the text
     and media URLs out: the same key with another text is then answered like a retry."""
-    body = req.model_dump(by_alias=True, exclude=None if with_content else set(CONTENT_FIELDS))
+    # `transactional` counts only when set: the fingerprints of earlier requests stay as they were.
+    left_out: set[str] = set() if with_content else set(CONTENT_FIELDS)
+    if not req.transactional:
+        left_out.add("transactional")
+    body = req.model_dump(by_alias=True, exclude=left_out)
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -181,9 +213,17 @@ def submit(
     v: Validated,
     now: datetime,
     idempotency: tuple[str, str] | None,
+    *,
+    opt_out_exemption: bool = False,
 ) -> dict[str, Any]:
     """Store the messages and their outbox rows; returns the 202 body (stored with the key).
-    Their `accepted` events are the projector's to write (journaled by insert_outbound)."""
+    Their `accepted` events are the projector's to write (journaled by insert_outbound).
+
+    Opted-out recipients refuse the whole request (OptedOut, nothing stored) unless it is
+    transactional and `opt_out_exemption` (OPT_OUT_TRANSACTIONAL_EXEMPTION) allows it. The
+    check reads the opt-outs in this transaction: an opt-out committed before it (a PUT
+    answered, a STOP applied) refuses the send; a replayed Idempotency-Key gets its first
+    answer (that request was accepted before)."""
     if idempotency is not None:
         key, digest = idempotency
         previous = out_repo.claim_idempotency_key(conn, key, digest, now)
@@ -192,6 +232,11 @@ def submit(
             if stored_hash != digest:
                 raise IdempotencyConflict(key)
             return stored
+    refused = optout_repo.opted_out_among(conn, v.recipients)
+    if refused and checks_opt_outs(v.transactional, opt_out_exemption):
+        raise OptedOut([n for n in v.recipients if n in refused])
+    if refused:
+        log.info("send.opt_out_exemption", opted_out_recipients=len(refused))
     created = []
     for to in v.recipients:
         message_id = out_repo.insert_outbound(conn, v, to, now)

@@ -14,11 +14,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
+from plivo_tracker.messages import phone
+from plivo_tracker.optouts import repository as optout_repo
 from plivo_tracker.outbound import repository as out_repo
 from plivo_tracker.outbound.outbox import (
     IdempotencyConflict,
     InvalidRequest,
+    OptedOut,
     SendRequest,
+    checks_opt_outs,
     request_hash,
     submit,
     validate,
@@ -34,7 +38,8 @@ router = APIRouter(prefix="/api", tags=["messages"])  # keys: web/access.py
 
 @router.post(
     "/messages/validate",
-    summary="Check a send without sending: normalised recipients, encoding, segments, problems",
+    summary="Check a send without sending: normalised recipients, encoding, segments, problems "
+    "(opted-out recipients among them, with `reason: opted_out`)",
 )
 async def validate_send(body: SendRequest, ctx: ContextDep) -> dict[str, Any]:
     info = text_info(body.text) if body.text else None
@@ -50,6 +55,14 @@ async def validate_send(body: SendRequest, ctx: ContextDep) -> dict[str, Any]:
     except InvalidRequest as exc:
         out["valid"] = False
         out["problems"] = [p.as_dict() for p in exc.problems]
+        return out
+    exemption = ctx.settings.opt_out_transactional_exemption
+    if checks_opt_outs(body.transactional, exemption):
+        async with ctx.engine.connect() as conn:
+            refused = await conn.run_sync(optout_repo.opted_out_among, out["recipients"])
+        if refused:
+            out["valid"] = False
+            out["problems"] = _opted_out_problems(body, sorted(refused))
     return out
 
 
@@ -59,7 +72,11 @@ async def validate_send(body: SendRequest, ctx: ContextDep) -> dict[str, Any]:
     summary="Send an SMS/MMS to one or more recipients (queued in the outbox)",
     responses={
         409: {"description": "Idempotency-Key reused with another body"},
-        422: {"description": "invalid recipients or content; every problem is listed"},
+        422: {
+            "description": "invalid recipients or content (`invalid_request`), or recipients "
+            "who opted out (`opted_out`: each one listed with `reason: opted_out`; nothing is "
+            "stored, for any recipient); every problem is listed"
+        },
     },
 )
 async def send_messages(
@@ -82,15 +99,53 @@ async def send_messages(
     digest = request_hash(body, with_content=ctx.settings.store_message_text)
     key = (idempotency_key, digest) if idempotency_key else None
     now = datetime.now(UTC)
+    exemption = ctx.settings.opt_out_transactional_exemption
     try:
-        response = await ctx.writer.run(lambda conn: submit(conn, valid, now, key))
+        response = await ctx.writer.run(
+            lambda conn: submit(conn, valid, now, key, opt_out_exemption=exemption)
+        )
     except IdempotencyConflict:
         return error_response(
             409, "idempotency_conflict", "this Idempotency-Key was used with a different body"
         )
+    except OptedOut as exc:
+        problems = _opted_out_problems(body, exc.numbers)
+        return error_response(
+            422,
+            "opted_out",
+            f"{len(exc.numbers)} recipient(s) opted out; nothing was sent: "
+            + ", ".join(exc.numbers),
+            problems=problems,
+        )
     if ctx.dispatcher is not None:
         ctx.dispatcher.wake()
     return JSONResponse(response, status_code=202)
+
+
+def _opted_out_problems(body: SendRequest, numbers: list[str]) -> list[dict[str, Any]]:
+    """One problem per opted-out recipient, at its index in the request's `to`, like the
+    problems of invalid numbers."""
+    refused = set(numbers)
+    raw = [body.to] if isinstance(body.to, str) else list(body.to)
+    problems: list[dict[str, Any]] = []
+    for index, given in enumerate(raw):
+        try:
+            number = phone.to_e164(given)
+        except phone.InvalidNumber:
+            continue
+        if number in refused:
+            refused.discard(number)  # a number given twice is named once
+            problems.append(
+                {
+                    "field": "to",
+                    "index": index,
+                    "value": given,
+                    "number": number,
+                    "reason": "opted_out",
+                    "message": "opted out: this recipient asked not to receive messages",
+                }
+            )
+    return problems
 
 
 class Resolve(BaseModel):

@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from plivo_tracker.db.base import metadata
 from plivo_tracker.db.engine import make_engine, writer
 from plivo_tracker.messages import models  # noqa: F401  (registers the tables on metadata)
+from plivo_tracker.optouts import models as optout_models  # noqa: F401  (the same)
 
 config = context.config
 
