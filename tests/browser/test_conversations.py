@@ -246,14 +246,9 @@ def test_the_opt_out_toggle_calls_the_opt_outs_api(dashboard: Dashboard) -> None
     assert put.value.headers.get("content-type") == "application/json"
     assert json.loads(put.value.post_data or "null") == {"note": "dashboard"}
     expect(page.locator("#thread-optout-result")).not_to_have_text("")
-    assert [p for p in dashboard.problems if "404" not in p] == []
+    assert dashboard.problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the opt-outs part (PUT/DELETE /api/opt-outs, the opt_outs table, the "
-    "opted_out refusal of POST /api/messages): passes once merged; then remove this mark",
-)
 def test_opting_out_and_back_in_from_a_thread(dashboard: Dashboard) -> None:
     receive(dashboard, ALICE, "hi")
     page = dashboard.open(f"#/conversations/{ALICE.replace('+', '%2B')}")

@@ -19,17 +19,15 @@ from sqlalchemy import (
     Select,
     and_,
     case,
-    column,
     exists,
-    inspect,
     or_,
     select,
-    table,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.messages.models import messages
+from plivo_tracker.optouts.models import opt_outs
 
 _INBOUND = "inbound"
 
@@ -133,24 +131,14 @@ async def explain(conn: AsyncConnection, number: str) -> dict[str, str]:
 
 
 # ---- opt-outs ------------------------------------------------------------------------------
-# The `opt_outs` table (number PK, E.164) belongs to the opt-outs part (its migration): a row
-# means the number is opted out. Until that table exists in a database, nobody can know, and
-# the answer is None ("opted_out": null), never a guessed False.
-_opt_outs = table("opt_outs", column("number"))
 
 
-async def _has_opt_outs(conn: AsyncConnection) -> bool:
-    return bool(await conn.run_sync(lambda sync: inspect(sync).has_table("opt_outs")))
-
-
-async def opted_out(conn: AsyncConnection, numbers: list[str]) -> dict[str, bool] | None:
-    """{number: opted out?} for these numbers, or None when opt-outs are not recorded here."""
-    if not await _has_opt_outs(conn):
-        return None
+async def opted_out(conn: AsyncConnection, numbers: list[str]) -> dict[str, bool]:
+    """{number: opted out?} for these numbers (a row in `opt_outs` means opted out)."""
     wanted = sorted(set(numbers))
     found: set[str] = set()
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        stmt = select(_opt_outs.c.number).where(_opt_outs.c.number.in_(chunk))
+        stmt = select(opt_outs.c.number).where(opt_outs.c.number.in_(chunk))
         found.update((await conn.execute(stmt)).scalars().all())
     return {n: n in found for n in wanted}

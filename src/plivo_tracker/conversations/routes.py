@@ -76,7 +76,7 @@ async def list_conversations(
                 "number": number,
                 "our_number": ours,
                 "last_message": message_json(row),
-                "opted_out": None if optouts is None else optouts.get(number, False),
+                "opted_out": optouts.get(number, False),
             }
         )
     more = len(rows) > limit
@@ -105,7 +105,7 @@ async def read_conversation(
     return {
         "number": e164,
         "our_number": ours,
-        "opted_out": None if optouts is None else optouts[e164],
+        "opted_out": optouts[e164],
         # The newest page first; within a page, oldest first (a chat reads down to the newest).
         "messages": [message_json(r) for r in reversed(page)],
         "next_cursor": str(page[-1]["id"]) if more else None,
