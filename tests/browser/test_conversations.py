@@ -279,4 +279,6 @@ def test_opting_out_and_back_in_from_a_thread(dashboard: Dashboard) -> None:
     expect(state).to_have_attribute("data-opted-out", "false")
     page.get_by_role("button", name="Send reply").click()
     expect(page.locator("#thread-messages > li")).to_have_count(2)
-    assert dashboard.problems == []
+    # The one refused reply above is the browser's only complaint (a failed resource, 422).
+    assert [p for p in dashboard.problems if "status of 422" not in p] == []
+    assert len(dashboard.problems) == 1

@@ -405,15 +405,14 @@ export class ConversationsView {
     this.optResult.textContent = optIn ? "Opting back in…" : "Opting out…";
     const path = `/api/opt-outs/${encodeURIComponent(number)}`;
     try {
-      if (optIn) await api(path, { method: "DELETE" });
+      // A JSON body even here: every write to /api needs Content-Type: application/json (a
+      // cross-site form cannot send one), DELETE included.
+      if (optIn) await api(path, { method: "DELETE", body: {} });
       else await api(path, { method: "PUT", body: { note: "dashboard" } });
     } catch (err) {
       if (number !== this.number) return;
       this.optResult.className = "send-result send-result-error";
-      this.optResult.textContent =
-        err.status === 404 || err.status === 405
-          ? "This server does not record opt-outs."
-          : `Not changed: ${err.message}`;
+      this.optResult.textContent = `Not changed: ${err.message}`;
       return;
     } finally {
       this.optButton.disabled = false;
