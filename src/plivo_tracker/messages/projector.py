@@ -34,6 +34,7 @@ from plivo_tracker.db.engine import DatabaseUnavailable, Reader, Writer
 from plivo_tracker.inbound import repository as journal_repo
 from plivo_tracker.inbound.journal import payload_fields
 from plivo_tracker.messages import writes as repo
+from plivo_tracker.messages.inbound_messages import apply_inbound
 from plivo_tracker.messages.status import (
     FAILURES,
     RANK,
@@ -188,6 +189,9 @@ Applier = Callable[
 # journal.source → kind: Plivo's status reports (callbacks, the sweeper's lookups).
 KINDS: dict[str, str] = {"callback": "report", "reconcile": "report"}
 APPLIERS: dict[str, Applier] = {"report": _apply_report_rows}
+# Messages sent to our numbers (/plivo/inbound): messages/inbound_messages.py.
+KINDS["inbound"] = "inbound"
+APPLIERS["inbound"] = apply_inbound
 
 
 def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
