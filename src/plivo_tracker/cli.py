@@ -15,6 +15,7 @@ import httpx
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plivo_tracker.config import ConfigError, Settings, load_settings
@@ -455,6 +456,18 @@ def _frame_line(frame: dict[str, Any]) -> str:
     )
 
 
+def _message_line(frame: dict[str, Any]) -> str:
+    """An inbound message's frame: who wrote to which of our numbers, and what."""
+    media = frame.get("media_urls") or []
+    extra = f"  [dim]+{len(media)} media[/]" if media else ""
+    text = escape(frame.get("text") or "")
+    return (
+        f"[dim]#{frame['id']}[/]  {frame['at']}  message [bold]{frame['message_id']}[/]  "
+        f"{frame['message_uuid'] or '-'}  [bold cyan]inbound[/] {escape(frame['from'] or '-')} "
+        f"→ {escape(frame['to'] or '-')}: {text}{extra}"
+    )
+
+
 @app.command()
 def tail(
     since: Annotated[
@@ -471,7 +484,8 @@ def tail(
     server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
 ) -> None:
-    """Follow every committed status change (WS /ws); reconnects and resumes by itself."""
+    """Follow every committed status change and inbound message (WS /ws); reconnects and
+    resumes by itself."""
     import time
 
     from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -497,14 +511,15 @@ def tail(
                         backoff = 0.5
                         if cursor is None:
                             cursor = frame["last_id"]
-                    if frame["type"] != "status":
+                    if frame["type"] not in ("status", "message"):
                         continue
                     cursor = frame["id"]
                     if as_json:
                         sys.stdout.write(json.dumps(frame) + "\n")
                         sys.stdout.flush()
                     else:
-                        out.print(_frame_line(frame), highlight=False, soft_wrap=True)
+                        line = (_message_line if frame["type"] == "message" else _frame_line)(frame)
+                        out.print(line, highlight=False, soft_wrap=True)
                     seen += 1
                     if count is not None and seen >= count:
                         return
