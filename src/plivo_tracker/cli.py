@@ -15,6 +15,7 @@ import httpx
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plivo_tracker.config import ConfigError, Settings, load_settings
@@ -470,6 +471,18 @@ def _frame_line(frame: dict[str, Any]) -> str:
     )
 
 
+def _message_line(frame: dict[str, Any]) -> str:
+    """An inbound message's frame: who wrote to which of our numbers, and what."""
+    media = frame.get("media_urls") or []
+    extra = f"  [dim]+{len(media)} media[/]" if media else ""
+    text = escape(frame.get("text") or "")
+    return (
+        f"[dim]#{frame['id']}[/]  {frame['at']}  message [bold]{frame['message_id']}[/]  "
+        f"{frame['message_uuid'] or '-'}  [bold cyan]inbound[/] {escape(frame['from'] or '-')} "
+        f"→ {escape(frame['to'] or '-')}: {text}{extra}"
+    )
+
+
 @app.command()
 def tail(
     since: Annotated[
@@ -486,7 +499,8 @@ def tail(
     server: Annotated[str | None, typer.Option(help="Server URL (default from HOST/PORT).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="PLIVO_TRACKER_API_KEY")] = None,
 ) -> None:
-    """Follow every committed status change (WS /ws); reconnects and resumes by itself."""
+    """Follow every committed status change and inbound message (WS /ws); reconnects and
+    resumes by itself."""
     import time
 
     from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -512,14 +526,15 @@ def tail(
                         backoff = 0.5
                         if cursor is None:
                             cursor = frame["last_id"]
-                    if frame["type"] != "status":
+                    if frame["type"] not in ("status", "message"):
                         continue
                     cursor = frame["id"]
                     if as_json:
                         sys.stdout.write(json.dumps(frame) + "\n")
                         sys.stdout.flush()
                     else:
-                        out.print(_frame_line(frame), highlight=False, soft_wrap=True)
+                        line = (_message_line if frame["type"] == "message" else _frame_line)(frame)
+                        out.print(line, highlight=False, soft_wrap=True)
                     seen += 1
                     if count is not None and seen >= count:
                         return
@@ -624,6 +639,30 @@ def simulate(
     callbacks: Annotated[
         bool, typer.Option(help="Post status callbacks (off: Message API only, for load tests).")
     ] = True,
+    message_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The Application's message_url: where inbound messages are posted, signed "
+            "(default PUBLIC_BASE_URL/plivo/inbound)."
+        ),
+    ] = None,
+    message_method: Annotated[
+        str, typer.Option(help="The Application's message_method: POST or GET.")
+    ] = "POST",
+    number: Annotated[
+        list[str] | None,
+        typer.Option(help="The account's numbers (digits) that receive messages; repeat."),
+    ] = None,
+    inbound_per_minute: Annotated[
+        float,
+        typer.Option(
+            help="Inbound messages per minute from simulated senders (0 = only on demand: "
+            "POST /_simulator/inbound {from, to, text, media})."
+        ),
+    ] = 0.0,
+    reply_rate: Annotated[
+        float, typer.Option(help="Share of delivered messages whose recipient writes back.")
+    ] = 0.0,
 ) -> None:
     """Run the Plivo simulator standalone (Message API + signed callbacks) for tests and demos.
 
@@ -631,7 +670,8 @@ def simulate(
     faults apply in order: --fail-first, then (the message exists) --fail-after-create,
     --timeout-after-create, --garbage-after-create. Tests change faults while it runs with
     PUT /_simulator/faults (JSON, e.g. {"unauthorized": true}) and read counters at
-    GET /_simulator/stats."""
+    GET /_simulator/stats. Inbound messages (STOP/START/HELP and non-ASCII texts among them)
+    go to --message-url at --inbound-per-minute, as replies (--reply-rate), and on demand."""
     settings = _settings()
     if not settings.plivo_auth_id or not settings.plivo_auth_token:
         _fail("PLIVO_AUTH_ID: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the simulated account")
@@ -640,6 +680,7 @@ def simulate(
     from plivo_tracker.logging import configure_logging, uvicorn_log_config
     from plivo_tracker.simulator.api import Faults, SimulatedPlivo, create_simulator_app
     from plivo_tracker.simulator.emitter import Emitter
+    from plivo_tracker.simulator.inbound import IncomingTraffic
     from plivo_tracker.simulator.scenario import ScenarioConfig
 
     configure_logging(settings.log_format, settings.log_level)
@@ -654,6 +695,7 @@ def simulate(
             sent_final_rate=sent_final_rate,
             sent_final_prefixes=tuple(sent_final_prefix or ()),
             per_part_callbacks=per_part_callbacks,
+            reply_rate=reply_rate,
         )
         faults = Faults(
             fail_first=fail_first,
@@ -676,12 +718,24 @@ def simulate(
         )
     except ValueError as exc:
         _fail(f"simulate: {exc}")
+    numbers = tuple(n.lstrip("+") for n in number or ("14155550100",))
+    if message_method.upper() not in ("POST", "GET"):
+        _fail("simulate: --message-method must be POST or GET")
+    if not all(n.isdigit() for n in numbers):
+        _fail("simulate: --number takes digits (country code first)")
     state = SimulatedPlivo(
         settings.plivo_auth_id,
         settings.plivo_auth_token,
         faults,
         emitter=emitter if callbacks else None,
+        numbers=numbers,
+        message_url=message_url or settings.public_base_url + "/plivo/inbound",
+        message_method=message_method.upper(),
     )
+    if inbound_per_minute < 0:
+        _fail("simulate: --inbound-per-minute must be >= 0")
+    if inbound_per_minute > 0:
+        state.traffic = IncomingTraffic(state.receive, numbers, inbound_per_minute, seed=seed)
     uvicorn.run(
         create_simulator_app(state),
         host=host,

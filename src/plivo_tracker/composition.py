@@ -45,12 +45,13 @@ from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, ma
 from plivo_tracker.db.migrate import current_revision, upgrade, upgrade_sqlite
 from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
-from plivo_tracker.inbound.routes import CALLBACK_PATH
+from plivo_tracker.inbound.routes import CALLBACK_PATH, INBOUND_PATH
 from plivo_tracker.inbound.spool import Spool
 from plivo_tracker.live.hub import LiveHub, database_hub
 from plivo_tracker.live.notify import Listener
 from plivo_tracker.loops import Leadership, leading
 from plivo_tracker.messages.projector import Projector
+from plivo_tracker.optouts import repository as optout_repo
 from plivo_tracker.outbound import repository as outbound_repo
 from plivo_tracker.outbound.budget import Limits
 from plivo_tracker.outbound.dispatcher import Dispatcher, make_dispatcher
@@ -59,6 +60,7 @@ from plivo_tracker.plivo.client import PlivoClient, Timeout
 from plivo_tracker.retention.purger import Purger, PurgeResult, make_purger
 from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.emitter import Emitter
+from plivo_tracker.simulator.inbound import IncomingTraffic
 from plivo_tracker.simulator.scenario import ScenarioConfig
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.throttle import Throttle
@@ -66,6 +68,7 @@ from plivo_tracker.web.throttle import Throttle
 T = TypeVar("T")
 
 SIMULATOR_SRC = "14155550100"
+DEMO_REPLY_RATE = 0.25  # `serve --demo`: a share of the delivered demo messages get a reply
 LOOKUP_CONNECTIONS = 2  # pooled connections beyond PLIVO_CONCURRENCY: Get/List/Account calls
 SPOOL_REPLAY_INTERVAL = 2.0
 log = structlog.get_logger(__name__)
@@ -172,8 +175,18 @@ def build_sending(
     simulator = emitter = None
     if settings.simulator_mode:
         token = settings.simulator_auth_token
-        emitter = Emitter(token, scenario or ScenarioConfig(), client=callbacks)
-        simulator = SimulatedPlivo(settings.auth_id, token, emitter=emitter)
+        if scenario is None:
+            demo = settings.demo_interval_seconds > 0
+            scenario = ScenarioConfig(reply_rate=DEMO_REPLY_RATE if demo else 0.0)
+        emitter = Emitter(token, scenario, client=callbacks)
+        simulator = SimulatedPlivo(
+            settings.auth_id,
+            token,
+            emitter=emitter,
+            # The Application's message_url: inbound messages come back to this server.
+            message_url=settings.public_base_url + INBOUND_PATH,
+            numbers=(SIMULATOR_SRC,),
+        )
         client = PlivoClient.in_process(create_simulator_app(simulator), settings.auth_id, token)
     else:
         assert settings.plivo_auth_id
@@ -220,6 +233,7 @@ def build_sending(
         reader,
         resend=outbound_repo.resender(settings.resend_policy),
         erasure=settings.erasure,
+        on_inbound=optout_repo.keyword_hook(settings),
         on_resend=dispatcher.wake,
     )
     # Whatever appends to the journal wakes this process's projector once it commits: the
@@ -385,6 +399,11 @@ async def open_service(
         demo = demo_job(settings, store.writer, dispatcher, sending.default_src)
         if demo is not None:
             leaders["demo"] = await stack.enter_async_context(leading(store.writer, "demo", demo))
+        traffic = inbound_traffic(settings, sending)
+        if traffic is not None:
+            leaders["simulator-inbound"] = await stack.enter_async_context(
+                leading(store.writer, "simulator-inbound", traffic)
+            )
         ctx = Context(
             settings=settings,
             engine=store.engine,
@@ -400,6 +419,15 @@ async def open_service(
             leaders=leaders,
         )
         yield Service(ctx, sending)
+
+
+def inbound_traffic(settings: Settings, sending: Sending) -> IncomingTraffic | None:
+    """Simulator mode with SIMULATOR_INBOUND_PER_MINUTE: the simulator's stream of inbound
+    messages to this server (one stream across workers: it runs under a leader)."""
+    sim = sending.simulator
+    if sim is None or settings.simulator_inbound_per_minute <= 0:
+        return None
+    return IncomingTraffic(sim.receive, sim.numbers, settings.simulator_inbound_per_minute)
 
 
 @contextlib.asynccontextmanager

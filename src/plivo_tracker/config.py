@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     resend_backoff_seconds: float = Field(default=60.0, ge=0, le=86_400)
     # Simulator mode only: queue a demo message about every N seconds (0: off; `serve --demo`).
     demo_interval_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # Simulator mode only: inbound messages per minute from simulated senders to our number
+    # (0: none; they also come on demand: POST /_simulator/inbound, and as demo replies).
+    simulator_inbound_per_minute: float = Field(default=0.0, ge=0, le=6000)
     # Live stream: idle heartbeat, frames a slow client may lag before it is dropped, and how
     # often the feed looks for changes other processes committed (besides LISTEN/NOTIFY).
     live_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)

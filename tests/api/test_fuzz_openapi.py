@@ -44,6 +44,8 @@ EXAMPLES = 100  # generated per operation, positive and negative, after the cove
 OPERATIONS = [
     ("GET", "/plivo/callback"),
     ("POST", "/plivo/callback"),
+    ("GET", "/plivo/inbound"),
+    ("POST", "/plivo/inbound"),
     ("GET", "/api/messages"),
     ("POST", "/api/messages"),
     ("GET", "/api/messages/{ref}"),

@@ -145,3 +145,34 @@ def test_tail_follows_and_resumes(tmp_path: Path) -> None:
         assert "unauthorized" in stderr
     finally:
         server.stop(graceful=True)
+
+
+def test_tail_prints_inbound_messages(tmp_path: Path) -> None:
+    server = Server(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'tail-in.db'}", "tail-in")
+    try:
+        server.wait_healthy()
+        uuid = new_uuid()
+        _callback(server.base, uuid, "queued", 1)
+        fields = {
+            "From": "447700900123",
+            "To": "14155550100",
+            "Type": "sms",
+            "Text": "Grüße 👋 STOP",
+            "MessageUUID": new_uuid(),
+        }
+        target, body, headers = signed_form(fields, path="/plivo/inbound")
+        assert httpx.post(server.base + target, content=body, headers=headers).status_code == 200
+        as_json = _tail(server, "--since", "0", "--count", "2", "--json", "--api-key", API_KEY)
+        stdout, stderr = as_json.communicate(timeout=60)
+        assert as_json.returncode == 0, stderr
+        frames = [json.loads(line) for line in stdout.splitlines()]
+        assert [f["type"] for f in frames] == ["status", "message"]
+        assert frames[1]["text"] == "Grüße 👋 STOP"
+        human = _tail(
+            server, "--since", "0", "--count", "2", "--api-key", API_KEY, PYTHONIOENCODING="utf-8"
+        )
+        stdout, stderr = human.communicate(timeout=60)
+        assert human.returncode == 0, stderr
+        assert "inbound +447700900123 → +14155550100: Grüße 👋 STOP" in stdout.splitlines()[1]
+    finally:
+        server.stop(graceful=True)

@@ -119,7 +119,7 @@ def test_a_rollup_row_goes_only_when_its_whole_block_is_before_the_cutoff(grain:
         ("accepted", None, "reconciling", False),
         ("unknown", None, "unknown", False),
         ("delivered", None, "reconcile", False),  # a send still in progress: never
-        ("received", None, None, False),
+        ("received", None, None, True),  # an inbound message: nothing more comes for it
     ],
 )
 def test_settled_for_good(

@@ -27,6 +27,7 @@ from plivo_tracker.db.engine import DatabaseUnavailable, Writer, make_writer
 from plivo_tracker.inbound.items import CallbackItem, Outcome
 from plivo_tracker.inbound.journal import append
 from plivo_tracker.inbound.spool import Spool
+from plivo_tracker.plivo.inbound import KIND as INBOUND
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,12 @@ class StoreFailed(RuntimeError):
 
 
 _Entry = tuple[CallbackItem, "asyncio.Future[Outcome]"]
+
+
+def _count(item: CallbackItem, outcome: str) -> None:
+    """Inbound messages and status reports are counted apart (/metrics)."""
+    counter = metrics.INBOUND if item.source == INBOUND else metrics.CALLBACKS
+    counter.labels(outcome=outcome).inc()
 
 
 class GroupCommitter:
@@ -153,8 +160,8 @@ class GroupCommitter:
 
     def _resolve(self, batch: list[_Entry], outcomes: list[Outcome]) -> None:
         # The transaction is committed: release the waiting requests.
-        for (_, fut), outcome in zip(batch, outcomes, strict=True):
-            metrics.CALLBACKS.labels(outcome=outcome.value).inc()
+        for (item, fut), outcome in zip(batch, outcomes, strict=True):
+            _count(item, outcome.value)
             if not fut.done():
                 fut.set_result(outcome)
 
@@ -178,12 +185,12 @@ class GroupCommitter:
             except Exception as exc:  # noqa: BLE001
                 log.error("committer.spool_failed", size=len(failed), error=repr(exc))
             else:
-                for _, fut in failed:
-                    metrics.CALLBACKS.labels(outcome="spooled").inc()
+                for item, fut in failed:
+                    _count(item, "spooled")
                     if not fut.done():
                         fut.set_result(Outcome.STORED)
                 return
-        for _, fut in failed:
-            metrics.CALLBACKS.labels(outcome="failed").inc()
+        for item, fut in failed:
+            _count(item, "failed")
             if not fut.done():
                 fut.set_exception(StoreFailed("database and spool unavailable"))

@@ -1,7 +1,9 @@
-"""A verified callback request as the acknowledgement path handles it, and what became of it.
+"""A verified Plivo request as the acknowledgement path handles it, and what became of it.
 
-Built by the callback endpoint (and by the spool replayer and the sweeper), appended to the
-journal by the group committer (inbound/journal.py).
+Built by the Plivo endpoints (status callbacks and inbound messages; also by the spool replayer
+and the sweeper), appended to the journal by the group committer (inbound/journal.py). The
+item's `source` says how its fields are read: `parse_inbound` for an inbound message
+(`source == "inbound"`), `parse_callback` for every status report.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
+from plivo_tracker.plivo.inbound import KIND as INBOUND
+from plivo_tracker.plivo.inbound import InboundMessage, parse_inbound
 
 
 class Outcome(StrEnum):
@@ -23,7 +27,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CallbackItem:
-    """A verified request, ready to store. `event` is None when it could not be parsed.
+    """A verified request, ready to store. `event` is None when it could not be parsed: a
+    status report (CallbackEvent) or, for source "inbound", a message (InboundMessage).
 
     `nonce` is the nonce of the scheme that verified (kept with the event); `nonces` is every
     nonce the request carried, `nonce` included: all are recorded, and any one seen before
@@ -39,9 +44,10 @@ class CallbackItem:
     fields: dict[str, list[str]]
     nonce: str | None
     scheme: str | None
-    event: CallbackEvent | None
+    event: CallbackEvent | InboundMessage | None
     reason: str | None = None
-    source: str = "callback"  # "reconcile": the sweeper's Get Message, applied the same way
+    # "reconcile": the sweeper's Get Message, applied the same way; "inbound": a message to us
+    source: str = "callback"
     nonces: tuple[str, ...] = ()
 
 
@@ -66,10 +72,10 @@ def make_item(
     all_nonces = tuple(nonces)
     if nonce is not None and nonce not in all_nonces:
         all_nonces = (nonce, *all_nonces)
-    event: CallbackEvent | None = None
+    event: CallbackEvent | InboundMessage | None = None
     if fields is not None and reason is None:
         try:
-            event = parse_callback(fields)
+            event = parse_inbound(fields) if source == INBOUND else parse_callback(fields)
         except UnparseableCallback as exc:
             reason = str(exc)
     return CallbackItem(

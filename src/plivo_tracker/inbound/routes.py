@@ -1,9 +1,17 @@
-"""POST|GET /plivo/callback: verify, parse, group commit, and answer 200 only after COMMIT.
+"""POST|GET /plivo/callback and /plivo/inbound: verify, parse, group commit, and answer 200
+only after COMMIT.
+
+Both routes are Plivo calling us, and both take the same path: the signature checked against
+PUBLIC_BASE_URL + the route's own path, the fields read, one item appended to the journal by
+the group committer (or spooled), 200 after that. They differ only in what the item is: a
+status report (`/plivo/callback`, journal source "callback") or a message sent to one of our
+numbers (`/plivo/inbound`, the Application's `message_url`, source "inbound"); `PLIVO_ROUTES`
+maps one to the other.
 
 The endpoint is plain ASGI in front of the FastAPI app (`CallbackEndpoint`): it is the hot path,
 and FastAPI's middleware and routing layers cost more than all of our own work per callback
-(measured in docs/benchmarks.md). FastAPI still documents the route in OpenAPI through `router`,
-whose handlers run the same `handle_callback`.
+(measured in docs/benchmarks.md). FastAPI still documents the routes in OpenAPI through
+`router`, whose handlers run the same `handle_plivo`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from plivo_tracker.inbound.committer import CommitterClosed, StoreFailed
 from plivo_tracker.inbound.items import make_item
 from plivo_tracker.plivo import signature
 from plivo_tracker.plivo.callback import parse_form
+from plivo_tracker.plivo.inbound import KIND as INBOUND
 from plivo_tracker.web.access import AccessGuard, client_address, host_allowed
 from plivo_tracker.web.deps import Context
 from plivo_tracker.web.envelope import error_body
@@ -43,6 +52,9 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["plivo"])
 
 CALLBACK_PATH = "/plivo/callback"
+INBOUND_PATH = "/plivo/inbound"
+# The routes Plivo calls → the journal source of what they carry.
+PLIVO_ROUTES = {CALLBACK_PATH: "callback", INBOUND_PATH: INBOUND}
 # Headers kept with every event: the signature evidence and how the body was sent.
 _KEPT_HEADERS = frozenset(
     {
@@ -103,24 +115,26 @@ async def read_fields(
         return None, f"body not readable as {ctype or 'form'}: {type(exc).__name__}"
 
 
-async def handle_callback(
+async def handle_plivo(
     ctx: Context,
+    path: str,
     method: str,
     raw_query: str,
     headers: dict[str, str],
     body: bytes,
     client: str,
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Verify one callback and wait for its durable commit; returns (status, JSON body,
-    extra headers).
+    """Verify one request Plivo made to `path` (a key of PLIVO_ROUTES) and wait for its
+    durable commit; returns (status, JSON body, extra headers).
 
     `headers` holds the request's headers with lower-case names (at least those in
     `_KEPT_HEADERS`); `client` is what the failure rate limit counts (web/throttle.py).
     """
     started = time.perf_counter()
     settings = ctx.settings
+    source = PLIVO_ROUTES[path]
     # The URL Plivo called, rebuilt from configuration, never from Host / X-Forwarded-*.
-    url = settings.public_base_url + CALLBACK_PATH + ("?" + raw_query if raw_query else "")
+    url = settings.public_base_url + path + ("?" + raw_query if raw_query else "")
     if method == "POST":
         form, problem = await read_fields(headers.get("content-type", ""), body)
     else:
@@ -136,7 +150,7 @@ async def handle_callback(
     )
     if not verdict.ok:
         metrics.SIGNATURE_FAILURES.labels(reason=verdict.scheme).inc()
-        log.warning("callback.rejected", reason=verdict.scheme, method=method)
+        log.warning("callback.rejected", reason=verdict.scheme, method=method, path=path)
         # Counted only once verification failed: a genuine callback is never limited.
         wait = await ctx.throttle.hit("callback_failures", client)
         if wait is not None:
@@ -148,7 +162,7 @@ async def handle_callback(
     item = make_item(
         received_at=datetime.now(UTC),
         method=method,
-        path=CALLBACK_PATH,
+        path=path,
         query=raw_query,
         headers={k: v for k, v in headers.items() if k in _KEPT_HEADERS},
         body=body,
@@ -158,18 +172,20 @@ async def handle_callback(
         nonces=verdict.nonces,
         scheme=verdict.scheme,
         reason=problem,
+        source=source,
     )
     try:
         outcome = await ctx.committer.submit(item)
     except (CommitterClosed, StoreFailed) as exc:
-        log.error("callback.not_stored", error=str(exc))
+        log.error("callback.not_stored", error=str(exc), path=path)
         return 503, _UNAVAILABLE, []
     metrics.ACK_SECONDS.observe(time.perf_counter() - started)
     return 200, _RESULT[outcome.value], []
 
 
 class CallbackEndpoint:
-    """The outermost ASGI app: serves /plivo/callback itself and hands everything else to the
+    """The outermost ASGI app: serves the Plivo routes (/plivo/callback, /plivo/inbound) itself
+    and hands everything else to the
     FastAPI app behind the security headers, the URL guard, the access rules and the body
     limit (web/)."""
 
@@ -191,7 +207,7 @@ class CallbackEndpoint:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CALLBACK_PATH:
+        if scope["type"] != "http" or scope["path"] not in PLIVO_ROUTES:
             await self._rest(scope, receive, send)
             return
         method = scope["method"]
@@ -212,8 +228,9 @@ class CallbackEndpoint:
             await self._respond(send, 413, _TOO_LARGE)
             return
         try:
-            status, payload, extra = await handle_callback(
+            status, payload, extra = await handle_plivo(
                 self.app.state.ctx,
+                scope["path"],
                 method,
                 scope["query_string"].decode("latin-1"),
                 headers,
@@ -237,7 +254,7 @@ class CallbackEndpoint:
         await send({"type": "http.response.body", "body": body})
 
 
-# OpenAPI documentation of the route; requests normally reach CallbackEndpoint first.
+# OpenAPI documentation of the routes; requests normally reach CallbackEndpoint first.
 _DOC: dict[str, Any] = {
     "response_class": JSONResponse,
     "responses": {
@@ -252,8 +269,14 @@ async def _via_fastapi(request: Request) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     body = await request.body() if request.method == "POST" else b""
     client = "addr:" + (request.client.host if request.client else "unknown")
-    status, payload, extra = await handle_callback(
-        request.app.state.ctx, request.method, request.url.query, headers, body, client
+    status, payload, extra = await handle_plivo(
+        request.app.state.ctx,
+        request.url.path,
+        request.method,
+        request.url.query,
+        headers,
+        body,
+        client,
     )
     response = Response(payload, status_code=status, media_type="application/json")
     for name, value in extra:
@@ -268,4 +291,18 @@ async def callback_post(request: Request) -> Response:
 
 @router.get(CALLBACK_PATH, summary="Plivo status callback with method=GET (query)", **_DOC)
 async def callback_get(request: Request) -> Response:
+    return await _via_fastapi(request)
+
+
+@router.post(
+    INBOUND_PATH,
+    summary="Plivo inbound SMS/MMS to our numbers (the Application's message_url)",
+    **_DOC,
+)
+async def inbound_post(request: Request) -> Response:
+    return await _via_fastapi(request)
+
+
+@router.get(INBOUND_PATH, summary="Plivo inbound SMS/MMS with message_method=GET (query)", **_DOC)
+async def inbound_get(request: Request) -> Response:
     return await _via_fastapi(request)

@@ -34,11 +34,13 @@ def _encode(item: CallbackItem) -> dict[str, Any]:
         "nonces": list(item.nonces),
         "scheme": item.scheme,
         "reason": item.reason if item.event is None else None,
+        "source": item.source,
     }
 
 
 def _decode(record: dict[str, Any]) -> CallbackItem:
-    # Files written before "nonces" existed carry only "nonce" (make_item adds it to nonces).
+    # Files written before "nonces" existed carry only "nonce" (make_item adds it to nonces);
+    # files written before inbound messages carry no "source": they hold status callbacks.
     return make_item(
         received_at=datetime.fromisoformat(record["received_at"]),
         method=record["method"],
@@ -51,6 +53,7 @@ def _decode(record: dict[str, Any]) -> CallbackItem:
         scheme=record["scheme"],
         reason=record["reason"],
         nonces=record.get("nonces") or (),
+        source=record.get("source") or "callback",
     )
 
 

@@ -33,6 +33,7 @@ from plivo_tracker import metrics
 from plivo_tracker.db.engine import Reader
 from plivo_tracker.messages import repository as repo
 from plivo_tracker.messages.status import FAILURES
+from plivo_tracker.plivo.inbound import KIND as INBOUND
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,8 @@ PAGE = 1000  # events per read
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One status change, serialised once and shared by every subscriber."""
+    """One status change (or an inbound message), serialised once and shared by every
+    subscriber."""
 
     id: int
     message_id: int
@@ -55,10 +57,37 @@ def is_change(row: dict[str, Any]) -> bool:
     return status is not None and status != row["previous_status"]
 
 
+def _at(row: dict[str, Any]) -> str:
+    at: datetime = row["received_at"]
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def message_frame(row: dict[str, Any]) -> Frame:
+    """The frame of an inbound message's arrival: the message itself, in the same id sequence
+    as the status changes."""
+    media = row.get("media_urls")
+    body = {
+        "id": row["id"],
+        "type": "message",
+        "message_id": row["message_id"],
+        "message_uuid": row["message_uuid"],
+        "direction": "inbound",
+        "from": row["from_number"],
+        "to": row["to_number"],
+        "text": row["text"],
+        "media_urls": json.loads(media) if media else [],
+        "status": row["message_status"],
+        "at": _at(row),
+    }
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return Frame(row["id"], row["message_id"], row["message_status"], text)
+
+
 def to_frame(row: dict[str, Any]) -> Frame:
     """The WebSocket frame of one event row (see messages.repository.events_after)."""
+    if row.get("source") == INBOUND:
+        return message_frame(row)
     status = row["message_status"]
-    at: datetime = row["received_at"]
     error_code = row["error_code"] if status in _FAILURE_NAMES else None
     body = {
         "id": row["id"],
@@ -68,7 +97,7 @@ def to_frame(row: dict[str, Any]) -> Frame:
         "status": status,
         "previous_status": row["previous_status"],
         "error_code": error_code,
-        "at": at.isoformat().replace("+00:00", "Z"),
+        "at": _at(row),
     }
     detail = row.get("detail")
     if detail and "merged_from" in detail:

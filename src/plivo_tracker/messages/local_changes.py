@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 
 from plivo_tracker.inbound import repository as journal_repo
 from plivo_tracker.messages import writes as repo
-from plivo_tracker.messages.projection import Change, Projection
+from plivo_tracker.messages.projection import Change, PassOptions, Projection
 from plivo_tracker.messages.status import MessageStatus, decide_local
 
 log = structlog.get_logger(__name__)
@@ -120,7 +120,7 @@ def _from_row(row: Mapping[str, Any]) -> tuple[LocalChange, bool]:
 
 
 def apply_local_rows(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime
+    conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime, _: PassOptions
 ) -> Projection:
     """Apply a run of our own changes, in journal order (the projector's applier)."""
     parsed = [(row, *_from_row(row)) for row in rows]

@@ -31,7 +31,8 @@ messages = Table(
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
     # Null until Plivo answers the send; unique so a callback and a send meet on one row.
     Column("message_uuid", String(64), unique=True),
-    # "api": created by a send; "callback": placeholder for a UUID first seen in a callback.
+    # "api": created by a send; "callback": placeholder for a UUID first seen in a callback;
+    # "inbound": a message sent to one of our numbers (/plivo/inbound).
     Column("origin", String(16), nullable=False),
     Column("direction", String(16), nullable=False, server_default="outbound"),
     Column("status", String(16), nullable=False),
@@ -70,8 +71,12 @@ messages = Table(
     # STORE_MESSAGE_TEXT=false: when `text` and `media_urls` were erased (sending no longer
     # needed them); NULL while they are kept.
     Column("content_erased_at", UTCDateTime()),
+    # An inbound message (direction "inbound"): Plivo's fields without a column of their own,
+    # JSON (powerpack_uuid, message_intent, media_count, media: [{url, content_type}]).
+    Column("inbound", Text),
 )
 Index("ix_messages_attempt_of", messages.c.attempt_of, unique=True)
+Index("ix_messages_direction_id", messages.c.direction, messages.c.id)
 Index("ix_messages_status_id", messages.c.status, messages.c.id)
 Index("ix_messages_to_number_id", messages.c.to_number, messages.c.id)
 Index("ix_messages_from_number_id", messages.c.from_number, messages.c.id)
@@ -113,7 +118,7 @@ status_events = Table(
     Column("effect", String(16), nullable=False),
     # (MessageUUID, Status, Sequence), or a payload hash without Sequence: duplicates stop here.
     Column("dedupe_key", String(200), nullable=False, unique=True),
-    Column("source", String(16), nullable=False),  # callback | poll | local
+    Column("source", String(16), nullable=False),  # callback | reconcile | local | inbound
     Column("nonce", String(128)),
     Column("signature_scheme", String(8)),
     Column("method", String(8)),
@@ -144,7 +149,7 @@ journal = Table(
     metadata,
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
     Column("received_at", UTCDateTime(), nullable=False),
-    Column("source", String(16), nullable=False),  # callback | reconcile
+    Column("source", String(16), nullable=False),  # callback | reconcile | inbound
     Column("method", String(8)),
     Column("dedupe_key", String(200), nullable=False, unique=True),
     Column("message_key", String(64), nullable=False),  # the parent's UUID for a part

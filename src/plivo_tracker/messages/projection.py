@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from plivo_tracker.retention.rules import Erasure
+
 # A message of ours that failed with a code the resend policy resends: (message id, code) pairs
 # → the ids of the new attempts (outbound/repository.resend, bound to the policy by the
 # composition root, so this module needs nothing of the send flow).
@@ -38,5 +40,19 @@ class Projection:
     received: list[datetime] = field(default_factory=list)  # when each applied row was acked
 
 
+# New messages sent to our numbers, in journal order: (message id, from, to, text) → what else
+# they cause in the pass's transaction (opt-out keywords, optouts/service.keyword_hook).
+InboundHook = Callable[[Connection, Sequence[tuple[int, str, str, str | None]], datetime], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PassOptions:
+    """What the composition root configures about a pass (the appliers' settings)."""
+
+    resend: Resender | None = None
+    erasure: Erasure | None = None  # STORE_MESSAGE_TEXT=false
+    on_inbound: InboundHook | None = None
+
+
 # What applies a run of journal rows of one kind (in the pass's transaction).
-Applier = Callable[[Connection, Sequence[dict[str, Any]], datetime], Projection]
+Applier = Callable[[Connection, Sequence[dict[str, Any]], datetime, PassOptions], Projection]

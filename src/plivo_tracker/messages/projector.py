@@ -35,7 +35,15 @@ from plivo_tracker.inbound import repository as journal_repo
 from plivo_tracker.inbound.journal import payload_fields
 from plivo_tracker.messages import local_changes
 from plivo_tracker.messages import writes as repo
-from plivo_tracker.messages.projection import Applier, Change, Projection, Resender
+from plivo_tracker.messages.inbound_messages import apply_inbound
+from plivo_tracker.messages.projection import (
+    Applier,
+    Change,
+    InboundHook,
+    PassOptions,
+    Projection,
+    Resender,
+)
 from plivo_tracker.messages.status import (
     FAILURES,
     RANK,
@@ -114,6 +122,7 @@ def project_pending(
     limit: int = BATCH,
     resend: Resender | None = None,
     erasure: Erasure | None = None,
+    on_inbound: InboundHook | None = None,
 ) -> Projection:
     """One pass: apply up to `limit` journal rows after the cursor and move it past them."""
     cursor = journal_repo.lock_cursor(conn)
@@ -125,8 +134,9 @@ def project_pending(
     result = Projection()
     # Consecutive rows of one kind are applied together, runs in journal order: what a row does
     # never depends on a later row, so the result is the same however the journal is cut.
+    options = PassOptions(resend, erasure, on_inbound)
     for kind, run in _runs(rows):
-        result.changes += APPLIERS[kind](conn, run, now).changes
+        result.changes += APPLIERS[kind](conn, run, now, options).changes
     # A message of ours that became failed/undelivered with a code the resend policy resends
     # gets another attempt; with `erasure` (STORE_MESSAGE_TEXT=false) one whose status became
     # final loses its text, after any resend copied it. Both in this transaction.
@@ -163,7 +173,7 @@ def _runs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]
 
 
 def _apply_report_rows(
-    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
+    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime, _: PassOptions
 ) -> Projection:
     reports = [r for r in (to_report(row) for row in rows) if r is not None]
     return apply_reports(conn, reports, now)
@@ -171,14 +181,17 @@ def _apply_report_rows(
 
 # journal.source → kind: Plivo's status reports (callbacks, the sweeper's lookups).
 # Our own changes (a send stored, accepted or refused, …): messages/local_changes.py.
+# Messages sent to our numbers (/plivo/inbound): messages/inbound_messages.py.
 KINDS: dict[str, str] = {
     "callback": "report",
     "reconcile": "report",
     local_changes.SOURCE: "local",
+    "inbound": "inbound",
 }
 APPLIERS: dict[str, Applier] = {
     "report": _apply_report_rows,
     "local": local_changes.apply_local_rows,
+    "inbound": apply_inbound,
 }
 
 
@@ -426,6 +439,7 @@ class Projector:
         *,
         resend: Resender | None = None,
         erasure: Erasure | None = None,
+        on_inbound: InboundHook | None = None,
         on_resend: Callable[[], None] | None = None,
         batch: int = BATCH,
         poll_interval: float = 0.25,
@@ -435,6 +449,7 @@ class Projector:
         self._reader = reader
         self._resend = resend
         self._erasure = erasure
+        self._on_inbound = on_inbound
         self._on_resend = on_resend
         self.batch = batch
         self.poll_interval = poll_interval
@@ -527,7 +542,12 @@ class Projector:
 
         def work(conn: Connection) -> Projection:
             return project_pending(
-                conn, now, limit=batch, resend=self._resend, erasure=self._erasure
+                conn,
+                now,
+                limit=batch,
+                resend=self._resend,
+                erasure=self._erasure,
+                on_inbound=self._on_inbound,
             )
 
         # On SQLite the pass's statements run on the event loop like the appends' (only COMMIT

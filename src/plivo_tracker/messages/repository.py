@@ -134,6 +134,17 @@ def events_after(
             # Our own events carry a small JSON detail (e.g. the placeholder a send adopted);
             # callbacks' payloads stay out of the stream's reads.
             case((e.c.source == "local", e.c.payload), else_=None).label("detail"),
+            # An inbound message's arrival is a frame of its own ("type": "message").
+            e.c.source,
+            *(
+                case((e.c.source == "inbound", col), else_=None).label(name)
+                for name, col in (
+                    ("from_number", messages.c.from_number),
+                    ("to_number", messages.c.to_number),
+                    ("text", messages.c.text),
+                    ("media_urls", messages.c.media_urls),
+                )
+            ),
         )
         .join(messages, messages.c.id == e.c.message_id)
         .where(e.c.id > after)
@@ -161,6 +172,7 @@ class MessageQuery:
     text: str | None = None
     before_id: int | None = None  # the cursor: newest first, ids below this one
     ids: tuple[int, ...] = ()  # only these messages (the dashboard fetching rows it lacks)
+    direction: str | None = None  # "inbound" | "outbound"
 
 
 def _like_escaped(text: str) -> str:
@@ -185,6 +197,8 @@ async def list_messages(conn: AsyncConnection, q: MessageQuery, limit: int) -> l
         stmt = stmt.where(m.c.id < q.before_id)
     if q.ids:
         stmt = stmt.where(m.c.id.in_(q.ids))
+    if q.direction is not None:
+        stmt = stmt.where(m.c.direction == q.direction)
     if q.text:
         pattern = f"%{_like_escaped(q.text.lower())}%"
         stmt = stmt.where(

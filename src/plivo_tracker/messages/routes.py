@@ -4,7 +4,7 @@ its status, error meaning, parts and timeline)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
@@ -65,6 +65,10 @@ async def list_recent(
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text or UUID contains")] = None,
+    direction: Annotated[
+        Literal["inbound", "outbound"] | None,
+        Query(description="inbound: messages sent to our numbers; outbound: ours"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     # At most 18 digits like `ids`: ids are 64-bit, and a larger number failed the query (500).
     cursor: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]{1,18}$")] = None,
@@ -87,6 +91,7 @@ async def list_recent(
         text=q.strip() if q and q.strip() else None,
         before_id=int(cursor) if cursor else None,
         ids=tuple(sorted({int(i) for i in ids.split(",")})) if ids else (),
+        direction=direction,
     )
     page, next_id = await list_messages(ctx.engine, query, limit)
     return {

@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from plivo_tracker.messages.status import TERMINAL
+from plivo_tracker.messages.status import TERMINAL, MessageStatus
 from plivo_tracker.plivo.error_codes import describe
 
 FINAL_STATUSES = frozenset(s.value for s in TERMINAL)
+RECEIVED = MessageStatus.RECEIVED.value  # an inbound message: nothing more is expected of it
 
 
 class Event(BaseModel):
@@ -78,7 +79,11 @@ class MessageSummary(BaseModel):
     # STORE_MESSAGE_TEXT=false: when the text and media URLs were erased (`text` is then null
     # because it is not stored, not because there was none).
     content_erased_at: datetime | None = None
-    direction: str = "outbound"
+    direction: str = "outbound"  # "inbound": a message sent to one of our numbers
+    media_urls: list[str] | None = None  # MMS media (ours as sent; an inbound one's as received)
+    # An inbound message: Plivo's fields without a place above (powerpack_uuid,
+    # message_intent, media_count, media: [{url, content_type}]); null for ours.
+    inbound: dict[str, Any] | None = None
     # True for a final status, and for a message Plivo still calls `sent` long after it was
     # sent ("no_receipt"); `unknown` and everything still moving are not settled.
     settled: bool = False
@@ -141,6 +146,8 @@ def _summary_fields(row: dict[str, Any]) -> dict[str, Any]:
         text=row.get("text"),
         content_erased_at=row.get("content_erased_at"),
         direction=row.get("direction") or "outbound",
+        media_urls=json.loads(row["media_urls"]) if row.get("media_urls") else None,
+        inbound=json.loads(row["inbound"]) if row.get("inbound") else None,
         settled=settled(row["status"], row.get("settled_reason")),
         settled_reason=settled_reason(row["status"], row.get("settled_reason")),
         error_detail=row.get("error_detail"),
@@ -157,13 +164,16 @@ def build_summary(row: dict[str, Any]) -> MessageSummary:
 
 
 def settled(status: str, reason: str | None) -> bool:
-    """Nothing more is expected: a final status, or "sent, no receipt" (the sweeper)."""
-    return status in FINAL_STATUSES or reason is not None
+    """Nothing more is expected: a final status, "sent, no receipt" (the sweeper), or an
+    inbound message (received)."""
+    return status in FINAL_STATUSES or status == RECEIVED or reason is not None
 
 
 def settled_reason(status: str, reason: str | None) -> str | None:
     if status in FINAL_STATUSES:
         return "final"  # a late receipt after "no receipt" makes it final after all
+    if status == RECEIVED:
+        return "received"
     return reason
 
 

@@ -100,10 +100,13 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
         latency = await stats.latency(conn, w)
         no_receipt = await stats.no_receipt(conn, _minute_time(w.since), _minute_time(w.until))
     by_status = {s.value: 0 for s in MessageStatus}
-    counts = [[0, 0, 0] for _ in range(w.points)]  # total, delivered, failed
+    counts = [[0, 0, 0, 0] for _ in range(w.points)]  # total, delivered, failed, inbound
     for index, status, count in cells:
         by_status[status] = by_status.get(status, 0) + count
         cell = counts[index]
+        if status == MessageStatus.RECEIVED:
+            cell[3] += count  # a message to us: not one whose delivery we track
+            continue
         cell[0] += count
         if status == MessageStatus.DELIVERED:
             cell[1] += count
@@ -116,15 +119,21 @@ async def compute_stats(engine: AsyncEngine, window: str, now: datetime) -> dict
             "delivered": ok,
             "failed": failed,
             "delivery_rate": _rate(ok, failed),
+            "inbound": inbound,
         }
-        for i, (total, ok, failed) in enumerate(counts)
+        for i, (total, ok, failed, inbound) in enumerate(counts)
     ]
+    inbound_total = by_status[MessageStatus.RECEIVED]
     failed_total = sum(by_status[s] for s in _FAILURE_VALUES)
     return {
         "window": window.strip().lower(),
         "since": _minute_time(w.since),
         "until": _minute_time(w.until),
-        "total": sum(by_status.values()),
+        # Messages whose delivery we track (ours, and those known only from callbacks);
+        # messages sent to our numbers are counted apart, under `inbound` (and by_status's
+        # "received").
+        "total": sum(by_status.values()) - inbound_total,
+        "inbound": {"total": inbound_total},
         "by_status": by_status,
         "delivery_rate": _rate(by_status[MessageStatus.DELIVERED], failed_total),
         # Counted in by_status["sent"] too: settled without a receipt (the sweeper).

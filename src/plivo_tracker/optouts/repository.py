@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, select
 
 from plivo_tracker.db.dialect import insert_ignore
 from plivo_tracker.messages import phone
+from plivo_tracker.messages.projection import InboundHook
 from plivo_tracker.optouts.keywords import Action, classify, normalise
 from plivo_tracker.optouts.models import opt_out_events, opt_outs
 from plivo_tracker.outbound import repository as out_repo
@@ -224,3 +225,24 @@ def import_rows(conn: Connection, rows: Iterable[ImportRow], now: datetime) -> t
         else:
             already += 1
     return added, already
+
+
+def keyword_hook(settings: Settings) -> InboundHook:
+    """The projector's hook for new inbound messages (wired by the composition root): each
+    one's keyword applied, in journal order, in the pass's transaction."""
+
+    def apply(
+        conn: Connection, arrivals: Sequence[tuple[int, str, str, str | None]], now: datetime
+    ) -> None:
+        for message_id, number, our_number, text in arrivals:
+            apply_keyword(
+                conn,
+                number=number,
+                our_number=our_number,
+                message_id=message_id,
+                text=text,
+                now=now,
+                settings=settings,
+            )
+
+    return apply

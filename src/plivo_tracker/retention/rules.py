@@ -105,9 +105,14 @@ class Aged:
 
 
 def settled_for_good(m: Aged) -> bool:
-    """Nothing more will happen to it on our side: a final status (or "sent, no receipt"),
-    and no send of it in progress. `queued`, `sent`, `accepted` and `unknown` never qualify."""
-    settled = m.status in FINAL or (m.status == "sent" and m.settled_reason == "no_receipt")
+    """Nothing more will happen to it on our side: a final status (or "sent, no receipt", or
+    an inbound message: "received"), and no send of it in progress. `queued`, `sent`,
+    `accepted` and `unknown` never qualify."""
+    settled = (
+        m.status in FINAL
+        or m.status == "received"
+        or (m.status == "sent" and m.settled_reason == "no_receipt")
+    )
     return settled and (m.outbox_state is None or m.outbox_state in OUTBOX_SETTLED)
 
 

@@ -15,7 +15,9 @@ tests may change it while a run is going (mutate `state.faults` in process, or
   `list_per_minute` List Messages requests per rolling minute (0 = unlimited), answered 429.
 
 Control routes under `/_simulator/` (no Plivo auth; only this app serves them) read and change
-the faults and read the counters. What happens to a message after it is queued (statuses,
+the faults, read the counters, and deliver an inbound message on demand (`POST
+/_simulator/inbound`: from, to, text, media → posted, signed, to the Application's
+`message_url`; simulator/inbound.py). What happens to a message after it is queued (statuses,
 signed callbacks) is the emitter's job (`simulator/emitter.py`); every message starts `queued`.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import math
@@ -32,7 +35,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -43,6 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from plivo_tracker.simulator.emitter import Emitter, mdr_time
+from plivo_tracker.simulator.inbound import IncomingTraffic, incoming_fields, pick_text
 from plivo_tracker.simulator.scenario import units
 
 _STRIP = re.compile(r"[\s/\-.+()]")
@@ -138,12 +142,74 @@ class SimulatedPlivo:
     get_requests: int = 0
     account_requests: int = 0
     rate_limited: int = 0  # 429s from the two rate limits (not from `fail_status`)
+    # The account's numbers (digits): where inbound messages go unless a request names one.
+    numbers: tuple[str, ...] = ("14155550100",)
+    # The Application's message_url and message_method: where inbound messages are posted
+    # (None: nowhere; they are still recorded, as Plivo keeps their MDRs).
+    message_url: str | None = None
+    message_method: str = "POST"
+    inbound: int = 0  # inbound messages created
+    traffic: IncomingTraffic | None = None  # a stream of inbound messages (standalone: lifespan)
     _api_window: RollingWindow = field(
         default_factory=lambda: RollingWindow(5.0), init=False, repr=False
     )
     _list_window: RollingWindow = field(
         default_factory=lambda: RollingWindow(60.0), init=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        if self.emitter is not None:
+            self.emitter.on_reply = self._reply
+
+    async def _reply(self, mdr: dict[str, Any]) -> None:
+        """A recipient writes back to the number a delivered message came from."""
+        src, dst = str(mdr["to_number"]), str(mdr["from_number"])
+        if _normalise(dst) is None:
+            return  # a sender id or a powerpack: nothing to reply to
+        assert self.emitter is not None
+        await self.receive(src, dst, pick_text(self.emitter.reply_rng), ())
+
+    async def receive(
+        self, src: str, dst: str, text: str | None, media: Sequence[str] = ()
+    ) -> tuple[dict[str, Any], int | None]:
+        """A message from `src` to our number `dst`: recorded as an inbound MDR and posted,
+        signed, to `message_url`. Returns the MDR and the first attempt's HTTP status (None:
+        no message_url, or no emitter to post it)."""
+        now = self.now().astimezone(UTC).replace(microsecond=0)
+        message_uuid = str(uuid.uuid4())
+        parts = 1 if media else units(text)
+        mdr: dict[str, Any] = {
+            "message_uuid": message_uuid,
+            "message_direction": "inbound",
+            "message_type": "mms" if media else "sms",
+            "message_state": "received",
+            "from_number": src,
+            "to_number": dst,
+            "message_time": mdr_time(now),
+            "message_sent_time": None,
+            "message_updated_time": mdr_time(now),
+            "error_code": None,
+            "error_message": "",
+            "units": parts,
+            "total_rate": "0.00000",
+            "total_amount": "0.00000",
+            "mcc": None,
+            "mnc": None,
+            "resource_uri": f"/v1/Account/{self.auth_id}/Message/{message_uuid}/",
+            "_time": now,
+            "_text": text,
+        }
+        self.messages[message_uuid] = mdr
+        self.inbound += 1
+        if self.message_url is None or self.emitter is None:
+            return mdr, None
+        fields = incoming_fields(message_uuid, src, dst, text, media, parts)
+        status = await self.emitter.deliver_inbound(
+            self.message_url, self.message_method, message_uuid, fields
+        )
+        # Inbound MDRs: `delivered` once our message_url answered 2xx (§2.3).
+        mdr["message_state"] = "delivered" if 200 <= status < 300 else "undelivered"
+        return mdr, status
 
     def authorised(self, header: str | None, auth_id: str) -> bool:
         if not header or not header.lower().startswith("basic "):
@@ -256,6 +322,7 @@ class SimulatedPlivo:
             "get_requests": self.get_requests,
             "account_requests": self.account_requests,
             "rate_limited": self.rate_limited,
+            "inbound": self.inbound,
         }
 
 
@@ -466,11 +533,76 @@ def _add_control_routes(app: FastAPI, state: SimulatedPlivo) -> None:
     async def get_stats() -> JSONResponse:
         return JSONResponse(state.stats())
 
+    @app.post("/_simulator/inbound")
+    async def post_inbound(request: Request) -> JSONResponse:
+        """An inbound message now: {"from", "to"?, "text"?, "media"?: [url, ...]}; answers
+        the MessageUUID and what the message_url answered (null: none configured)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        checked = _inbound_request(body, state.numbers)
+        if isinstance(checked, str):
+            return JSONResponse({"error": checked}, status_code=422)
+        src, dst, text, media = checked
+        mdr, status = await state.receive(src, dst, text, media)
+        return JSONResponse(
+            {
+                "message_uuid": mdr["message_uuid"],
+                "from": src,
+                "to": dst,
+                "message_url": state.message_url,
+                "http_status": status,
+            }
+        )
+
+
+def _inbound_request(
+    body: Any, numbers: Sequence[str]
+) -> tuple[str, str, str | None, list[str]] | str:
+    """(from, to, text, media) of a POST /_simulator/inbound body, or why it is refused."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    unknown = sorted(set(body) - {"from", "to", "text", "media"})
+    if unknown:
+        return f"unknown fields: {unknown}"
+    src = _normalise(body["from"]) if isinstance(body.get("from"), str) else None
+    if src is None:
+        return "from must be a phone number (7-15 digits)"
+    raw_to = body.get("to", numbers[0] if numbers else None)
+    dst = _normalise(raw_to) if isinstance(raw_to, str) else None
+    if dst is None:
+        return "to must be a phone number (7-15 digits)"
+    text = body.get("text")
+    if text is not None and not isinstance(text, str):
+        return "text must be a string"
+    media = body.get("media") or []
+    if not isinstance(media, list) or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) for u in media
+    ):
+        return "media must be a list of http(s) URLs"
+    if text is None and not media:
+        return "a message needs a text or media"
+    return src, dst, text, media
+
 
 def create_simulator_app(state: SimulatedPlivo) -> SimulatorApp:
     """The simulator's ASGI app: Send Message answered by `SimulatorApp` itself, every other
     route (Get, List, Account, `/_simulator/`) by a FastAPI app behind it."""
-    app = FastAPI(title="plivo-tracker simulator", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Served on its own (`plivo-tracker simulate`): the inbound stream runs with the app.
+        # In process, the product's server runs it (under a leader).
+        task = asyncio.create_task(state.traffic.run()) if state.traffic is not None else None
+        try:
+            yield
+        finally:
+            if task is not None and state.traffic is not None:
+                state.traffic.stop()
+                await task
+
+    app = FastAPI(title="plivo-tracker simulator", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.sim = state
     _add_control_routes(app, state)
 

@@ -7,6 +7,9 @@ this message's callbacks or the send had no `url`, calls the message's `url` (fo
 GET with the fields in the query for `method=GET`). A receiver that answers non-2xx or does not
 answer within 8 s gets Plivo's retries: 60, 120 and 240 s later (§2.6), divided by the speed.
 
+Inbound messages (simulator/inbound.py) go out the same way (`deliver_inbound`): signed, to the
+Application's `message_url`, retried on the same schedule.
+
 Signature headers follow `signature_mode` (§3.1): "both" = V2 + V3 (what the product expects),
 "v2" or "v3" = one family only, "ma" = both plus Ma-V2/Ma-V3 signed with the main-account token.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -81,12 +84,16 @@ class Emitter:
         self.signature_mode = signature_mode
         self.config = config
         self._rng = random.Random(seed)
+        self.reply_rng = random.Random(self._rng.getrandbits(64) if seed is not None else None)
         self._client = client or httpx.AsyncClient(timeout=PLIVO_ANSWER_TIMEOUT)
         self._own_client = client is None
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered: list[tuple[str, str, int]] = []  # (uuid, status, http status) per attempt
         self.dropped: list[tuple[str, str]] = []  # (uuid, status) of callbacks lost on purpose
+        # Called with a delivered message's MDR when its recipient writes back (the scenario's
+        # reply_rate); SimulatedPlivo posts the reply to the message_url.
+        self.on_reply: Callable[[dict[str, Any]], Awaitable[object]] | None = None
 
     def schedule(self, records: Sequence[dict[str, Any]]) -> None:
         """Start the lifecycle of a just-accepted message: `records` are its MDRs (one, or one
@@ -100,9 +107,46 @@ class Emitter:
         )
         started = self._clock()
         for record, steps in zip(records, decided.parts, strict=True):
-            task = asyncio.create_task(self._run(record, steps, started, decided.callbacks_lost))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run(record, steps, started, decided.callbacks_lost))
+        if decided.reply_after is not None and self.on_reply is not None:
+            last = max(step.at for steps in decided.parts for step in steps)
+            self._spawn(self._reply(mdr, last + decided.reply_after))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(self, mdr: dict[str, Any], after: float) -> None:
+        await asyncio.sleep(after)
+        assert self.on_reply is not None
+        try:
+            await self.on_reply(mdr)
+        except Exception as exc:  # noqa: BLE001 - a lost reply must not end anything else
+            log.warning("simulator.reply_failed", error=repr(exc))
+
+    async def deliver_inbound(
+        self, url: str, method: str, message_uuid: str, fields: dict[str, str]
+    ) -> int:
+        """Post an inbound message to the Application's `message_url`, signed; returns the
+        first attempt's HTTP status (0: no answer). A non-2xx gets Plivo's retries later, in
+        the background (`idle()` waits for them)."""
+        method = method.upper()
+        status = await self._post_once(url, method, fields)
+        self.delivered.append((message_uuid, "received", status))
+        if not 200 <= status < 300:
+            self._spawn(self._retry_inbound(url, method, message_uuid, fields))
+        return status
+
+    async def _retry_inbound(
+        self, url: str, method: str, message_uuid: str, fields: dict[str, str]
+    ) -> None:
+        for delay in PLIVO_RETRY_DELAYS:
+            await asyncio.sleep(delay / self.config.speed)
+            status = await self._post_once(url, method, fields)
+            self.delivered.append((message_uuid, "received", status))
+            if 200 <= status < 300:
+                return
 
     async def idle(self) -> None:
         """Wait until every scheduled callback has been delivered or given up (tests)."""

@@ -6,8 +6,9 @@ undelivered (carrier DLR with a real Plivo error code) or failed (never left Pli
 ends at `sent` for ever (carriers without delivery receipts, e.g. US/Canada, §2.3), some
 callbacks duplicated and some `sent`/final pairs arriving in reverse order. A share of messages
 loses every callback (the receiver never hears, the MDR still moves), and multipart messages
-can get one timeline per part (old multipart behaviour, §2.4). `speed` divides every delay
-(tests use 50–1000).
+can get one timeline per part (old multipart behaviour, §2.4), and a share of delivered messages
+gets a reply from its recipient (`reply_rate`: an inbound message, simulator/inbound.py).
+`speed` divides every delay (tests use 50–1000).
 
 Nothing here reads the clock or does I/O: the emitter (`simulator/emitter.py`) executes plans.
 Segment counting is Plivo's rule as plivo/encoding.py writes it down, so the simulator bills a
@@ -50,6 +51,8 @@ class ScenarioConfig:
     sent_final_rate: float = 0.0  # share of messages whose last status is `sent` (no DLR)
     sent_final_prefixes: tuple[str, ...] = ()  # destinations (digits) that never get a DLR
     per_part_callbacks: bool = False  # one UUID and one set of callbacks per part (§2.4, old)
+    reply_rate: float = 0.0  # share of delivered messages whose recipient writes back
+    reply_after: tuple[float, float] = (1.0, 8.0)  # seconds after the delivery receipt
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -61,6 +64,7 @@ class ScenarioConfig:
             self.reorder_rate,
             self.callback_drop_rate,
             self.sent_final_rate,
+            self.reply_rate,
         )
         if not all(0 <= rate <= 1 for rate in rates):
             raise ValueError("rates are between 0 and 1")
@@ -90,6 +94,9 @@ class MessagePlan:
     error_code: str | None
     callbacks_lost: bool
     parts: tuple[tuple[PlannedCallback, ...], ...]
+    # Seconds after the last callback when the recipient writes back (a delivered message
+    # and `reply_rate`), else None.
+    reply_after: float | None = None
 
 
 def units(text: str | None) -> int:
@@ -175,7 +182,11 @@ def plan_message(
     code = _error_code(outcome, rng)
     records = parts if cfg.per_part_callbacks and parts > 1 else 1
     timelines = tuple(_timeline(cfg, rng, outcome, code) for _ in range(records))
-    return MessagePlan(outcome, code, lost, timelines)
+    reply_after = None
+    # Drawn last and only when replies are on: every other decision of a seed stays the same.
+    if cfg.reply_rate and outcome == "delivered" and rng.random() < cfg.reply_rate:
+        reply_after = rng.uniform(*cfg.reply_after) / cfg.speed
+    return MessagePlan(outcome, code, lost, timelines, reply_after)
 
 
 def plan(cfg: ScenarioConfig, rng: random.Random, dst: str = "") -> list[PlannedCallback]:

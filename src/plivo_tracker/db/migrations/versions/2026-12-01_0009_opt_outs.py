@@ -1,10 +1,7 @@
 """Opt-outs: the list of numbers that opted out, and the history of every change.
 
-Chained to 0007 in this branch: the inbound revision 0008 is built beside it; at merge this
-revision's down_revision becomes "0008".
-
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01 12:00:00
 """
 
@@ -17,7 +14,7 @@ import plivo_tracker.db.base  # noqa: F401  (custom column types)
 from plivo_tracker.db.base import BigIntPK, UTCDateTime
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
