@@ -5,21 +5,20 @@ transactional exemption only when the operator enabled it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.messages.models import idempotency_keys, messages, outbox
-from plivo_tracker.messages.writes import begin_status_writes
-from plivo_tracker.optouts import repository as repo
-from tests.conftest import AUTH, projecting_client
+from tests.api.test_inbound import _post as post_inbound
+from tests.api.test_inbound import inbound_fields
+from tests.conftest import AUTH, new_uuid, projecting_client
 
 A, B, C = "+14155550101", "+14155550102", "+14155550103"
 JSON = {"Content-Type": "application/json"}
@@ -217,42 +216,35 @@ async def test_the_exemption_needs_the_operator_and_the_request(
     assert await _count(engine, outbox) == 2
 
 
-async def test_stop_then_send_refused_start_then_allowed(
-    app: Any, client: httpx.AsyncClient, settings: Settings
-) -> None:
-    """The keyword path: what the projector does for an inbound STOP (apply_keyword in its
-    transaction, through the app's writer) and then a send over HTTP."""
-    writer = app.state.ctx.writer
+async def test_stop_then_send_refused_start_then_allowed(client: httpx.AsyncClient) -> None:
+    """Signed inbound messages through /plivo/inbound: the projector applies a STOP's keyword
+    in the pass that stores the message, so a send to that number is refused; START and it is
+    allowed again. Every change names the message that caused it."""
 
-    def receive(text: str, message_id: int) -> Callable[[Connection], Any]:
-        def work(conn: Connection) -> Any:
-            begin_status_writes(conn)
-            return repo.apply_keyword(
-                conn,
-                number=A,
-                our_number="+14155550100",
-                message_id=message_id,
-                text=text,
-                now=datetime.now(UTC),
-                settings=settings,
-            )
+    async def receive(text: str) -> int:
+        uuid = new_uuid()
+        fields = inbound_fields(uuid, text, From=A.lstrip("+"), To="14155550100")
+        assert (await post_inbound(client, fields)).status_code == 200  # applied on return
+        return int((await client.get(f"/api/messages/{uuid}")).json()["id"])
 
-        return work
-
-    assert await writer.run(receive("Stop", 1001)) == "opt_out"
+    stop = await receive("  Stop ")
     refused = await client.post("/api/messages", json=_send(A))
     assert refused.status_code == 422
     assert refused.json()["error"]["problems"][0]["number"] == A
+    assert refused.json()["error"]["problems"][0]["reason"] == "opted_out"
     shown = (await client.get(_path(A))).json()
-    assert (shown["source"], shown["keyword"], shown["message_id"]) == ("keyword", "STOP", 1001)
-    assert await writer.run(receive("START", 1002)) == "opt_in"
+    assert (shown["source"], shown["keyword"], shown["message_id"]) == ("keyword", "STOP", stop)
+    chat = await receive("Stop sending me these please")  # a sentence, not a keyword
+    assert (await client.get(_path(A))).json()["opted_out"] is True
+    start = await receive("START")
     allowed = await client.post("/api/messages", json=_send(A))
     assert allowed.status_code == 202
     history = (await client.get(_path(A))).json()["history"]
     assert [(h["action"], h["message_id"]) for h in history] == [
-        ("opt_out", 1001),
-        ("opt_in", 1002),
+        ("opt_out", stop),
+        ("opt_in", start),
     ]
+    assert chat not in [h["message_id"] for h in history]
 
 
 async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
