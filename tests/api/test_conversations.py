@@ -90,7 +90,9 @@ async def test_one_conversation_per_number_newest_first_with_cursor_pages(
     assert carol["our_number"] == OURS
     # The message list's summary, plus media URLs.
     listed = (await client.get("/api/messages", params={"ids": str(a2)})).json()["messages"][0]
-    assert {k: v for k, v in alice["last_message"].items() if k != "media_urls"} == listed
+    assert {k: v for k, v in alice["last_message"].items() if k != "media_urls"} == {
+        k: v for k, v in listed.items() if k != "media_urls"
+    }
     assert alice["last_message"]["direction"] == "outbound"
     assert alice["last_message"]["status"] == "delivered"
     assert bob["last_message"]["direction"] == "inbound"
