@@ -39,10 +39,13 @@ from plivo_tracker.messages.models import (
     message_parts,
     messages,
     outbox,
-    purge_marker,
     quarantine,
     rate_limits,
     send_attempts,
+    stats_carriers,
+    stats_errors,
+    stats_latency,
+    stats_status,
     status_events,
 )
 from plivo_tracker.messages.projector import project_pending
@@ -76,11 +79,15 @@ ALL_TABLES = (
     rate_limits,
     dispatch_state,
     leases,
-    purge_marker,  # empty outside a purge's transaction; listed so no test ever inherits a row
     journal,
     messages,
     opt_outs,
     opt_out_events,
+    # Kept by the projector: emptied with the messages they count.
+    stats_status,
+    stats_errors,
+    stats_carriers,
+    stats_latency,
 )
 
 

@@ -16,11 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_reader, make_writer
 from plivo_tracker.inbound import repository as journal_repo
-from plivo_tracker.inbound.items import Outcome
+from plivo_tracker.inbound.items import Outcome, make_item
 from plivo_tracker.inbound.journal import append
+from plivo_tracker.messages import local_changes
+from plivo_tracker.messages.local_changes import LocalChange
 from plivo_tracker.messages.models import message_parts, messages, quarantine, status_events
 from plivo_tracker.messages.projector import Projector, project_pending
-from tests.conftest import callback_fields, callback_item, new_uuid
+from plivo_tracker.messages.status import MessageStatus
+from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
+from tests.integration.test_stats_rollup import assert_rollups_match
 
 STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
 
@@ -138,6 +142,7 @@ async def test_the_result_does_not_depend_on_how_the_journal_is_cut(
     await _journal(writer, [_fields(pieces, r) for r in batch])
     await _project_in(writer, cuts)
     assert await _state(engine, pieces) == await _state(engine, whole)
+    await assert_rollups_match(engine)  # what every pass noted equals a count over the rows
 
 
 async def _poison(engine: AsyncEngine, uuid: str, on: bool) -> None:
@@ -225,3 +230,105 @@ async def test_a_duplicate_report_is_refused_by_the_journal(writer: Writer) -> N
     first = await writer.run(lambda conn: append(conn, [callback_item(fields)], now))
     again = await writer.run(lambda conn: append(conn, [callback_item(fields)], now))
     assert (first, again) == ([Outcome.STORED], [Outcome.DUPLICATE])
+
+
+# ---- our own changes, callbacks and inbound messages together: statuses and statistics ------
+
+# One step of a message's life, journaled in this order: ("send", k) stores message k of ours
+# (the API's birth), ("accepted", k) records Plivo's 202 with its UUID, ("failed", k) a refusal,
+# ("report", k, status) a callback for k's UUID (possibly before the 202: a placeholder),
+# ("inbound", k) a message to us.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers(0, 3)),
+        st.tuples(st.just("accepted"), st.integers(0, 3)),
+        st.tuples(st.just("failed"), st.integers(0, 3)),
+        st.tuples(st.just("report"), st.integers(0, 3), st.sampled_from(STATUSES)),
+        st.tuples(st.just("inbound"), st.integers(0, 3)),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+async def _live_of(writer: Writer, life: Sequence[tuple[Any, ...]]) -> None:
+    """Journal `life` as the API, the dispatcher, Plivo and a sender would."""
+    ours: dict[int, int] = {}  # k → local id
+    uuids = {k: new_uuid() for k in range(4)}
+    now = datetime.now(UTC)
+    for step in life:
+        kind, k = step[0], step[1]
+        if kind == "send":
+            ours[k] = await writer.run(lambda conn: _send(conn, now))
+        elif kind in ("accepted", "failed") and k in ours:
+            change = _queued(ours[k], uuids[k]) if kind == "accepted" else _failed(ours[k])
+            await writer.run(lambda conn, c=change: local_changes.journal(conn, [c], now))
+        elif kind == "report":
+            await _journal(writer, [callback_fields(uuids[k], step[2])])
+        elif kind == "inbound":
+            fields = {"From": "447700900123", "To": "14155550100", "Text": "hi", "Type": "sms"}
+            item = make_item(
+                received_at=now,
+                method="POST",
+                path="/plivo/inbound",
+                query="",
+                headers={},
+                body=b"",
+                fields={k: [v] for k, v in {**fields, "MessageUUID": new_uuid()}.items()},
+                nonce=new_nonce(),
+                scheme="v3",
+                source="inbound",
+            )
+            assert item.event is not None
+            await writer.run(lambda conn, it=item: append(conn, [it], now))
+
+
+def _send(conn: Connection, now: datetime) -> int:
+    row = {
+        "origin": "api",
+        "direction": "outbound",
+        "status": "accepted",
+        "has_conflict": False,
+        "to_number": "+14155550101",
+        "created_at": now,
+        "updated_at": now,
+    }
+    local = int(conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one())
+    local_changes.journal(conn, [LocalChange(local, MessageStatus.ACCEPTED)], now)
+    return local
+
+
+def _queued(local: int, uuid: str) -> LocalChange:
+    ours = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
+    return LocalChange(local, MessageStatus.QUEUED, ours, message_uuid=uuid)
+
+
+def _failed(local: int) -> LocalChange:
+    return LocalChange(
+        local, MessageStatus.FAILED, frozenset({MessageStatus.ACCEPTED}), error_detail="400"
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(life=steps, cuts=st.lists(st.integers(1, 6), max_size=8))
+async def test_statistics_follow_every_change_the_projector_makes(
+    engine: AsyncEngine, writer: Writer, life: list[Any], cuts: list[int]
+) -> None:
+    """Sends, 202s, refusals, callbacks before and after the 202 (placeholders merged away) and
+    inbound messages, applied in random passes: the rollups always equal a count over the
+    messages, and every UUID we adopted belongs to one message."""
+    await _live_of(writer, life)
+    await _project_in(writer, cuts)
+    await assert_rollups_match(engine)
+    async with engine.connect() as conn:
+        held = (
+            await conn.execute(
+                select(messages.c.message_uuid).where(messages.c.message_uuid.is_not(None))
+            )
+        ).scalars()
+        uuids = list(held)
+    assert len(uuids) == len(set(uuids))

@@ -1,6 +1,8 @@
 """The statistics rollups on real SQLite and PostgreSQL: whatever is done to `messages`, the
-trigger-maintained tables equal a GROUP BY over `messages` computed directly, and GET /api/stats
-read from them equals the same statistics computed from the rows."""
+tables kept by `messages/rollups.Deltas` (every writer notes each row before and after, as the
+projector does) equal a GROUP BY over `messages` computed directly, and GET /api/stats read from
+them equals the same statistics computed from the rows. That the projector notes every change
+is checked in tests/integration/test_projector.py."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from plivo_tracker.messages.models import (
     stats_latency,
     stats_status,
 )
+from plivo_tracker.messages.rollups import Deltas
 from plivo_tracker.messages.service import compute_stats
 from plivo_tracker.messages.status import FAILURES, MessageStatus
 from plivo_tracker.plivo.error_codes import describe
@@ -36,7 +39,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A UTC midnight, so day, hour and minute boundaries are all near.
 BASE = datetime(2026, 11, 23, tzinfo=UTC)
 ROLLUPS = (stats_status, stats_errors, stats_carriers, stats_latency)
-STATUSES = ("accepted", "queued", "sent", "delivered", "undelivered", "failed", "rejected")
+STATUSES = (
+    "accepted",
+    "queued",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "rejected",
+    "received",  # a message to us: counted apart
+)
 FAILED = frozenset(s.value for s in FAILURES)
 
 Key = tuple[Any, ...]
@@ -194,6 +206,22 @@ OPS = st.one_of(
 
 
 def _apply(conn: Connection, op: Op) -> None:
+    """Apply the change, and its difference to the rollups as the projector would note it."""
+    before = _rows(conn)
+    _change(conn, op)
+    deltas = Deltas()
+    for row in before:
+        deltas.remove(row)
+    for row in _rows(conn):
+        deltas.add(row)
+    deltas.flush(conn)
+
+
+def _rows(conn: Connection) -> list[Any]:
+    return list(conn.execute(select(messages)).mappings())
+
+
+def _change(conn: Connection, op: Op) -> None:
     m = messages.c
     if op.kind == "insert":  # one statement, several rows (PostgreSQL: one statement trigger)
         conn.execute(messages.insert().values(op.values))
@@ -223,16 +251,13 @@ def _apply(conn: Connection, op: Op) -> None:
     elif op.kind == "delete":
         conn.execute(delete(messages).where(m.id == target))
     elif op.kind == "adopt":
-        # messages/local_changes._adopt (and, before it, a claim row that reserved the UUID):
-        # the placeholder's outcome moves onto our message and the placeholder is deleted.
+        # messages/local_changes._adopt: the placeholder's outcome moves onto our message and
+        # the placeholder is deleted.
         other = ids[op.values % len(ids)]
         if other == target:
             return
         src = conn.execute(select(messages).where(m.id == other)).one()
-        claim = {**_claim(row.created_at), "message_uuid": f"claim-{target}"}
-        conn.execute(messages.insert(), [claim])
         conn.execute(delete(messages).where(m.id.in_([other])))
-        conn.execute(delete(messages).where(m.message_uuid == f"claim-{target}"))
         moved = ("status", "error_code", "mcc", "mnc", "sent_at", "delivered_at")
         conn.execute(this.values({c: src._mapping[c] for c in moved}))
     elif op.kind == "noop":
@@ -240,24 +265,9 @@ def _apply(conn: Connection, op: Op) -> None:
         conn.execute(this.values(status=row.status, sent_at=row.sent_at, mcc=row.mcc))
 
 
-def _claim(now: datetime) -> dict[str, Any]:
-    return {
-        "origin": "claim",
-        "direction": "outbound",
-        "status": "accepted",
-        "has_conflict": False,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 async def _reset(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(messages))
-    async with engine.connect() as conn:
-        left = await stored_rollups(conn)
-    assert all(not c for c in left.values()), "deleting every message left counts behind"
-    async with engine.begin() as conn:
         for t in ROLLUPS:
             await conn.execute(delete(t))
 
@@ -315,9 +325,12 @@ def direct_stats(rows: list[Any], window: str, now: datetime) -> Any:
     inside = [r for r in rows if since <= r.created_at < until and r.origin != "claim"]
     by_status = Counter(r.status for r in inside)
     n_points = -(-span // step)
-    points = [[0, 0, 0] for _ in range(n_points)]
+    points = [[0, 0, 0, 0] for _ in range(n_points)]
     for r in inside:
         p = points[(r.created_at - since) // step]
+        if r.status == "received":
+            p[3] += 1
+            continue
         p[0] += 1
         p[1] += r.status == "delivered"
         p[2] += r.status in FAILED
@@ -350,7 +363,8 @@ def direct_stats(rows: list[Any], window: str, now: datetime) -> Any:
         "window": window,
         "since": since,
         "until": until,
-        "total": len(inside),
+        "total": len(inside) - by_status["received"],
+        "inbound": {"total": by_status["received"]},
         "by_status": {s.value: by_status[s.value] for s in MessageStatus},
         "delivery_rate": rate(delivered, failed),
         "sent_no_receipt": sum(
@@ -384,8 +398,9 @@ def direct_stats(rows: list[Any], window: str, now: datetime) -> Any:
                     "delivered": d,
                     "failed": f,
                     "delivery_rate": rate(d, f),
+                    "inbound": n,
                 }
-                for i, (t, d, f) in enumerate(points)
+                for i, (t, d, f, n) in enumerate(points)
             ],
         },
     }

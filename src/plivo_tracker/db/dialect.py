@@ -19,6 +19,30 @@ def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) 
     return mod.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
 
 
+def upsert_add(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    values: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """INSERT rows (keys then values, in that order) … ON CONFLICT (keys) DO UPDATE adding the
+    values to what is stored: counters changed by differences (the statistics rollups)."""
+    if not rows:
+        return
+    cols = [*keys, *values]
+    mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    step = rows_per_statement(len(cols))
+    for start in range(0, len(rows), step):
+        chunk = [dict(zip(cols, r, strict=True)) for r in rows[start : start + step]]
+        stmt = mod.insert(table).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={v: table.c[v] + stmt.excluded[v] for v in values},
+        )
+        conn.execute(stmt)
+
+
 def skip_locked(dialect: Dialect, stmt: Select[Any], of: Any = None) -> Select[Any]:
     """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED; `of`: only
     that table's rows, e.g. beside an outer join); SQLite has one writer at a time, so the claim

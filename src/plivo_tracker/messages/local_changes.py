@@ -120,11 +120,16 @@ def _from_row(row: Mapping[str, Any]) -> tuple[LocalChange, bool]:
 
 
 def apply_local_rows(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime, _: PassOptions
+    conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime, options: PassOptions
 ) -> Projection:
     """Apply a run of our own changes, in journal order (the projector's applier)."""
     parsed = [(row, *_from_row(row)) for row in rows]
     msgs = repo.lock_messages_by_id(conn, {c.message_id for _, c, _ in parsed})
+    # A message counts in the statistics from its birth's projection on.
+    born = {c.message_id for _, c, _ in parsed if c.allowed_from is None}
+    for loaded in msgs.values():
+        if loaded.id not in born:
+            options.deltas.remove(loaded.values)
     wanted = {c.message_uuid for _, c, _ in parsed if c.message_uuid}
     holders = repo.uuid_holders(conn, wanted)  # UUID → (id, origin) of the message holding it
     events: list[dict[str, Any]] = []
@@ -139,7 +144,7 @@ def apply_local_rows(
         birth = c.allowed_from is None
         before = None if birth else mv["status"]  # what clients saw: the stream's previous
         if c.message_uuid and mv["message_uuid"] != c.message_uuid:
-            _adopt(conn, m, c.message_uuid, holders, detail)  # may bring Plivo's status
+            _adopt(conn, m, c.message_uuid, holders, detail, options)  # may bring Plivo's
         current = None if birth else MessageStatus(mv["status"])
         decision = decide_local(current, c.status, c.allowed_from)
         if decision.changed:
@@ -170,6 +175,8 @@ def apply_local_rows(
                 "headers": None,
             }
         )
+    for changed in msgs.values():
+        options.deltas.add(changed.values)
     repo.update_local(conn, list(msgs.values()))
     repo.insert_events(conn, events)
     return result
@@ -181,6 +188,7 @@ def _adopt(
     uuid: str,
     holders: dict[str, tuple[int, str]],
     detail: dict[str, Any],
+    options: PassOptions,
 ) -> None:
     """Give our message `m` Plivo's UUID. A placeholder that callbacks made for it is merged in
     (what they established wins over our local status; what we sent stays as we sent it); a
@@ -195,6 +203,7 @@ def _adopt(
             detail["uuid_taken_by"] = holder_id
             return
         found = repo.merge_placeholder(conn, holder_id, m.id)
+        options.deltas.remove(found)  # counted as its own message until now
         for col in repo.MESSAGE_MUTABLE:
             if col not in ("to_number", "from_number", "type"):
                 mv[col] = found[col]

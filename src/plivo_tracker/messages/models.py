@@ -259,15 +259,6 @@ idempotency_keys = Table(
 )
 Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)  # the purge
 
-# Holds a row only inside a purge's transaction, never committed: while it does, the delete
-# triggers on `messages` leave the statistics rollups alone (migration 0006), so purging old
-# messages does not un-count them. Other transactions never see the row.
-purge_marker = Table(
-    "purge_marker",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-)
-
 # Shared token bucket for PLIVO_MPS across dispatcher processes (PostgreSQL; locked per take).
 rate_limits = Table(
     "rate_limits",
@@ -279,11 +270,9 @@ rate_limits = Table(
 
 # ---- statistics rollups (GET /api/stats) ----------------------------------------------------
 # Counts of the messages created in one block of `grain` minutes (1, 60 or 1440) starting at
-# `minute` (minutes since 1970-01-01 UTC, a multiple of `grain`), kept by triggers on `messages`.
-# The triggers (and PostgreSQL's trigger functions) live only in migration 0004, which also
-# documents the rules (0006: a purge's deletes leave them alone, see `purge_marker`); these
-# definitions keep the metadata (and autogenerate) in step.
-# `origin = 'claim'` rows never count; rows whose counts fell to 0 stay and are ignored by reads.
+# `minute` (minutes since 1970-01-01 UTC, a multiple of `grain`), kept by the projector
+# (messages/rollups.py, which states the rules; triggers until migration 0010). Purging messages
+# does not un-count them; rows whose counts fell to 0 stay and are ignored by reads.
 
 
 def _rollup(name: str, *keys: Column[Any], counters: tuple[str, ...] = ("n",)) -> Table:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from plivo_tracker.messages.rollups import Deltas
 from plivo_tracker.retention.rules import Erasure
 
 # A message of ours that failed with a code the resend policy resends: (message id, code) pairs
@@ -52,6 +53,8 @@ class PassOptions:
     resend: Resender | None = None
     erasure: Erasure | None = None  # STORE_MESSAGE_TEXT=false
     on_inbound: InboundHook | None = None
+    # The pass's statistics: every applier notes the messages it creates, changes, deletes.
+    deltas: Deltas = field(default_factory=Deltas)
 
 
 # What applies a run of journal rows of one kind (in the pass's transaction).

@@ -44,6 +44,7 @@ from plivo_tracker.messages.projection import (
     Projection,
     Resender,
 )
+from plivo_tracker.messages.rollups import Deltas
 from plivo_tracker.messages.status import (
     FAILURES,
     RANK,
@@ -134,7 +135,7 @@ def project_pending(
     result = Projection()
     # Consecutive rows of one kind are applied together, runs in journal order: what a row does
     # never depends on a later row, so the result is the same however the journal is cut.
-    options = PassOptions(resend, erasure, on_inbound)
+    options = PassOptions(resend, erasure, on_inbound)  # and the pass's rollup deltas
     for kind, run in _runs(rows):
         result.changes += APPLIERS[kind](conn, run, now, options).changes
     # A message of ours that became failed/undelivered with a code the resend policy resends
@@ -153,6 +154,7 @@ def project_pending(
     if erasure is not None:
         final = [c.message_id for c in result.changes if c.status in FINAL]
         erase_unneeded(conn, final, now, erasure)
+    options.deltas.flush(conn)
     result.applied = len(rows)
     result.received = [row["received_at"] for row in rows]
     result.position = int(rows[-1]["id"])
@@ -173,10 +175,10 @@ def _runs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]
 
 
 def _apply_report_rows(
-    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime, _: PassOptions
+    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime, options: PassOptions
 ) -> Projection:
     reports = [r for r in (to_report(row) for row in rows) if r is not None]
-    return apply_reports(conn, reports, now)
+    return apply_reports(conn, reports, now, options.deltas)
 
 
 # journal.source → kind: Plivo's status reports (callbacks, the sweeper's lookups).
@@ -210,8 +212,11 @@ def _placeholder(ev: CallbackEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def apply_reports(conn: Connection, reports: Sequence[Report], now: datetime) -> Projection:
-    """Apply reports, in order, to their messages: placeholders, parts, decisions, events."""
+def apply_reports(
+    conn: Connection, reports: Sequence[Report], now: datetime, deltas: Deltas | None = None
+) -> Projection:
+    """Apply reports, in order, to their messages: placeholders, parts, decisions, events;
+    with `deltas`, what that does to the statistics is noted there."""
     if not reports:
         return Projection()
     events = {i: r.event for i, r in enumerate(reports)}
@@ -267,6 +272,12 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now: datetime) ->
         conn,
         [p for ps in plan.parts.values() for u, p in ps.items() if u in plan.changed_parts],
     )
+
+    if deltas is not None:
+        for key in plan.changed_messages:
+            if key not in created:  # a placeholder made now was not counted yet
+                deltas.remove(msgs[key].values)
+            deltas.add(plan.messages[key].values)
 
     result = Projection()
     for i in todo:

@@ -51,6 +51,8 @@ MESSAGE_MUTABLE = (
     "sent_at",
     "delivered_at",
 )
+# Read with the mutable columns for the statistics (messages/rollups.py), never written back.
+_READ_ONLY = ("origin", "created_at")
 PART_MUTABLE = ("status", "status_sequence", "status_at", "error_code", "updated_at")
 
 
@@ -85,11 +87,12 @@ def lock_messages_by_uuid(conn: Connection, uuids: Iterable[str]) -> dict[str, R
     uuid_list = sorted(set(uuids))
     if not uuid_list:
         return {}
-    cols = ("id", "message_uuid", *MESSAGE_MUTABLE)
+    # The mutable columns, then what the statistics also count (read, never written back).
+    cols = ("id", "message_uuid", *MESSAGE_MUTABLE, *_READ_ONLY)
     sql = select_in_sql(conn.dialect, messages, cols, "message_uuid", len(uuid_list), lock=True)
     out: dict[str, Row] = {}
     for r in conn.exec_driver_sql(sql, tuple(uuid_list)):
-        values = dict(zip(MESSAGE_MUTABLE, r[2:], strict=True))
+        values = dict(zip((*MESSAGE_MUTABLE, *_READ_ONLY), r[2:], strict=True))
         # Compared with event times; other timestamps are only written back unchanged.
         values["status_at"] = from_driver_time(values["status_at"])
         values["has_conflict"] = bool(values["has_conflict"])
@@ -192,14 +195,15 @@ def lock_messages_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Row]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
+    cols = (*LOCAL_MUTABLE, *_READ_ONLY)
     stmt = (
-        select(messages.c.id, *(messages.c[c] for c in LOCAL_MUTABLE))
+        select(messages.c.id, *(messages.c[c] for c in cols))
         .where(messages.c.id.in_(wanted))
         .order_by(messages.c.id)
     )
     out: dict[int, Row] = {}
     for r in conn.execute(lock_for_update(conn.dialect, stmt)).mappings():
-        values = {c: r[c] for c in LOCAL_MUTABLE}
+        values = {c: r[c] for c in cols}
         values["has_conflict"] = bool(values["has_conflict"])
         out[int(r["id"])] = Row(int(r["id"]), values)
     return out

@@ -22,7 +22,6 @@ from plivo_tracker.messages.models import (
     message_parts,
     messages,
     outbox,
-    purge_marker,
     quarantine,
     send_attempts,
     stats_carriers,
@@ -150,17 +149,14 @@ def count_messages(conn: Connection, ids: Sequence[int]) -> dict[str, int]:
 def delete_messages(conn: Connection, ids: Sequence[int]) -> dict[str, int]:
     """Delete these messages and everything that points at them; returns the rows per table.
 
-    The statistics rollups keep counting them: the delete triggers on `messages` skip their
-    un-counting while this transaction holds a row in `purge_marker` (migration 0006), and no
-    other transaction ever sees that row."""
+    The statistics rollups keep counting them: only the projector changes the rollups
+    (messages/rollups.py), and a purge is no status change."""
     if not ids:
         return {}
     out: dict[str, int] = {}
     for table in MESSAGE_CHILDREN:
         out[table.name] = conn.execute(delete(table).where(table.c.message_id.in_(ids))).rowcount
-    conn.execute(purge_marker.insert(), [{"id": 1}])
     out["messages"] = conn.execute(delete(messages).where(messages.c.id.in_(ids))).rowcount
-    conn.execute(delete(purge_marker))
     return out
 
 
