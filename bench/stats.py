@@ -6,11 +6,9 @@ timings, error codes and carriers, then times `GET /api/stats?window=…` throug
 any aggregate over the same rows: `SELECT count(*)` of the window's rows through the same
 engine. Prints one line per database and window.
 
-The seed goes through the statistics triggers like any write, so "seeded … in" includes
-filling the rollup tables (their sizes are printed): plain INSERTs on SQLite (row triggers),
-COPY on PostgreSQL (its INSERT trigger runs once per statement, over all the rows). A
-PostgreSQL database migrated to 0004 before the rollups existed must be dropped and created
-again.
+The seed writes the rows straight into `messages` (plain INSERTs on SQLite, COPY on
+PostgreSQL), then counts them in the rollup tables as the projector counts what it applies
+(`messages/rollups.Deltas`); "seeded … in" includes both, and the rollups' sizes are printed.
 
     .venv/bin/python bench/stats.py [--messages 1000000] [--repeat 3]
         [--database-url postgresql+asyncpg://127.0.0.1:5432/plivo_bench_stats]
@@ -44,6 +42,7 @@ from plivo_tracker.messages.models import (
     stats_latency,
     stats_status,
 )
+from plivo_tracker.messages.rollups import Deltas
 
 COLUMNS = (
     "origin",
@@ -127,9 +126,15 @@ async def _seed(url: str, rows: list[tuple[Any, ...]]) -> None:
 
             conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
             try:
-                await conn.execute("TRUNCATE messages RESTART IDENTITY CASCADE")
+                rollups = ", ".join(ROLLUPS)
+                await conn.execute(f"TRUNCATE messages, {rollups} RESTART IDENTITY CASCADE")
                 await conn.copy_records_to_table("messages", records=rows, columns=list(COLUMNS))
-                # What autovacuum would soon do; the rollups too (the triggers just filled them).
+            finally:
+                await conn.close()
+            await _count(engine, rows)
+            conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+            try:
+                # What autovacuum would soon do, on the messages and the rollups just filled.
                 for table in ("messages", *ROLLUPS):
                     await conn.execute(f"VACUUM ANALYZE {table}")
             finally:
@@ -147,14 +152,29 @@ async def _seed(url: str, rows: list[tuple[Any, ...]]) -> None:
                 )
 
             with db:
+                db.execute("DELETE FROM messages")
+                for table in ROLLUPS:
+                    db.execute(f"DELETE FROM {table}")
                 db.executemany(
                     f"INSERT INTO messages ({','.join(COLUMNS)}) VALUES ({placeholders})",
                     (sqlite_row(r) for r in rows),
                 )
+            db.close()
+            await _count(engine, rows)
+            db = sqlite3.connect(url.split("///", 1)[1])
             db.execute("ANALYZE")
             db.close()
     finally:
         await engine.dispose()
+
+
+async def _count(engine: Any, rows: list[tuple[Any, ...]]) -> None:
+    """The rows in the statistics, as the projector would have counted them."""
+    deltas = Deltas()
+    for r in rows:
+        deltas.add(dict(zip(COLUMNS, r, strict=True)))
+    async with engine.begin() as conn:
+        await conn.run_sync(deltas.flush)
 
 
 async def _sizes(url: str) -> dict[str, int]:

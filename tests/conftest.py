@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import httpx
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.app import create_app
@@ -49,6 +50,7 @@ from plivo_tracker.messages.models import (
     status_events,
 )
 from plivo_tracker.messages.projector import project_pending
+from plivo_tracker.messages.rollups import Deltas
 from plivo_tracker.messages.schemas import Message
 from plivo_tracker.messages.service import get_message as read_message
 from plivo_tracker.optouts.models import opt_out_events, opt_outs
@@ -220,6 +222,15 @@ async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
     application = create_app(settings, migrate=False, dispatch=False)
     async with LifespanManager(application):
         yield application
+
+
+def count_as_projected(conn: Connection, ids: Sequence[int]) -> None:
+    """Count messages a test wrote straight into the database in the statistics, as the
+    projector counts the messages it applies (messages/rollups.py)."""
+    deltas = Deltas()
+    for row in conn.execute(select(messages).where(messages.c.id.in_(list(ids)))).mappings():
+        deltas.add(row)
+    deltas.flush(conn)
 
 
 async def project_all(engine: AsyncEngine) -> None:

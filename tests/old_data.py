@@ -1,5 +1,6 @@
 """Rows of any age for the retention tests: messages with their history, nonces, idempotency
-keys and quarantine rows, written straight into the database (the purge only reads ages)."""
+keys and quarantine rows, written straight into the database (the purge only reads ages), and
+the messages counted in the statistics as the projector would have counted them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from plivo_tracker.messages.models import (
     stats_status,
     status_events,
 )
+from tests.conftest import count_as_projected
 
 PURGED_TABLES = (
     messages,
@@ -96,6 +98,7 @@ def add_message(
             ],
         ).scalar_one()
     )
+    count_as_projected(conn, [message_id])
     for k in range(events):
         conn.execute(
             status_events.insert(),

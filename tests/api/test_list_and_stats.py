@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.messages.models import messages
 from plivo_tracker.messages.service import parse_window
+from tests.conftest import count_as_projected
 
 NOW = datetime.now(UTC)
 
@@ -42,7 +43,8 @@ def _row(i: int, **values: Any) -> dict[str, Any]:
 
 async def _insert(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     async with engine.begin() as conn:
-        await conn.execute(messages.insert(), rows)
+        ids = (await conn.execute(messages.insert().returning(messages.c.id), rows)).scalars()
+        await conn.run_sync(count_as_projected, list(ids))
 
 
 async def test_list_is_newest_first_with_cursor_pages(

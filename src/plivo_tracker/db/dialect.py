@@ -32,15 +32,13 @@ def upsert_add(
         return
     cols = [*keys, *values]
     mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    step = rows_per_statement(len(cols))
-    for start in range(0, len(rows), step):
-        chunk = [dict(zip(cols, r, strict=True)) for r in rows[start : start + step]]
-        stmt = mod.insert(table).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={v: table.c[v] + stmt.excluded[v] for v in values},
-        )
-        conn.execute(stmt)
+    stmt = mod.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={v: table.c[v] + stmt.excluded[v] for v in values},
+    )
+    # executemany: SQLAlchemy batches it into multi-row statements itself ("insertmanyvalues")
+    conn.execute(stmt, [dict(zip(cols, r, strict=True)) for r in rows])
 
 
 def skip_locked(dialect: Dialect, stmt: Select[Any], of: Any = None) -> Select[Any]:
