@@ -46,14 +46,6 @@ def remote_number(m: Any) -> ColumnElement[Any]:
     return case((_inbound(m), m.c.from_number), else_=m.c.to_number)
 
 
-def in_thread(m: Any, number: str) -> ColumnElement[bool]:
-    """The messages of `number`'s thread (one indexed equality on each side)."""
-    return or_(
-        and_(m.c.from_number == number, _inbound(m)),
-        and_(m.c.to_number == number, _ours(m)),
-    )
-
-
 def latest_statement(*, before_id: int | None, limit: int) -> Select[Any]:
     """The newest message of each remote number, newest first (by id), at most `limit`; with
     `before_id`, only numbers whose newest message is older than that id (the cursor).
