@@ -303,7 +303,7 @@ async def test_stop_commits_everything_queued(engine: AsyncEngine) -> None:
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [Outcome.STORED] * 40
 
 
-def _our_message(conn: Connection, now: datetime, **values: Any) -> int:
+def our_message(conn: Connection, now: datetime, **values: Any) -> int:
     """A message of ours, born `accepted` (as the API stores it), and its birth journaled."""
     row = {
         "origin": "api",
@@ -320,7 +320,7 @@ def _our_message(conn: Connection, now: datetime, **values: Any) -> int:
     return local
 
 
-def _queued(local: int, uuid: str) -> LocalChange:
+def queued(local: int, uuid: str) -> LocalChange:
     ours = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
     return LocalChange(local, MessageStatus.QUEUED, ours, message_uuid=uuid)
 
@@ -338,8 +338,8 @@ async def test_send_adopts_placeholder_created_by_fast_callback(
 
     def sent_as(uuid_: str) -> Callable[[Connection], int]:
         def record(conn: Connection) -> int:
-            local = _our_message(conn, now)
-            local_changes.journal(conn, [_queued(local, uuid_)], now)
+            local = our_message(conn, now)
+            local_changes.journal(conn, [queued(local, uuid_)], now)
             return local
 
         return record

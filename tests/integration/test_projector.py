@@ -24,6 +24,7 @@ from plivo_tracker.messages.models import message_parts, messages, quarantine, s
 from plivo_tracker.messages.projector import Projector, project_pending
 from plivo_tracker.messages.status import MessageStatus
 from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
+from tests.integration.test_ingest import our_message, queued
 from tests.integration.test_stats_rollup import assert_rollups_match
 
 STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
@@ -259,9 +260,9 @@ async def _live_of(writer: Writer, life: Sequence[tuple[Any, ...]]) -> None:
     for step in life:
         kind, k = step[0], step[1]
         if kind == "send":
-            ours[k] = await writer.run(lambda conn: _send(conn, now))
+            ours[k] = await writer.run(lambda conn: our_message(conn, now))
         elif kind in ("accepted", "failed") and k in ours:
-            change = _queued(ours[k], uuids[k]) if kind == "accepted" else _failed(ours[k])
+            change = queued(ours[k], uuids[k]) if kind == "accepted" else _failed(ours[k])
             await writer.run(lambda conn, c=change: local_changes.journal(conn, [c], now))
         elif kind == "report":
             await _journal(writer, [callback_fields(uuids[k], step[2])])
@@ -281,26 +282,6 @@ async def _live_of(writer: Writer, life: Sequence[tuple[Any, ...]]) -> None:
             )
             assert item.event is not None
             await writer.run(lambda conn, it=item: append(conn, [it], now))
-
-
-def _send(conn: Connection, now: datetime) -> int:
-    row = {
-        "origin": "api",
-        "direction": "outbound",
-        "status": "accepted",
-        "has_conflict": False,
-        "to_number": "+14155550101",
-        "created_at": now,
-        "updated_at": now,
-    }
-    local = int(conn.execute(messages.insert().returning(messages.c.id), [row]).scalar_one())
-    local_changes.journal(conn, [LocalChange(local, MessageStatus.ACCEPTED)], now)
-    return local
-
-
-def _queued(local: int, uuid: str) -> LocalChange:
-    ours = frozenset({MessageStatus.ACCEPTED, MessageStatus.UNKNOWN})
-    return LocalChange(local, MessageStatus.QUEUED, ours, message_uuid=uuid)
 
 
 def _failed(local: int) -> LocalChange:
