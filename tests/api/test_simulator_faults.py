@@ -380,6 +380,7 @@ async def test_stats_count_messages_per_destination(
         "get_requests": 1,
         "account_requests": 0,
         "rate_limited": 0,
+        "inbound": 0,  # messages it sent to our numbers (none here)
     }
 
 
