@@ -3,9 +3,9 @@ mode: the list of threads, a thread's bubbles in order, a reply sent through POS
 going live to its final status, received messages arriving live through the page's one
 WebSocket, media shown as links only, and the opt-out toggle.
 
-Received messages are seeded into the server's database by tests/inbound_seed.py (TEMPORARY:
-the contract's rows, until /plivo/inbound exists in this tree); the server's own live feed finds
-them (polling on SQLite, NOTIFY on PostgreSQL) and streams them like any change.
+Received messages are real: `plivo-tracker simulate` posts them, signed as Plivo signs, to the
+server's /plivo/inbound (on demand, POST /_simulator/inbound), and the server streams them to the
+page as `"type": "message"` frames like any change.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, Request, WebSocketRoute, expect
 
+from plivo_tracker.simulator.inbound import incoming_fields
+from tests.browser.conftest import OUR_NUMBER as OURS
 from tests.browser.conftest import Dashboard
-from tests.inbound_seed import insert_inbound_at
+from tests.conftest import new_uuid
 
 pytestmark = pytest.mark.slow
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-OURS = "+14155550100"
 ALICE, BOB, CAROL = "+14155550101", "+14155550102", "+14155550103"
 
 
@@ -37,11 +38,9 @@ def masked(number: str) -> str:
     return f"{number[:5]}•••{number[-4:]}"
 
 
-def receive(dashboard: Dashboard, sender: str, text: str | None, **extra: object) -> int:
-    seeded = insert_inbound_at(
-        dashboard.database_url, sender=sender, our_number=OURS, text=text, **extra
-    )
-    return seeded.message_id
+def receive(dashboard: Dashboard, sender: str, text: str) -> int:
+    """A message from `sender`, through the simulator and /plivo/inbound; its id."""
+    return dashboard.inbound(sender, text)
 
 
 def listed_numbers(page: Page) -> list[str]:
@@ -60,11 +59,15 @@ def bubble_ids(page: Page) -> list[int]:
 def test_threads_bubbles_a_live_reply_and_received_messages_live(dashboard: Dashboard) -> None:
     [hello] = dashboard.send(ALICE, text="Your table is ready")
     from_bob = receive(dashboard, BOB, "Do you deliver?")
-    with_media = receive(
-        dashboard,
-        ALICE,
-        "Here we are <b>now</b>",
-        media_urls=["https://media.example.com/door.jpg", "javascript:alert(1)"],
+    # Signed by hand: the simulator only sends http(s) media, Plivo's payload may hold anything.
+    with_media = dashboard.inbound_signed(
+        incoming_fields(
+            new_uuid(),
+            ALICE.lstrip("+"),
+            OURS.lstrip("+"),
+            "Here we are <b>now</b>",
+            ["https://media.example.com/door.jpg", "javascript:alert(1)"],
+        )
     )
     dashboard.wait_final([hello])
 
