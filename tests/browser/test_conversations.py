@@ -285,3 +285,65 @@ def test_opting_out_and_back_in_from_a_thread(dashboard: Dashboard) -> None:
     # The one refused reply above is the browser's only complaint (a failed resource, 422).
     assert [p for p in dashboard.problems if "status of 422" not in p] == []
     assert len(dashboard.problems) == 1
+
+
+def test_a_received_stop_opts_the_open_thread_out_live_and_a_reply_is_refused(
+    dashboard: Dashboard,
+) -> None:
+    """STOP arrives as Plivo delivers it (the simulator's signed post to /plivo/inbound): the
+    open thread shows the number opted out as soon as the message's frame arrives (the page
+    re-reads GET /api/conversations/{number}), and on a reload; a reply is refused with the
+    422's `opted_out`; START, received the same way, opts it back in live."""
+    receive(dashboard, ALICE, "hi")
+    page = dashboard.open(f"#/conversations/{ALICE.replace('+', '%2B')}")
+    go_live(page)
+    bubbles = page.locator("#thread-messages > li")
+    expect(bubbles).to_have_count(1)
+    state = page.locator("#thread-optout-state")
+    item = page.locator(f'#convo-list > li[data-number="{ALICE}"]')
+    expect(state).to_have_attribute("data-opted-out", "false")
+    expect(item).to_have_attribute("data-opted-out", "false")
+    sockets = len(dashboard.sockets)
+
+    stop = receive(dashboard, ALICE, " Stop ")  # keywords ignore case and spaces
+    expect(bubbles).to_have_count(2, timeout=15_000)
+    expect(bubbles.last).to_have_attribute("data-message-id", str(stop))
+    expect(state).to_have_attribute("data-opted-out", "true")
+    expect(state).to_have_text("opted out")
+    expect(page.locator("#thread-optout")).to_have_text("Opt back in")
+    expect(item).to_have_attribute("data-opted-out", "true")
+    assert len(dashboard.sockets) == sockets  # live, not a reconnection's reload
+    recorded = dashboard.api("GET", f"/api/opt-outs/{ALICE.replace('+', '%2B')}")
+    assert recorded["opted_out"] is True
+    assert recorded["message_id"] == stop
+
+    # A reply goes to POST /api/messages like any send, and is refused for this number.
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/api/messages")
+    ) as answered:
+        page.get_by_label("Reply").fill("Sorry to see you go")
+        page.get_by_role("button", name="Send reply").click()
+    assert answered.value.status == 422
+    body = answered.value.json()
+    assert "opted_out" in json.dumps(body["error"])
+    assert "14155550101" in json.dumps(body["error"])
+    refusal = page.locator('#reply-errors li[data-reason="opted_out"]')
+    expect(refusal).to_have_count(1)
+    expect(refusal.locator("strong")).to_have_text(masked(ALICE))
+    expect(bubbles).to_have_count(2)
+    dashboard.screenshot(page, "conversation-opted-out")
+
+    # A reload reads the same state.
+    page.reload()
+    go_live(page)
+    expect(bubbles).to_have_count(2)
+    expect(state).to_have_attribute("data-opted-out", "true")
+
+    start = receive(dashboard, ALICE, "START")
+    expect(bubbles).to_have_count(3, timeout=15_000)
+    expect(bubbles.last).to_have_attribute("data-message-id", str(start))
+    expect(state).to_have_attribute("data-opted-out", "false")
+    expect(item).to_have_attribute("data-opted-out", "false")
+    # The refused reply above is the browser's only complaint (a failed resource, 422).
+    assert [p for p in dashboard.problems if "status of 422" not in p] == []
+    assert len(dashboard.problems) == 1
