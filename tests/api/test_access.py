@@ -19,6 +19,7 @@ from asgi_lifespan import LifespanManager
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import ConfigError, Settings
+from tests.api.test_inbound import inbound_fields
 from tests.conftest import API_KEY, AUTH, callback_fields, new_uuid, signed_form
 
 SEND = {"to": "+14155550123", "text": "hi", "from": "+14155550100"}
@@ -292,6 +293,31 @@ async def test_failed_callbacks_are_limited_but_genuine_ones_never(open_app: Ope
             target, body, headers = signed_form(callback_fields(new_uuid(), status))
             resp = await client.post(target, content=body, headers=headers)
             assert resp.status_code == 200, resp.text
+
+
+async def test_failed_inbound_messages_share_the_callback_limit(open_app: Opener) -> None:
+    """/plivo/inbound is verified like /plivo/callback, and its failures count in the same
+    RATE_LIMIT_CALLBACK_FAILURES budget; a genuine inbound message (a STOP, say) still passes."""
+
+    def forged(fields: dict[str, str], path: str) -> tuple[str, bytes, dict[str, str]]:
+        target, body, headers = signed_form(fields, path=path)
+        headers = {**headers, "X-Plivo-Signature-V3": "bm90IGEgc2lnbmF0dXJl"}
+        headers.pop("X-Plivo-Signature-V2", None)
+        return target, body, headers
+
+    async with open_app(rate_limit_callback_failures="20/minute") as client:
+        requests = [forged(callback_fields(new_uuid(), "sent"), "/plivo/callback")] * 10
+        requests += [forged(inbound_fields(new_uuid(), "START"), "/plivo/inbound")] * 20
+        codes = [
+            (await client.post(target, content=body, headers=headers)).status_code
+            for target, body, headers in requests
+        ]
+        assert codes == [403] * 20 + [429] * 10
+        target, body, headers = signed_form(
+            inbound_fields(new_uuid(), "STOP"), path="/plivo/inbound"
+        )
+        resp = await client.post(target, content=body, headers=headers)
+        assert resp.status_code == 200, resp.text
 
 
 async def test_limits_are_shared_through_redis(

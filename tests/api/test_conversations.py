@@ -1,7 +1,8 @@
 """GET /api/conversations and GET /api/conversations/{number} through the ASGI app on real
 SQLite and PostgreSQL: our messages sent through POST /api/messages and the simulator (signed
-callbacks to their final status), inbound messages seeded as the shared contract stores them
-(tests/inbound_seed.py, until /plivo/inbound exists in this tree)."""
+callbacks to their final status), received messages posted by the in-process simulator to
+/plivo/inbound, signed as Plivo signs them (or, without the simulator, a signed POST of
+Plivo's fields)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plivo_tracker.conversations import repository as conv_repo
 from plivo_tracker.messages.models import messages
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import ServiceOpener
-from tests.inbound_seed import Seeded, insert_inbound
+from tests.api.test_inbound import _post, inbound_fields
+from tests.conftest import ServiceOpener, new_uuid, until_projected
 
 OURS = "+14155550100"  # the simulator's number (PLIVO_SRC in simulator mode)
 ALICE, BOB, CAROL, DAVE = "+14155550101", "+14155550102", "+14155550103", "+14155550104"
@@ -41,12 +42,24 @@ async def send(client: httpx.AsyncClient, to: str, text: str, **extra: Any) -> i
     return int(created["id"])
 
 
-async def receive(app: Any, sender: str, text: str | None, **extra: Any) -> Seeded:
-    """An inbound message, written through the app's own writer (its commit wakes the hub)."""
-    writer = app.state.ctx.writer
-    return await writer.run(
-        lambda conn: insert_inbound(conn, sender=sender, our_number=OURS, text=text, **extra)
+async def receive(
+    service: tuple[httpx.AsyncClient, Any],
+    sender: str,
+    text: str | None,
+    media_urls: tuple[str, ...] = (),
+) -> int:
+    """A message from `sender` to our number: the app's simulator posts it, signed, to
+    /plivo/inbound (as Plivo posts to the Application's message_url); its id once applied."""
+    client, app = service
+    mdr, status = await app.state.sending.simulator.receive(
+        sender.lstrip("+"), OURS.lstrip("+"), text, media_urls
     )
+    assert status == 200
+    await until_projected(app)  # a 200 means journaled; the message follows
+    resp = await client.get(f"/api/messages/{mdr['message_uuid']}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["direction"] == "inbound"
+    return int(resp.json()["id"])
 
 
 async def until_final(client: httpx.AsyncClient, ids: list[int]) -> dict[int, str]:
@@ -67,11 +80,11 @@ async def opt_outs_recorded(engine: AsyncEngine) -> bool:
 async def test_one_conversation_per_number_newest_first_with_cursor_pages(
     service: tuple[httpx.AsyncClient, Any], engine: AsyncEngine
 ) -> None:
-    client, app = service
+    client, _ = service
     a1 = await send(client, ALICE, "Hi Alice")
     b1 = await send(client, BOB, "Hi Bob")
-    b2 = (await receive(app, BOB, "Hi back")).message_id
-    c1 = (await receive(app, CAROL, "Who is this?")).message_id
+    b2 = await receive(service, BOB, "Hi back")
+    c1 = await receive(service, CAROL, "Who is this?")
     a2 = await send(client, ALICE, "Still there?")
     await until_final(client, [a1, b1, a2])
 
@@ -116,7 +129,7 @@ async def test_one_conversation_per_number_newest_first_with_cursor_pages(
     assert seen == [ALICE, CAROL, BOB]
 
     # A new message moves its conversation to the top.
-    b3 = (await receive(app, BOB, "Hello?")).message_id
+    b3 = await receive(service, BOB, "Hello?")
     top = (await client.get("/api/conversations", params={"limit": 1})).json()
     assert [(c["number"], c["last_message"]["id"]) for c in top["conversations"]] == [(BOB, b3)]
 
@@ -124,18 +137,16 @@ async def test_one_conversation_per_number_newest_first_with_cursor_pages(
 async def test_a_thread_holds_both_directions_in_order_with_statuses_and_media(
     service: tuple[httpx.AsyncClient, Any],
 ) -> None:
-    client, app = service
+    client, _ = service
     ids = [await send(client, ALICE, "Your table is ready")]
-    ids.append((await receive(app, ALICE, "On my way 🚗")).message_id)
+    ids.append(await receive(service, ALICE, "On my way 🚗"))
     ids.append(
-        (
-            await receive(
-                app,
-                ALICE,
-                "Look",
-                media_urls=["https://media.example.com/a.jpg", "https://media.example.com/b.png"],
-            )
-        ).message_id
+        await receive(
+            service,
+            ALICE,
+            "Look",
+            media_urls=("https://media.example.com/a.jpg", "https://media.example.com/b.png"),
+        )
     )
     ids.append(
         await send(
@@ -191,16 +202,16 @@ async def test_a_thread_holds_both_directions_in_order_with_statuses_and_media(
 async def test_a_number_is_found_by_any_e164_spelling(
     service: tuple[httpx.AsyncClient, Any], spelling: str
 ) -> None:
-    client, app = service
+    client, _ = service
     if spelling.startswith("%2B1%20"):
         resp = await client.get(f"/api/conversations/{spelling}")
         assert resp.status_code == 422  # spaces are not E.164
         return
-    seeded = await receive(app, ALICE, "hi")
+    received = await receive(service, ALICE, "hi")
     resp = await client.get(f"/api/conversations/{spelling}")
     assert resp.status_code == 200, resp.text
     assert resp.json()["number"] == ALICE
-    assert [m["id"] for m in resp.json()["messages"]] == [seeded.message_id]
+    assert [m["id"] for m in resp.json()["messages"]] == [received]
 
 
 @pytest.mark.parametrize(
@@ -258,9 +269,8 @@ async def test_messages_known_only_from_callbacks_are_in_no_thread(
                 {**base, "origin": "claim", "to_number": ALICE, "message_uuid": "u2"},
             ],
         )
-        await conn.run_sync(
-            lambda c: insert_inbound(c, sender=BOB, our_number=OURS, text="only me")
-        )
+    signed = await _post(client, inbound_fields(new_uuid(), "only me", From=BOB.lstrip("+")))
+    assert signed.status_code == 200, signed.text
     items = (await client.get("/api/conversations")).json()["conversations"]
     assert [c["number"] for c in items] == [BOB]
     assert (await client.get(f"/api/conversations/{ALICE}")).json()["messages"] == []

@@ -8,9 +8,10 @@ running in this thread, and the shared fixtures use asyncio.run(). No browser is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from playwright.sync_api import (
 
 from plivo_tracker.plivo.signature import signed_headers
 from tests.conftest import callback_fields, free_port, new_nonce
-from tests.e2e.server import Server
+from tests.e2e.server import Server, simulator_process
 
 CHROMIUM = os.environ.get("PLIVO_TRACKER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,6 +46,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 FINAL = frozenset({"delivered", "undelivered", "failed", "rejected", "read"})
 # Shared by every server of a test, so any of them accepts the others' simulated callbacks.
 SIMULATOR_TOKEN = "browser-test-simulator-token"
+# The number the simulator sends from and receives on (SIMULATOR_SRC, `simulate --number`).
+OUR_NUMBER = "+14155550100"
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Dashboard:
     # (socket url, payload) of every WebSocket frame, in order
     frames_sent: list[tuple[str, str]] = field(default_factory=list)
     frames_received: list[tuple[str, str]] = field(default_factory=list)
+    # Closed by the fixture after the browser, before the servers (the `simulate` process).
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    simulator: str | None = None  # base URL of the `simulate` process, once started
 
     @property
     def base(self) -> str:
@@ -138,6 +144,63 @@ class Dashboard:
         headers = signed_headers("POST", url, form, SIMULATOR_TOKEN, new_nonce())
         resp = httpx.post(url, data=fields, headers=headers, timeout=10.0)
         assert resp.status_code == 200, resp.text
+
+    def inbound(self, sender: str, text: str | None = None, media: Sequence[str] = ()) -> int:
+        """A message from `sender` to our number, as Plivo delivers it: `plivo-tracker
+        simulate` (started on first use, its message_url this server's /plivo/inbound) is asked
+        with POST /_simulator/inbound and posts it, signed, to the server. Returns its id once
+        the API shows it (the server's 200 means journaled; the message follows)."""
+        if self.simulator is None:
+            self.simulator = self.stack.enter_context(
+                simulator_process(
+                    self.tmp_path,
+                    "--message-url",
+                    self.base + "/plivo/inbound",
+                    "--number",
+                    OUR_NUMBER.lstrip("+"),
+                    token=SIMULATOR_TOKEN,
+                )
+            )
+        body: dict[str, Any] = {"from": sender, "to": OUR_NUMBER}
+        if text is not None:
+            body["text"] = text
+        if media:
+            body["media"] = list(media)
+        resp = httpx.post(self.simulator + "/_simulator/inbound", json=body, timeout=10.0)
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+        assert answer["http_status"] == 200, answer  # what our /plivo/inbound answered
+        return self.inbound_id(answer["message_uuid"])
+
+    def inbound_signed(self, fields: dict[str, str]) -> int:
+        """Plivo's fields of an inbound message (`simulator.inbound.incoming_fields`) posted
+        to /plivo/inbound, signed as the simulator signs: for payloads no simulator request
+        makes (media URLs that are not http(s)). Returns the message's id once the API shows
+        it."""
+        url = self.base + "/plivo/inbound"
+        form = {k: [v] for k, v in fields.items()}
+        headers = signed_headers("POST", url, form, SIMULATOR_TOKEN, new_nonce())
+        resp = httpx.post(url, data=fields, headers=headers, timeout=10.0)
+        assert resp.status_code == 200, resp.text
+        return self.inbound_id(fields["MessageUUID"])
+
+    def inbound_id(self, message_uuid: str, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = httpx.get(
+                f"{self.base}/api/messages/{message_uuid}", headers=self._headers(), timeout=10.0
+            )
+            if resp.status_code == 200:
+                assert resp.json()["direction"] == "inbound"
+                return int(resp.json()["id"])
+            assert resp.status_code == 404, resp.text
+            time.sleep(0.05)
+        pytest.fail(f"inbound message {message_uuid} not shown after {timeout}s")
+
+    def _headers(self) -> dict[str, str]:
+        if "API_KEYS" in self.extra_env:
+            return {"X-API-Key": self.extra_env["API_KEYS"].split(",")[0]}
+        return {}
 
     def wait_dispatched(self, timeout: float = 60.0) -> None:
         """Until no message waits in `accepted` (each has its MessageUUID from Plivo)."""
@@ -218,6 +281,7 @@ def dashboard(
                 for context in dash.contexts:
                     context.close()
                 browser.close()
+                dash.stack.close()
     finally:
         for server in servers:
             server.stop(graceful=True)

@@ -3,9 +3,9 @@ mode: the list of threads, a thread's bubbles in order, a reply sent through POS
 going live to its final status, received messages arriving live through the page's one
 WebSocket, media shown as links only, and the opt-out toggle.
 
-Received messages are seeded into the server's database by tests/inbound_seed.py (TEMPORARY:
-the contract's rows, until /plivo/inbound exists in this tree); the server's own live feed finds
-them (polling on SQLite, NOTIFY on PostgreSQL) and streams them like any change.
+Received messages are real: `plivo-tracker simulate` posts them, signed as Plivo signs, to the
+server's /plivo/inbound (on demand, POST /_simulator/inbound), and the server streams them to the
+page as `"type": "message"` frames like any change.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, Request, WebSocketRoute, expect
 
+from plivo_tracker.simulator.inbound import incoming_fields
+from tests.browser.conftest import OUR_NUMBER as OURS
 from tests.browser.conftest import Dashboard
-from tests.inbound_seed import insert_inbound_at
+from tests.conftest import new_uuid
 
 pytestmark = pytest.mark.slow
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-OURS = "+14155550100"
 ALICE, BOB, CAROL = "+14155550101", "+14155550102", "+14155550103"
 
 
@@ -37,11 +38,9 @@ def masked(number: str) -> str:
     return f"{number[:5]}•••{number[-4:]}"
 
 
-def receive(dashboard: Dashboard, sender: str, text: str | None, **extra: object) -> int:
-    seeded = insert_inbound_at(
-        dashboard.database_url, sender=sender, our_number=OURS, text=text, **extra
-    )
-    return seeded.message_id
+def receive(dashboard: Dashboard, sender: str, text: str) -> int:
+    """A message from `sender`, through the simulator and /plivo/inbound; its id."""
+    return dashboard.inbound(sender, text)
 
 
 def listed_numbers(page: Page) -> list[str]:
@@ -60,11 +59,15 @@ def bubble_ids(page: Page) -> list[int]:
 def test_threads_bubbles_a_live_reply_and_received_messages_live(dashboard: Dashboard) -> None:
     [hello] = dashboard.send(ALICE, text="Your table is ready")
     from_bob = receive(dashboard, BOB, "Do you deliver?")
-    with_media = receive(
-        dashboard,
-        ALICE,
-        "Here we are <b>now</b>",
-        media_urls=["https://media.example.com/door.jpg", "javascript:alert(1)"],
+    # Signed by hand: the simulator only sends http(s) media, Plivo's payload may hold anything.
+    with_media = dashboard.inbound_signed(
+        incoming_fields(
+            new_uuid(),
+            ALICE.lstrip("+"),
+            OURS.lstrip("+"),
+            "Here we are <b>now</b>",
+            ["https://media.example.com/door.jpg", "javascript:alert(1)"],
+        )
     )
     dashboard.wait_final([hello])
 
@@ -280,5 +283,67 @@ def test_opting_out_and_back_in_from_a_thread(dashboard: Dashboard) -> None:
     page.get_by_role("button", name="Send reply").click()
     expect(page.locator("#thread-messages > li")).to_have_count(2)
     # The one refused reply above is the browser's only complaint (a failed resource, 422).
+    assert [p for p in dashboard.problems if "status of 422" not in p] == []
+    assert len(dashboard.problems) == 1
+
+
+def test_a_received_stop_opts_the_open_thread_out_live_and_a_reply_is_refused(
+    dashboard: Dashboard,
+) -> None:
+    """STOP arrives as Plivo delivers it (the simulator's signed post to /plivo/inbound): the
+    open thread shows the number opted out as soon as the message's frame arrives (the page
+    re-reads GET /api/conversations/{number}), and on a reload; a reply is refused with the
+    422's `opted_out`; START, received the same way, opts it back in live."""
+    receive(dashboard, ALICE, "hi")
+    page = dashboard.open(f"#/conversations/{ALICE.replace('+', '%2B')}")
+    go_live(page)
+    bubbles = page.locator("#thread-messages > li")
+    expect(bubbles).to_have_count(1)
+    state = page.locator("#thread-optout-state")
+    item = page.locator(f'#convo-list > li[data-number="{ALICE}"]')
+    expect(state).to_have_attribute("data-opted-out", "false")
+    expect(item).to_have_attribute("data-opted-out", "false")
+    sockets = len(dashboard.sockets)
+
+    stop = receive(dashboard, ALICE, " Stop ")  # keywords ignore case and spaces
+    expect(bubbles).to_have_count(2, timeout=15_000)
+    expect(bubbles.last).to_have_attribute("data-message-id", str(stop))
+    expect(state).to_have_attribute("data-opted-out", "true")
+    expect(state).to_have_text("opted out")
+    expect(page.locator("#thread-optout")).to_have_text("Opt back in")
+    expect(item).to_have_attribute("data-opted-out", "true")
+    assert len(dashboard.sockets) == sockets  # live, not a reconnection's reload
+    recorded = dashboard.api("GET", f"/api/opt-outs/{ALICE.replace('+', '%2B')}")
+    assert recorded["opted_out"] is True
+    assert recorded["message_id"] == stop
+
+    # A reply goes to POST /api/messages like any send, and is refused for this number.
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/api/messages")
+    ) as answered:
+        page.get_by_label("Reply").fill("Sorry to see you go")
+        page.get_by_role("button", name="Send reply").click()
+    assert answered.value.status == 422
+    body = answered.value.json()
+    assert "opted_out" in json.dumps(body["error"])
+    assert "14155550101" in json.dumps(body["error"])
+    refusal = page.locator('#reply-errors li[data-reason="opted_out"]')
+    expect(refusal).to_have_count(1)
+    expect(refusal.locator("strong")).to_have_text(masked(ALICE))
+    expect(bubbles).to_have_count(2)
+    dashboard.screenshot(page, "conversation-opted-out")
+
+    # A reload reads the same state.
+    page.reload()
+    go_live(page)
+    expect(bubbles).to_have_count(2)
+    expect(state).to_have_attribute("data-opted-out", "true")
+
+    start = receive(dashboard, ALICE, "START")
+    expect(bubbles).to_have_count(3, timeout=15_000)
+    expect(bubbles.last).to_have_attribute("data-message-id", str(start))
+    expect(state).to_have_attribute("data-opted-out", "false")
+    expect(item).to_have_attribute("data-opted-out", "false")
+    # The refused reply above is the browser's only complaint (a failed resource, 422).
     assert [p for p in dashboard.problems if "status of 422" not in p] == []
     assert len(dashboard.problems) == 1

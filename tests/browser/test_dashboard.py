@@ -122,6 +122,50 @@ def test_send_through_the_form_rows_reach_their_final_status(dashboard: Dashboar
     assert dashboard.problems == []
 
 
+def test_a_received_message_joins_the_table_live_with_its_direction(
+    dashboard: Dashboard,
+) -> None:
+    """A real inbound message (the simulator's signed post to /plivo/inbound) reaches the open
+    table as a `"type": "message"` frame: its row appears without a reload, marked inbound,
+    naming its sender, its text shown as text."""
+    [ours] = dashboard.send("+14155550101", text="Your table is ready")
+    page = dashboard.open()
+    go_live(page)
+    ours_row = page.locator(f'#messages-body tr[data-message-id="{ours}"]')
+    expect(ours_row).to_have_attribute("data-direction", "outbound")
+    expect(ours_row.locator(".cell-to")).to_have_text(masked("+14155550101"))
+    lists = [u for u in dashboard.request_urls if "/api/messages?" in u and "ids=" not in u]
+    sockets = len(dashboard.sockets)
+
+    text = 'On my way <img src=x onerror="document.title=1"> 🚗'
+    theirs = dashboard.inbound("+14155550102", text)
+    row = page.locator(f'#messages-body tr[data-message-id="{theirs}"]')
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row).to_have_attribute("data-direction", "inbound")
+    expect(row).to_have_attribute("data-status", "received")
+    expect(row.locator(".badge")).to_have_text("received")
+    expect(row.locator(".cell-to")).to_have_text(f"from {masked('+14155550102')}")
+    expect(row.locator(".cell-text")).to_have_text(text)
+    expect(row.locator("img")).to_have_count(0)
+    expect(row.locator(".cell-type")).to_have_text("SMS")
+    shown = page.locator("#messages-body tr").evaluate_all(
+        "els => els.map((e) => Number(e.dataset.messageId))"
+    )
+    assert shown.index(theirs) < shown.index(ours)  # newest first
+
+    # It came as a message frame over the page's one socket (the table fetched it by id), not
+    # through a reload of the list.
+    frames = [json.loads(p) for _, p in dashboard.frames_received]
+    [frame] = [f for f in frames if f.get("message_id") == theirs]
+    assert frame["type"] == "message"
+    assert frame["direction"] == "inbound"
+    assert len(dashboard.sockets) == sockets
+    assert [u for u in dashboard.request_urls if "/api/messages?" in u and "ids=" not in u] == lists
+    assert page.title() != "1"
+    dashboard.screenshot(page, "live-table-inbound")
+    assert dashboard.problems == []
+
+
 @sqlite_only
 def test_invalid_number_is_flagged_as_you_type_and_not_sent(dashboard: Dashboard) -> None:
     page = dashboard.open()

@@ -107,11 +107,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def simulator_process(tmp_path: Path, *args: str) -> Iterator[str]:
-    """`plivo-tracker simulate` as its own process with `args`; yields its base URL once it
-    answers, and stops it afterwards."""
+def simulator_process(tmp_path: Path, *args: str, token: str = TOKEN) -> Iterator[str]:
+    """`plivo-tracker simulate` as its own process with `args` (its account's token: `token`);
+    yields its base URL once it answers, and stops it afterwards."""
     port = free_port()
-    env = {**os.environ, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": TOKEN}
+    env = {**os.environ, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": token}
     log = (tmp_path / f"simulate-{port}.log").open("wb")
     proc = subprocess.Popen(
         [server_cmd()[0], "simulate", "--port", str(port), *args],

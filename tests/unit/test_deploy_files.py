@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from plivo_tracker import cli, metrics
 from plivo_tracker.config import Settings
-from plivo_tracker.inbound.routes import CALLBACK_PATH
+from plivo_tracker.inbound.routes import CALLBACK_PATH, INBOUND_PATH
 from plivo_tracker.live.routes import router as live_router
 from plivo_tracker.web.ops import router as ops_router
 
@@ -391,14 +391,14 @@ def test_compose_services_run_existing_commands() -> None:
 
 def _app_paths() -> set[str]:
     paths = {getattr(r, "path", "") for r in [*ops_router.routes, *live_router.routes]}
-    return paths | {CALLBACK_PATH}
+    return paths | {CALLBACK_PATH, INBOUND_PATH}
 
 
 def test_nginx_passes_paths_through_to_existing_routes() -> None:
     conf = (DEPLOY / "proxy" / "nginx.conf").read_text(encoding="utf-8")
     code = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
     exact = set(re.findall(r"location\s+=\s+(\S+)", code))
-    assert {CALLBACK_PATH, "/ws", "/metrics"} <= exact
+    assert {CALLBACK_PATH, INBOUND_PATH, "/ws", "/metrics"} <= exact
     assert exact <= _app_paths()
     # Plivo signs the URL it called: proxy_pass without a URI part, no rewrites.
     passes = re.findall(r"proxy_pass\s+([^;]+);", code)

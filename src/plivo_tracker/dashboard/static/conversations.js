@@ -93,6 +93,9 @@ export class ConversationsView {
     this.thread = null; // {number, our_number, opted_out, next_cursor}
     this.bubbles = new Map(); // message id → {data, li}
     this.threadSeq = 0;
+    this.optPending = null; // a number whose opt-out state is to be re-read (recheckOptOut)
+    this.optInflight = false;
+    this.optAfterLoad = false;
     this.threadLoaded = false;
     this.reveal = false;
     this.unknown = new Set();
@@ -294,6 +297,7 @@ export class ConversationsView {
   openThread(number) {
     this.number = number;
     this.thread = null;
+    this.optAfterLoad = false;
     this.bubbles.clear();
     this.bubblesEl.replaceChildren();
     this.threadLoaded = false;
@@ -353,6 +357,10 @@ export class ConversationsView {
     this.olderButton.hidden = !this.thread.next_cursor;
     this.renderHead();
     this.scrollToEnd();
+    if (this.optAfterLoad) {
+      this.optAfterLoad = false;
+      this.recheckOptOut(number);
+    }
   }
 
   async loadOlder() {
@@ -418,15 +426,49 @@ export class ConversationsView {
       this.optButton.disabled = false;
     }
     if (number !== this.number) return;
-    thread.opted_out = !optIn;
     this.optResult.className = "send-result send-result-ok";
     this.optResult.textContent = optIn ? "Opted back in." : "Opted out.";
+    this.setOptedOut(!optIn);
+  }
+
+  /** The open thread's opt-out state, in its head and its entry of the list. */
+  setOptedOut(optedOut) {
+    if (!this.thread) return;
+    this.thread.opted_out = optedOut;
     this.renderHead();
-    const entry = this.items.get(digits(number));
+    const entry = this.items.get(digits(this.thread.number || this.number));
     if (entry) {
-      entry.data.opted_out = thread.opted_out;
+      entry.data.opted_out = optedOut;
       this.renderItem(entry);
     }
+  }
+
+  /**
+   * Re-read the open thread's opt-out state (GET /api/conversations/{number}). A received STOP
+   * or START changes it in the commit that stores the message, with no frame of its own: the
+   * message's frame is the sign to look. One request at a time; a burst is read once.
+   */
+  recheckOptOut(number) {
+    this.optPending = number;
+    if (this.optInflight) return;
+    this.optInflight = true;
+    (async () => {
+      while (this.optPending) {
+        const pending = this.optPending;
+        this.optPending = null;
+        try {
+          const page = await api(`/api/conversations/${encodeURIComponent(pending)}?limit=1`);
+          if (this.number && digits(pending) === digits(this.number)) {
+            // Still loading (its answer may predate the change): again once it is in.
+            if (!this.thread) this.optAfterLoad = true;
+            else if (page.opted_out !== this.thread.opted_out) this.setOptedOut(page.opted_out);
+          }
+        } catch {
+          // Unreachable: the next received message, or a reload, shows the truth.
+        }
+      }
+      this.optInflight = false;
+    })();
   }
 
   upsertBubble(message) {
@@ -632,6 +674,9 @@ export class ConversationsView {
         created_at: frame.at,
         updated_at: frame.at,
       });
+      if ((frame.direction || "inbound") === "inbound" && this.number && digits(frame.from) === digits(this.number)) {
+        this.recheckOptOut(this.number);
+      }
       return;
     }
     if (frame.type !== "status") return;

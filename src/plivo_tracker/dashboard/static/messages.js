@@ -349,7 +349,7 @@ export class MessageTable {
     link.setAttribute("aria-label", `Message ${data.id}`);
     tr.append(
       el("td", { class: "cell-id", dataset: { label: "Message" } }, link),
-      el("td", { class: "cell-to mono", dataset: { label: "To" } }),
+      el("td", { class: "cell-to mono", dataset: { label: "Number" } }),
       el("td", { class: "cell-status", dataset: { label: "Status" } }),
       el("td", { class: "cell-type", dataset: { label: "Type" } }),
       el("td", { class: "cell-text", dataset: { label: "Text" } }),
@@ -363,7 +363,14 @@ export class MessageTable {
     const { data, tr } = row;
     const [, toCell, statusCell, typeCell, textCell, createdCell, updatedCell] = tr.children;
     tr.dataset.status = data.status;
-    toCell.textContent = maskNumber(data.to);
+    // Ours are sent to a number; a received message names its sender (our number is its `to`).
+    const inbound = data.direction === "inbound";
+    tr.dataset.direction = inbound ? "inbound" : "outbound";
+    toCell.replaceChildren(
+      ...(inbound
+        ? [el("span", { class: "direction direction-inbound" }, "from "), maskNumber(data.from)]
+        : [maskNumber(data.to)]),
+    );
     const status = [badge(data.status)];
     if (data.error_code) {
       status.push(
