@@ -222,6 +222,10 @@ async def live(ws: WebSocket) -> None:
         hub.unsubscribe(sub)
         for task in tasks:
             task.cancel()
+        # Collect every task's end: the streamer may have failed its send (the client gone)
+        # after `wait` returned for the reader; left unread, that error is logged as "Task
+        # exception was never retrieved" when the task is collected.
+        await asyncio.gather(*tasks, return_exceptions=True)
     if sub.reason is None or ws.client_state is not WebSocketState.CONNECTED:
         return
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
