@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import Connection, Select, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -236,3 +236,30 @@ def update_by_id(
     times = time_columns(dialect, table, cols)
     params = [(*to_driver_row([v[c] for c in cols], times), id_) for id_, v in rows]
     conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)
+
+
+# ---- db copy: key order and ids -------------------------------------------------------------
+
+
+def byte_order(dialect: Dialect, column: Any) -> Any:
+    """`column` as compared in byte order of its UTF-8 text (numbers as they are), the same on
+    both databases: SQLite compares text with BINARY (memcmp) already; PostgreSQL's database
+    collation (en_US, ...) sorts otherwise, and COLLATE "C" compares bytes. `db copy` walks
+    keys in this order on either side, so a resumed copy continues where the last one stopped
+    and both checksums read rows in one order."""
+    if dialect.name == "postgresql" and isinstance(column.type, String):
+        return column.collate("C")
+    return column
+
+
+def reset_id_sql(dialect: Dialect, table: Table) -> str | None:
+    """After rows were inserted with their ids (`db copy`): move the table's id sequence past
+    the largest id, or the next insert would collide. PostgreSQL only (BIGSERIAL or identity);
+    SQLite's INTEGER PRIMARY KEY takes the largest id + 1 by itself."""
+    column = table.autoincrement_column
+    if dialect.name != "postgresql" or column is None:
+        return None
+    return (
+        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+        f"COALESCE((SELECT max({column.name}) FROM {table.name}), 0) + 1, false)"
+    )
