@@ -35,16 +35,16 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Table, delete, func, insert, inspect, select, tuple_
+from sqlalchemy import Row, Table, delete, func, inspect, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from plivo_tracker.db.base import metadata
-from plivo_tracker.db.dialect import byte_order, reset_id_sql
+from plivo_tracker.db.base import UTCDateTime, metadata
+from plivo_tracker.db.dialect import byte_order, insert_copied, reset_id_sql
 from plivo_tracker.db.engine import sqlite_path, sync_sqlite_engine, writer
 from plivo_tracker.db.migrate import current_revision, head_revision, upgrade, upgrade_sqlite
 from plivo_tracker.messages import models as _messages  # noqa: F401  (registers the tables)
@@ -140,42 +140,32 @@ def same_database(a: str, b: str) -> bool:
 # ---- normalised values and checksums ---------------------------------------------------------
 
 
-def normalise(value: Any) -> str:
-    """One value as text, the same whichever database it was read from: timestamps as UTC
-    ISO 8601 with microseconds (SQLite text and PostgreSQL timestamptz both read back as
-    aware datetimes), booleans, bytes as hex, numbers, text; a type letter first, so that
-    NULL, '' and 0 differ."""
-    if value is None:
-        return "N"
-    if isinstance(value, bool):
-        return "B1" if value else "B0"
-    if isinstance(value, int):
-        return f"I{value}"
-    if isinstance(value, float):
-        return f"F{value!r}"
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime read from a UTC column")
-        return "T" + value.astimezone(UTC).isoformat(timespec="microseconds")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "X" + bytes(value).hex()
-    if isinstance(value, str):
-        return "S" + value
-    raise TypeError(f"no normal form for {type(value).__name__}")
+def _times(table: Table) -> tuple[int, ...]:
+    return tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, UTCDateTime))
 
 
-def _row_bytes(row: Sequence[Any]) -> bytes:
-    # Length-prefixed, so no value's text can run into the next one.
-    parts = [normalise(v) for v in row]
-    return "".join(f"{len(p)}:{p}" for p in parts).encode("utf-8", "surrogatepass") + b"\n"
+def row_bytes(row: Sequence[Any], times: tuple[int, ...]) -> bytes:
+    """One row in its normal form, the same whichever database it was read from: the values
+    as read through the schema's types (int, str, bool, float, bytes, None), timestamps (at
+    positions `times`) as UTC ISO 8601 with microseconds, written as Python's `repr` of the
+    tuple: unambiguous (strings quoted and escaped, NULL is None, True is not 1)."""
+    values = list(row)
+    for i in times:
+        value = values[i]
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime read from a UTC column")
+            values[i] = value.astimezone(UTC).isoformat(timespec="microseconds")
+    return repr(tuple(values)).encode("utf-8", "surrogatepass") + b"\n"
 
 
-def checksum(rows: Iterable[Sequence[Any]]) -> tuple[int, str]:
-    """(rows, SHA-256 hex) of rows given in key order."""
+def checksum(table: Table, rows: Iterable[Sequence[Any]]) -> tuple[int, str]:
+    """(rows, SHA-256 hex) of `table`'s rows given in key order."""
     digest = hashlib.sha256()
+    times = _times(table)
     n = 0
     for row in rows:
-        digest.update(_row_bytes(row))
+        digest.update(row_bytes(row, times))
         n += 1
     return n, digest.hexdigest()
 
@@ -219,7 +209,7 @@ def fresh_schema_rows() -> dict[str, tuple[str, ...]]:
             with engine.connect() as conn:
                 found = {
                     t.name: tuple(
-                        _row_bytes(r).decode()
+                        row_bytes(r, _times(t)).decode()
                         for r in conn.execute(select(t).order_by(*t.primary_key.columns))
                     )
                     for t in tables()
@@ -236,7 +226,7 @@ async def _holds_data(conn: AsyncConnection, table: Table) -> int:
     if n == 0 or n > len(seeded):
         return n
     rows = await conn.execute(select(table).order_by(*_key_order(conn, table)))
-    mine = tuple(_row_bytes(r).decode() for r in rows)
+    mine = tuple(row_bytes(r, _times(table)).decode() for r in rows)
     return 0 if set(mine) <= set(seeded) else n
 
 
@@ -289,16 +279,13 @@ async def _empty_target(target: AsyncEngine) -> None:
 
 
 async def _write(
-    target: AsyncEngine, table: Table, rows: Sequence[Row[Any]], *, whole: bool
+    conn: AsyncConnection, table: Table, rows: Sequence[Row[Any]], *, whole: bool
 ) -> None:
-    """One transaction: the rows inserted (`whole`: the table's rows replaced by them)."""
-    async with target.connect() as conn:
-        await writer(conn)
-        async with conn.begin():
-            if whole:
-                await conn.execute(delete(table))
-            if rows:
-                await conn.execute(insert(table), [r._asdict() for r in rows])
+    """One transaction on the target: the rows inserted (`whole`: the table's rows replaced)."""
+    async with conn.begin():
+        if whole:
+            await conn.execute(delete(table))
+        await insert_copied(conn, table, rows)
 
 
 async def _reset_ids(target: AsyncEngine) -> None:
@@ -331,20 +318,21 @@ async def _copy_tables(
     batches = 0
     async with source.connect() as src, target.connect() as tgt:
         await _snapshot(src)
+        await writer(tgt)
         for table in tables():
             total = await _count(src, table)
             if table.name in seeded:
                 # A few rows, also in a new schema: replaced whole, in one transaction.
                 rows = (await src.execute(select(table))).all()
                 progress.table(table.name, total, 0)
-                await _write(target, table, rows, whole=True)
+                await _write(tgt, table, rows, whole=True)
                 result.resumed_from[table.name] = 0
                 result.copied[table.name] = len(rows)
                 progress.advance(table.name, len(rows))
                 continue
-            done = await _count(tgt, table)
-            last = await _last_key(tgt, table) if done else None
-            await tgt.rollback()  # no transaction held on the target between batches
+            async with tgt.begin():
+                done = await _count(tgt, table)
+                last = await _last_key(tgt, table) if done else None
             result.resumed_from[table.name] = done
             result.copied[table.name] = 0
             progress.table(table.name, total, done)
@@ -353,7 +341,7 @@ async def _copy_tables(
                 stmt = stmt.where(_after(src, table, last))
             stream = await src.stream(stmt.execution_options(yield_per=batch_size))
             async for rows in stream.partitions(batch_size):
-                await _write(target, table, rows, whole=False)
+                await _write(tgt, table, rows, whole=False)
                 result.copied[table.name] += len(rows)
                 progress.advance(table.name, len(rows))
                 batches += 1
@@ -365,6 +353,7 @@ async def _copy_tables(
 
 async def _table_sum(engine: AsyncEngine, table: Table, batch_size: int) -> tuple[int, str]:
     digest = hashlib.sha256()
+    times = _times(table)
     n = 0
     async with engine.connect() as conn:
         await _snapshot(conn)
@@ -372,7 +361,7 @@ async def _table_sum(engine: AsyncEngine, table: Table, batch_size: int) -> tupl
         stream = await conn.stream(stmt.execution_options(yield_per=batch_size))
         async for rows in stream.partitions(batch_size):
             for row in rows:
-                digest.update(_row_bytes(row))
+                digest.update(row_bytes(row, times))
             n += len(rows)
         await conn.rollback()
     return n, digest.hexdigest()

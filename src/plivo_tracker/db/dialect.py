@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.base import UTCDateTime
 
@@ -263,3 +264,22 @@ def reset_id_sql(dialect: Dialect, table: Table) -> str | None:
         f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
         f"COALESCE((SELECT max({column.name}) FROM {table.name}), 0) + 1, false)"
     )
+
+
+async def insert_copied(conn: AsyncConnection, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows read through the schema's types (values in column order) in the transaction
+    `conn` has begun: one batch of `db copy`. PostgreSQL: binary COPY through the driver, in
+    that transaction, committed without waiting for the disk (a crash loses at most the last
+    batches, in order, and `--resume` does them again); SQLite: one executemany."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        # The first statement starts the transaction that COPY then runs in.
+        await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table.name, records=rows, columns=[c.name for c in table.columns]
+        )
+        return
+    keys = [c.key for c in table.columns]
+    await conn.execute(table.insert(), [dict(zip(keys, row, strict=True)) for row in rows])
