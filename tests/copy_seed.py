@@ -17,8 +17,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, func, insert, select, update
 
+from plivo_tracker.db.dialect import insert_ignore
 from plivo_tracker.db.engine import WRITE, sync_sqlite_engine
 from plivo_tracker.db.migrate import upgrade_sqlite
 from plivo_tracker.messages.models import (
@@ -214,7 +215,7 @@ def _history(row: dict[str, Any], *, seq: int) -> dict[str, list[dict[str, Any]]
     return out
 
 
-def _extras(conn: Connection, n: int, base: datetime) -> None:
+def _extras(conn: Connection, n: int, first_id: int, base: datetime) -> None:
     """The small tables: quarantine, idempotency keys, opt-outs, leases, pause, buckets."""
     conn.execute(
         insert(quarantine),
@@ -227,7 +228,7 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
                 "headers": json.dumps({"x": "y"}),
                 "body": bytes([0, 255, 254, 0x80, k % 256]) + "é🚀".encode(),
                 "reason": "unparseable",
-                "nonce": f"q{k}",
+                "nonce": f"q{first_id}-{k}",
             }
             for k in range(max(2, n // 1000))
         ],
@@ -236,7 +237,7 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
         insert(idempotency_keys),
         [
             {
-                "key": f"key-{k}-ключ-🔑",
+                "key": f"key-{first_id}-{k}-ключ-🔑",
                 "request_hash": f"{k:064x}",
                 "response": json.dumps({"messages": [{"id": k + 1}]}, ensure_ascii=False),
                 "created_at": base + timedelta(seconds=k, microseconds=999_999),
@@ -244,7 +245,7 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
             for k in range(max(2, n // 100))
         ],
     )
-    numbers = [f"+1415557{k:04d}" for k in range(max(2, n // 1000))]
+    numbers = [f"+1{first_id % 1000:03d}557{k:04d}" for k in range(max(2, n // 1000))]
     conn.execute(
         insert(opt_outs),
         [
@@ -252,7 +253,7 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
                 "number": number,
                 "opted_out_at": base + timedelta(minutes=k),
                 "source": "keyword" if k % 2 else "cli",
-                "message_id": k + 1 if k % 2 else None,
+                "message_id": first_id + k if k % 2 else None,
                 "keyword": "STOP" if k % 2 else None,
                 "note": None if k % 2 else "asked by phone — «non»",
             }
@@ -278,18 +279,18 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
     conn.execute(
         insert(leases),
         [
-            {"name": "dispatcher", "owner": "host-1:123", "until": base},
-            {"name": "projector", "owner": None, "until": None},
+            {"name": f"seed-{first_id}-a", "owner": "host-1:123", "until": base},
+            {"name": f"seed-{first_id}-b", "owner": None, "until": None},
         ],
     )
     conn.execute(
-        insert(dispatch_state),
+        insert_ignore(conn.dialect, dispatch_state, ["name"]),
         [
             {
-                "name": "global",
-                "paused": True,
-                "paused_by": "operator",
-                "reason": "maintenance ⚙",
+                "name": "dispatch",
+                "paused": False,  # (booleans: messages.has_conflict has both)
+                "paused_by": None,
+                "reason": "resumed after maintenance ⚙",
                 "since": base,
                 "next_probe_at": None,
                 "probes": 0,
@@ -298,12 +299,16 @@ def _extras(conn: Connection, n: int, base: datetime) -> None:
         ],
     )
     conn.execute(
-        insert(rate_limits), [{"name": "mps", "tokens": 4.123456789012345, "updated": 1.5e9 + 0.1}]
+        insert_ignore(conn.dialect, rate_limits, ["name"]),
+        [{"name": "mps", "tokens": 4.123456789012345, "updated": 1.5e9 + 0.1}],
     )
 
 
-def seed(url: str, n: int, *, seed_value: int = 7) -> None:
-    """Migrate the SQLite database at `url` and write n messages and everything around them."""
+def seed(url: str, n: int, *, first_id: int = 1, seed_value: int = 7) -> None:
+    """Migrate the SQLite database at `url` and write n messages (ids from `first_id`) and
+    everything around them. Into a database in use (`first_id` past its messages) it adds rows
+    without touching any: small tables' keys are its own, the projector's cursor is moved past
+    the journal rows it adds (as if applied)."""
     upgrade_sqlite(url)
     engine = sync_sqlite_engine(url)
     rng = random.Random(seed_value)
@@ -313,10 +318,10 @@ def seed(url: str, n: int, *, seed_value: int = 7) -> None:
             # A scratch database: no fsync per chunk (outside any transaction, on the driver).
             conn.connection.dbapi_connection.execute("PRAGMA synchronous=OFF")  # type: ignore[union-attr]
             conn = conn.execution_options(**WRITE)
-            journal_rows = 0
-            for start in range(1, n + 1, CHUNK):
+            end = first_id + n
+            for start in range(first_id, end, CHUNK):
                 with conn.begin():
-                    rows = [_message(rng, i, base) for i in range(start, min(n + 1, start + CHUNK))]
+                    rows = [_message(rng, i, base) for i in range(start, min(end, start + CHUNK))]
                     for row in rows:  # some resends, pointing at an earlier failure
                         if row["id"] % 50 == 0 and row["origin"] == "api":
                             row["attempt_of"] = row["id"] - 1
@@ -335,17 +340,19 @@ def seed(url: str, n: int, *, seed_value: int = 7) -> None:
                     ):
                         if hist.get(name):
                             conn.execute(insert(table), hist[name])
-                    journal_rows += len(hist["journal"])
                     deltas = Deltas()
                     for row in rows:
                         deltas.add(row)
                     deltas.flush(conn)
             with conn.begin():
-                _extras(conn, n, base)
+                _extras(conn, n, first_id, base)
                 conn.execute(
                     update(cursors)
                     .where(cursors.c.name == "projector")
-                    .values(position=journal_rows, updated_at=base + timedelta(days=1))
+                    .values(
+                        position=select(func.max(journal.c.id)).scalar_subquery(),
+                        updated_at=base + timedelta(days=1),
+                    )
                 )
     finally:
         engine.dispose()

@@ -46,11 +46,19 @@ from plivo_tracker.db.copy import (
     CopyRefused,
     CopyResult,
     Progress,
+    check_source,
     copy_database,
     same_database,
 )
 from plivo_tracker.db.dialect import EVENTS_CHANNEL, JOURNAL_CHANNEL, OUTBOX_CHANNEL
-from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, make_writer
+from plivo_tracker.db.engine import (
+    Reader,
+    Writer,
+    make_engine,
+    make_reader,
+    make_writer,
+    sqlite_path,
+)
 from plivo_tracker.db.migrate import current_revision, upgrade, upgrade_sqlite
 from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
@@ -524,6 +532,9 @@ async def copy_between(
     into `target_url`, then verified (db/copy.py). CopyRefused: nothing was written."""
     if same_database(source_url, target_url):
         raise CopyRefused("--from and --to name the same database: nothing to copy")
+    path = sqlite_path(source_url)
+    if path is not None and not path.is_file():
+        raise CopyFailed(f"--from: no database file at {path}")
     source = make_engine(source_url, pool_size=2, read_only=True)
     target = make_engine(target_url, pool_size=2)
     try:
@@ -534,6 +545,8 @@ async def copy_between(
             except Exception as exc:  # noqa: BLE001 - one line: which side, and why
                 first = (str(getattr(exc, "orig", None) or exc).splitlines() or [repr(exc)])[0]
                 raise CopyFailed(f"{option}: cannot open the database ({first})") from exc
+            if engine is source:  # before the target is opened (a SQLite file made)
+                await check_source(source)
         return await copy_database(
             source,
             target,

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Row, Table, delete, func, inspect, select, tuple_
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plivo_tracker.db.base import UTCDateTime, metadata
@@ -173,8 +173,13 @@ def checksum(table: Table, rows: Iterable[Sequence[Any]]) -> tuple[int, str]:
 # ---- keys ------------------------------------------------------------------------------------
 
 
+def byte_order_key(dialect: Dialect, table: Table) -> list[Any]:
+    """The table's primary key, compared in byte order on either database (ORDER BY it)."""
+    return [byte_order(dialect, c) for c in table.primary_key.columns]
+
+
 def _key_order(conn: AsyncConnection, table: Table) -> list[Any]:
-    return [byte_order(conn.dialect, c) for c in table.primary_key.columns]
+    return byte_order_key(conn.dialect, table)
 
 
 def _after(conn: AsyncConnection, table: Table, key: Sequence[Any]) -> Any:
@@ -233,9 +238,8 @@ async def _holds_data(conn: AsyncConnection, table: Table) -> int:
 # ---- the copy --------------------------------------------------------------------------------
 
 
-async def _check_schemas(source: AsyncEngine, target: AsyncEngine) -> bool:
-    """Refuse unless the source is at head; migrate a target without a schema. Returns
-    whether the target's schema was created."""
+async def check_source(source: AsyncEngine) -> None:
+    """CopyRefused unless the source is at the migration head."""
     head = head_revision()
     at = await current_revision(source)
     if at != head:
@@ -244,6 +248,13 @@ async def _check_schemas(source: AsyncEngine, target: AsyncEngine) -> bool:
             f"the source database is at {where}, not the head {head}: run "
             "`plivo-tracker db upgrade` on it first (DATABASE_URL=the source)"
         )
+
+
+async def _check_schemas(source: AsyncEngine, target: AsyncEngine) -> bool:
+    """Refuse unless the source is at head; migrate a target without a schema. Returns
+    whether the target's schema was created."""
+    await check_source(source)
+    head = head_revision()
     at = await current_revision(target)
     if at == head:
         return False
