@@ -31,6 +31,7 @@ from plivo_tracker.db.copy import (
     CopyInterrupted,
     byte_order_key,
     checksum,
+    same_database,
     tables,
     verify,
 )
@@ -352,6 +353,20 @@ def test_checksum_tells_apart_what_normalising_could_merge() -> None:
     assert len({one(text=None), one(text=""), one(text="None"), one(units=0)}) == 4
     assert one(has_conflict=True) != one(has_conflict=1)
     assert checksum(table, [])[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("postgresql+asyncpg://u:p@localhost/db", "postgresql+asyncpg://127.0.0.1:5432/db", True),
+        ("postgresql+asyncpg://db-host/db", "postgresql+asyncpg://other@DB-HOST:5432/db", True),
+        ("postgresql+asyncpg://db-host/db", "postgresql+asyncpg://db-host/db2", False),
+        ("postgresql+asyncpg://db-host/db", "postgresql+asyncpg://db-host:5433/db", False),
+        ("sqlite+aiosqlite:///./x/../a.db", "sqlite+aiosqlite:///a.db", True),
+    ],
+)
+def test_which_urls_name_the_same_database(a: str, b: str, same: bool) -> None:
+    assert same_database(a, b) is same
 
 
 @pytest.mark.slow

@@ -116,6 +116,9 @@ def tables() -> list[Table]:
 # ---- what two URLs name ----------------------------------------------------------------------
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
 def database_identity(url: str) -> tuple[str, ...]:
     """What makes two URLs the same database: a SQLite file's resolved path; a PostgreSQL
     server's host, port and database name (whatever the driver, user or password)."""
@@ -125,7 +128,9 @@ def database_identity(url: str) -> tuple[str, ...]:
         return ("sqlite", str(path.expanduser().resolve()))
     if u.drivername.startswith("sqlite"):
         return ("sqlite", ":memory:")
-    return ("postgresql", (u.host or "localhost").lower(), str(u.port or 5432), u.database or "")
+    host = (u.host or "localhost").lower()
+    host = "localhost" if host in _LOOPBACK else host
+    return ("postgresql", host, str(u.port or 5432), u.database or "")
 
 
 def same_database(a: str, b: str) -> bool:
