@@ -367,7 +367,9 @@ async def _copy_tables(
         await src.rollback()
 
 
-async def _table_sum(engine: AsyncEngine, table: Table, batch_size: int) -> tuple[int, str]:
+async def _table_sum(
+    engine: AsyncEngine, table: Table, batch_size: int, progress: Progress
+) -> tuple[int, str]:
     digest = hashlib.sha256()
     times = _times(table)
     n = 0
@@ -379,18 +381,31 @@ async def _table_sum(engine: AsyncEngine, table: Table, batch_size: int) -> tupl
             for row in rows:
                 digest.update(row_bytes(row, times))
             n += len(rows)
+            progress.advance(VERIFYING, len(rows))
         await conn.rollback()
     return n, digest.hexdigest()
 
 
+VERIFYING = "verifying"
+
+
 async def verify(
-    source: AsyncEngine, target: AsyncEngine, *, batch_size: int = DEFAULT_BATCH
+    source: AsyncEngine,
+    target: AsyncEngine,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+    expected_rows: int = 0,
 ) -> list[TableCheck]:
-    """Count and checksum every table on both sides (both read at once, table by table)."""
+    """Count and checksum every table on both sides (both read at once, table by table).
+    `progress`: one bar, VERIFYING, over the rows of both sides (2 × `expected_rows`)."""
+    progress = progress or _NoProgress()
+    progress.table(VERIFYING, 2 * expected_rows, 0)
     checks = []
     for table in tables():
         (sn, ss), (tn, ts) = await asyncio.gather(
-            _table_sum(source, table, batch_size), _table_sum(target, table, batch_size)
+            _table_sum(source, table, batch_size, progress),
+            _table_sum(target, table, batch_size, progress),
         )
         checks.append(TableCheck(table.name, sn, tn, ss, ts))
     return checks
@@ -426,18 +441,22 @@ async def copy_database(
         )
     if holding and force:
         await _empty_target(target)
+    progress = progress or _NoProgress()
     started = time.perf_counter()
     await _copy_tables(
         source,
         target,
         result,
         batch_size=batch_size,
-        progress=progress or _NoProgress(),
+        progress=progress,
         stop_after_batches=stop_after_batches,
     )
     await _reset_ids(target)
     result.copy_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    result.checks = await verify(source, target, batch_size=batch_size)
+    rows = sum(result.resumed_from.values()) + sum(result.copied.values())
+    result.checks = await verify(
+        source, target, batch_size=batch_size, progress=progress, expected_rows=rows
+    )
     result.verify_seconds = time.perf_counter() - started
     return result
