@@ -291,6 +291,19 @@ def test_refusals_and_force(source: str, target: str, runner: CliRunner) -> None
     assert both.exit_code == 2
 
 
+def test_a_target_migrated_by_db_upgrade_counts_as_empty(
+    source: str, tmp_path: Path, runner: CliRunner
+) -> None:
+    """The schema made first (`db upgrade`, as a deployment may): its projector cursor row is
+    not data; the copy replaces it with the source's."""
+    target_url = _sqlite(tmp_path / "upgraded.db")
+    upgrade_sqlite(target_url)
+    result = runner.invoke(cli.app, ["db", "copy", "--from", source, "--to", target_url])
+    assert result.exit_code == 0, result.output
+    assert "schema created" not in result.output
+    assert "every table matches" in result.output
+
+
 def test_refuses_the_same_database_and_a_source_not_at_head(
     tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
