@@ -222,6 +222,117 @@ def db_upgrade() -> None:
     out.print(f"database at revision [bold]{revision}[/]")
 
 
+class _Bars:
+    """`db copy`'s progress: a Rich bar per table (nothing drawn when not a terminal)."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def table(self, name: str, total: int, done: int) -> None:
+        self._tasks[name] = self._progress.add_task(name, total=max(total, 1), completed=done)
+        if total == 0:
+            self._progress.update(self._tasks[name], completed=1)
+
+    def advance(self, name: str, rows: int) -> None:
+        self._progress.advance(self._tasks[name], rows)
+
+
+@db_app.command("copy")
+def db_copy(
+    source: Annotated[
+        str | None,
+        typer.Option("--from", metavar="URL", help="The database to copy (default DATABASE_URL)."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--to", metavar="URL", help="The database to copy into.")
+    ] = "",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted copy into --to.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="--to holds data: delete all of it first, then copy."),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per transaction on the target.", min=1)
+    ] = 5000,
+) -> None:
+    """Copy every table (messages, events, journal, outbox, opt-outs, rollups, cursors...) from
+    one database to another, e.g. SQLite to PostgreSQL; then compare row counts and a checksum
+    of every table. Stop `serve` and `worker` first (docs/deploy.md). The source is only read;
+    a target without a schema gets one; a target holding data is refused unless --resume or
+    --force. Exit 1 when a table differs after the copy."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    from plivo_tracker.composition import copy_between
+    from plivo_tracker.config import normal_database_url
+    from plivo_tracker.db.copy import CopyFailed, CopyRefused
+
+    if not target:
+        _fail("--to: give the database to copy into (e.g. postgresql://HOST/DB)")
+    urls = []
+    for option, url in (("--from", source or _settings().database_url), ("--to", target)):
+        try:
+            urls.append(normal_database_url(url))
+        except ValueError as exc:
+            _fail(f"{option}: {exc}")
+    bars = RichProgress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    try:
+        with bars:
+            result = asyncio.run(
+                copy_between(
+                    urls[0],
+                    urls[1],
+                    batch_size=batch_size,
+                    resume=resume,
+                    force=force,
+                    progress=_Bars(bars),
+                )
+            )
+    except CopyRefused as exc:
+        _fail(str(exc))
+    except CopyFailed as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted: what was committed stays; run again with --resume to continue", 130)
+    table = Table("table", "source rows", "target rows", "checksum (SHA-256)", "", show_edge=False)
+    for check in result.checks:
+        same = check.source_sum == check.target_sum
+        digest = (
+            check.source_sum[:16] if same else f"{check.source_sum[:16]} ≠ {check.target_sum[:16]}"
+        )
+        table.add_row(
+            check.name,
+            f"{check.source_rows:,}",
+            f"{check.target_rows:,}",
+            digest,
+            "[green]✓[/]" if check.ok else "[bold red]✗[/]",
+        )
+    out.print(table)
+    copied = sum(result.copied.values())
+    kept = sum(result.resumed_from.values())
+    out.print(
+        f"{'schema created; ' if result.created_schema else ''}copied {copied:,} rows in "
+        f"{result.copy_seconds:.1f} s"
+        + (f" (resumed: {kept:,} were already there)" if kept else "")
+        + f"; verified in {result.verify_seconds:.1f} s",
+        highlight=False,
+    )
+    if not result.ok:
+        bad = ", ".join(c.name for c in result.checks if not c.ok)
+        _fail(f"the copy differs from the source in: {bad}", 1)
+    out.print("[green]every table matches[/]")
+
+
 def _server_url(settings: Settings, server: str | None) -> str:
     if server:
         return server.rstrip("/")

@@ -16,6 +16,7 @@ the operator commands that write to the database directly (`dispatch pause|resum
     open_worker      all of `worker`: store, sending, LISTEN; `run()` runs the dispatcher,
                      sweeper and purge (the journal is applied by `serve`'s projector)
     on_database, replay_spool, sweep_once, upgrade_database    the one-shot commands
+    copy_between     `db copy`: the source read-only and the target, each its own engine
 
 Simulator mode (no PLIVO_AUTH_ID/TOKEN): the client talks to the simulator's Message API in
 process, and the simulator posts genuinely signed callbacks to PUBLIC_BASE_URL over real HTTP,
@@ -40,8 +41,24 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.config import Settings
+from plivo_tracker.db.copy import (
+    CopyFailed,
+    CopyRefused,
+    CopyResult,
+    Progress,
+    check_source,
+    copy_database,
+    same_database,
+)
 from plivo_tracker.db.dialect import EVENTS_CHANNEL, JOURNAL_CHANNEL, OUTBOX_CHANNEL
-from plivo_tracker.db.engine import Reader, Writer, make_engine, make_reader, make_writer
+from plivo_tracker.db.engine import (
+    Reader,
+    Writer,
+    make_engine,
+    make_reader,
+    make_writer,
+    sqlite_path,
+)
 from plivo_tracker.db.migrate import current_revision, upgrade, upgrade_sqlite
 from plivo_tracker.demo import demo_job
 from plivo_tracker.inbound.committer import GroupCommitter
@@ -499,3 +516,46 @@ async def purge_once(settings: Settings, *, older_than: timedelta, dry_run: bool
         result = await purger.run_once(older_than=older_than, dry_run=dry_run)
         assert result is not None  # no lease: a pass always runs
         return result
+
+
+async def copy_between(
+    source_url: str,
+    target_url: str,
+    *,
+    batch_size: int,
+    resume: bool,
+    force: bool,
+    progress: Progress | None = None,
+    stop_after_batches: int | None = None,
+) -> CopyResult:
+    """`db copy`: every table from `source_url` (opened read-only: nothing is written to it)
+    into `target_url`, then verified (db/copy.py). CopyRefused: nothing was written."""
+    if same_database(source_url, target_url):
+        raise CopyRefused("--from and --to name the same database: nothing to copy")
+    path = sqlite_path(source_url)
+    if path is not None and not path.is_file():
+        raise CopyFailed(f"--from: no database file at {path}")
+    source = make_engine(source_url, pool_size=2, read_only=True)
+    target = make_engine(target_url, pool_size=2)
+    try:
+        for option, engine in (("--from", source), ("--to", target)):
+            try:
+                async with engine.connect():
+                    pass
+            except Exception as exc:  # noqa: BLE001 - one line: which side, and why
+                first = (str(getattr(exc, "orig", None) or exc).splitlines() or [repr(exc)])[0]
+                raise CopyFailed(f"{option}: cannot open the database ({first})") from exc
+            if engine is source:  # before the target is opened (a SQLite file made)
+                await check_source(source)
+        return await copy_database(
+            source,
+            target,
+            batch_size=batch_size,
+            resume=resume,
+            force=force,
+            progress=progress,
+            stop_after_batches=stop_after_batches,
+        )
+    finally:
+        await source.dispose()
+        await target.dispose()

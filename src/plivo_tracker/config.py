@@ -52,6 +52,18 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def normal_database_url(value: str) -> str:
+    """A database URL as the engine takes it (`postgresql://` and `sqlite:///` accepted);
+    ValueError for anything else (DATABASE_URL, and `db copy --from/--to`)."""
+    if value.startswith(("postgresql://", "postgres://")):
+        value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if value.startswith("sqlite:///"):
+        value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ValueError("must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB")
+    return value
+
+
 class Settings(BaseSettings):
     """Configuration from the environment or a `.env` file in the working directory."""
 
@@ -354,13 +366,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db_url(cls, value: str) -> str:
-        if value.startswith(("postgresql://", "postgres://")):
-            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
-        if value.startswith("sqlite:///"):
-            value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB")
-        return value
+        return normal_database_url(value)
 
     @field_validator("plivo_auth_id")
     @classmethod

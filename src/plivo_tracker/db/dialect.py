@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import Connection, Select, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.base import UTCDateTime
 
@@ -236,3 +237,49 @@ def update_by_id(
     times = time_columns(dialect, table, cols)
     params = [(*to_driver_row([v[c] for c in cols], times), id_) for id_, v in rows]
     conn.exec_driver_sql(update_by_id_sql(dialect, table, cols), params)
+
+
+# ---- db copy: key order and ids -------------------------------------------------------------
+
+
+def byte_order(dialect: Dialect, column: Any) -> Any:
+    """`column` as compared in byte order of its UTF-8 text (numbers as they are), the same on
+    both databases: SQLite compares text with BINARY (memcmp) already; PostgreSQL's database
+    collation (en_US, ...) sorts otherwise, and COLLATE "C" compares bytes. `db copy` walks
+    keys in this order on either side, so a resumed copy continues where the last one stopped
+    and both checksums read rows in one order."""
+    if dialect.name == "postgresql" and isinstance(column.type, String):
+        return column.collate("C")
+    return column
+
+
+def reset_id_sql(dialect: Dialect, table: Table) -> str | None:
+    """After rows were inserted with their ids (`db copy`): move the table's id sequence past
+    the largest id, or the next insert would collide. PostgreSQL only (BIGSERIAL or identity);
+    SQLite's INTEGER PRIMARY KEY takes the largest id + 1 by itself."""
+    column = table.autoincrement_column
+    if dialect.name != "postgresql" or column is None:
+        return None
+    return (
+        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+        f"COALESCE((SELECT max({column.name}) FROM {table.name}), 0) + 1, false)"
+    )
+
+
+async def insert_copied(conn: AsyncConnection, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows read through the schema's types (values in column order) in the transaction
+    `conn` has begun: one batch of `db copy`. PostgreSQL: binary COPY through the driver, in
+    that transaction, committed without waiting for the disk (a crash loses at most the last
+    batches, in order, and `--resume` does them again); SQLite: one executemany."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        # The first statement starts the transaction that COPY then runs in.
+        await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table.name, records=rows, columns=[c.name for c in table.columns]
+        )
+        return
+    keys = [c.key for c in table.columns]
+    await conn.execute(table.insert(), [dict(zip(keys, row, strict=True)) for row in rows])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -31,16 +32,28 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+    """`read_only`: nothing written through it (`db copy`'s source). SQLite: the file opened
+    with `mode=ro` (it must exist; no directory is made) and `query_only`; PostgreSQL: every
+    transaction READ ONLY."""
     # Every engine here hides bound parameters (message texts, numbers, payloads) from its error
     # messages, which get logged: "[SQL parameters hidden due to hide_parameters=True]".
     if url.startswith("sqlite"):
         path = sqlite_path(url)
-        if path is not None:
+        if read_only:
+            if path is None:
+                raise ValueError("a read-only SQLite database must be a file")
+            uri = "file:" + quote(str(path.resolve()))
+            ro = make_url(url).set(database=uri, query={"mode": "ro", "uri": "true"})
+            url = ro.render_as_string(hide_password=False)
+        elif path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        _sqlite_events(engine)
+        _sqlite_events(engine, read_only=read_only)
         return engine
+    server_settings = {"synchronous_commit": "on", "application_name": "plivo-tracker"}
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -50,10 +63,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         connect_args={
             # Fail fast when the server is gone, so callbacks reach the spool within Plivo's 8 s.
             "timeout": 3,
-            "server_settings": {
-                "synchronous_commit": "on",
-                "application_name": "plivo-tracker",
-            },
+            "server_settings": server_settings,
         },
     )
 
@@ -72,7 +82,7 @@ def sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _sqlite_events(engine: AsyncEngine | Engine) -> None:
+def _sqlite_events(engine: AsyncEngine | Engine, *, read_only: bool = False) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -80,6 +90,11 @@ def _sqlite_events(engine: AsyncEngine | Engine) -> None:
         # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit one.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        if read_only:  # the journal mode is the file's own; a read-only file keeps it
+            cur.execute("PRAGMA query_only=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+            return
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
