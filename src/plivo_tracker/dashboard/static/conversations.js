@@ -614,7 +614,7 @@ export class ConversationsView {
   showReplyError(err) {
     this.replyResult.className = "send-result send-result-error";
     if (err.status === 422 && err.problems.length) {
-      this.replyResult.textContent = "Not sent:";
+      this.replyResult.textContent = "Not sent: see the reason above.";
       this.replyErrors.replaceChildren(
         ...err.problems.map((p) => {
           const li = el("li", { dataset: { reason: p.reason || "" } });
