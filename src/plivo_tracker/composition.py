@@ -235,6 +235,7 @@ def build_sending(
         log_default=settings.plivo_log,
         erasure=settings.erasure,
         concurrency=settings.plivo_concurrency,
+        opt_out_exemption=settings.opt_out_transactional_exemption,
     )
     sweeper = Sweeper(
         writer,

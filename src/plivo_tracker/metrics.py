@@ -107,6 +107,10 @@ LEADER = Gauge(
     ["lease"],
     multiprocess_mode="livesum",
 )
+OPTED_OUT_AT_SEND = Counter(
+    "plivo_tracker_sends_opted_out_total",
+    "Queued messages failed instead of sent: the recipient opted out while they waited.",
+)
 RECONCILED = Counter(
     "plivo_tracker_reconciled_total",
     "Lookups of ambiguous sends by result (found, not_found, unknown).",

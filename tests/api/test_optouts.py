@@ -4,6 +4,7 @@ transactional exemption only when the operator enabled it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings
 from plivo_tracker.messages.models import idempotency_keys, messages, outbox
+from plivo_tracker.simulator.scenario import ScenarioConfig
 from tests.api.test_inbound import _post as post_inbound
 from tests.api.test_inbound import inbound_fields
-from tests.conftest import AUTH, new_uuid, projecting_client
+from tests.conftest import AUTH, ServiceOpener, new_uuid, projecting_client, until_projected
 
 A, B, C = "+14155550101", "+14155550102", "+14155550103"
 JSON = {"Content-Type": "application/json"}
@@ -254,3 +256,43 @@ async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
     send = spec["components"]["schemas"]["SendRequest"]["properties"]
     assert send["transactional"]["type"] == "boolean"
     assert "OptOutState" in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize("exempt", [False, True], ids=["refused", "transactional_exempt"])
+async def test_a_stop_that_arrives_while_a_message_waits_stops_it(
+    simulator_service: ServiceOpener, exempt: bool
+) -> None:
+    """A message queued before its recipient says STOP (sending paused here; in life, a backlog
+    or a resend's backoff) fails at dispatch with the reason and never reaches Plivo, unless it
+    is transactional and the operator enabled that exemption."""
+    scenario = ScenarioConfig(speed=200, fail_rate=0.0, undelivered_rate=0.0, dup_rate=0.0)
+    async with simulator_service(scenario, opt_out_transactional_exemption=exempt) as (client, app):
+        sim = app.state.sending.simulator
+        await client.post("/api/dispatch/pause", json={"reason": "a backlog"})
+        body = _send(A, transactional=True) if exempt else _send(A)
+        queued = await client.post("/api/messages", json=body)
+        assert queued.status_code == 202, queued.text
+        message_id = queued.json()["messages"][0]["id"]
+        _, status = await sim.receive(A.lstrip("+"), "14155550100", "STOP", ())
+        assert status == 200
+        await until_projected(app)
+        assert (await client.get(_path(A))).json()["opted_out"] is True
+        assert (await client.post("/api/dispatch/resume", json={})).status_code == 200
+
+        async def settled() -> dict[str, Any]:
+            async with asyncio.timeout(15):
+                while True:
+                    msg = (await client.get(f"/api/messages/{message_id}")).json()
+                    if msg["status"] not in ("accepted", "queued", "sent"):
+                        return dict(msg)
+                    await asyncio.sleep(0.05)
+
+        msg = await settled()
+    if exempt:
+        assert msg["status"] == "delivered"
+        assert sim.accepted == 1
+    else:
+        assert msg["status"] == "failed"
+        assert msg["error_detail"].startswith("opted_out")
+        assert sim.accepted == 0  # never sent
+        assert [a["outcome"] for a in msg["attempts"]] == ["failed"]

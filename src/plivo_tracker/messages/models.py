@@ -74,6 +74,8 @@ messages = Table(
     # An inbound message (direction "inbound"): Plivo's fields without a column of their own,
     # JSON (powerpack_uuid, message_intent, media_count, media: [{url, content_type}]).
     Column("inbound", Text),
+    # Ours: the request asked for the transactional opt-out exemption (checked again at send).
+    Column("transactional", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_messages_attempt_of", messages.c.attempt_of, unique=True)
 Index("ix_messages_direction_id", messages.c.direction, messages.c.id)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Dialect
 from plivo_tracker import metrics
 from plivo_tracker.db.dialect import shared_rate_limit
 from plivo_tracker.db.engine import Writer
+from plivo_tracker.optouts import repository as optout_repo
 from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget, Limits
 from plivo_tracker.outbound.reconcile import Expected, Verdict, list_filters, match
@@ -36,6 +37,9 @@ from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.retention.rules import Erasure
 
 log = structlog.get_logger(__name__)
+
+# Why a queued message failed without being sent (its timeline and `error_detail`).
+OPTED_OUT = "opted_out: the recipient opted out before it was sent"
 
 LEASE = timedelta(minutes=2)
 # A lookup of an ambiguous send waits this long (RECONCILE_AFTER_SECONDS), so that a message
@@ -79,7 +83,10 @@ class Dispatcher:
         limits: Limits | None = None,
         log_default: str = "true",
         erasure: Erasure | None = None,
+        opt_out_exemption: bool = False,
     ) -> None:
+        # OPT_OUT_TRANSACTIONAL_EXEMPTION: transactional messages may reach opted-out numbers.
+        self._opt_out_exemption = opt_out_exemption
         self._log = log_default  # Plivo's `log` when a send does not say (PLIVO_LOG)
         self._erasure = erasure  # STORE_MESSAGE_TEXT=false: texts go once they are sent
         self._grace = reconcile_grace
@@ -137,9 +144,7 @@ class Dispatcher:
             return 0
         await self._writer.run(functools.partial(repo.expire_leases, now=now))
         done = await self._reconcile(now)
-        claimed = await self._writer.run(
-            lambda conn: repo.claim_due(conn, now, self._owner, LEASE, self._batch)
-        )
+        claimed = await self._writer.run(lambda conn: self._claim_sendable(conn, now))
         if not claimed:
             return done
         # Sent concurrently (bounded, paced); all outcomes recorded in one transaction.
@@ -159,6 +164,21 @@ class Dispatcher:
 
         await self._writer.run(record)
         return done + len(claimed)
+
+    def _claim_sendable(self, conn: Connection, now: datetime) -> list[Claimed]:
+        """Claim due messages; one whose recipient opted out since it was queued (a STOP while
+        it waited, or before a resend's turn) fails here with the reason and never reaches
+        Plivo, unless it is transactional and the operator allows that exemption."""
+        claimed = repo.claim_due(conn, now, self._owner, LEASE, self._batch)
+        checked = [c for c in claimed if not (c.transactional and self._opt_out_exemption)]
+        stopped = optout_repo.opted_out_among(conn, [c.to for c in checked]) if checked else set()
+        refused = {c.message_id for c in checked if c.to in stopped}
+        for c in claimed:
+            if c.message_id in refused:
+                repo.record_failed(conn, c, now, now, None, OPTED_OUT)
+                metrics.OPTED_OUT_AT_SEND.inc()
+                log.info("outbox.opted_out", message_id=c.message_id, to=c.to)
+        return [c for c in claimed if c.message_id not in refused]
 
     # ---- pausing ------------------------------------------------------------------------------
 
@@ -413,6 +433,7 @@ def make_dispatcher(
     log_default: str = "true",
     erasure: Erasure | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    opt_out_exemption: bool = False,
 ) -> Dispatcher:
     return Dispatcher(
         writer,
@@ -428,4 +449,5 @@ def make_dispatcher(
         log_default=log_default,
         erasure=erasure,
         concurrency=concurrency,
+        opt_out_exemption=opt_out_exemption,
     )

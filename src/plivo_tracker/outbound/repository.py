@@ -123,6 +123,7 @@ def insert_outbound(conn: Connection, v: Validated, to: str, now: datetime) -> i
             "encoding": v.encoding,
             "segments": v.segments,
             "send_options": json.dumps(v.options) if v.options else None,
+            "transactional": v.transactional,
         },
         now,
     )
@@ -144,6 +145,7 @@ class Claimed:
     lookups: int = 0
     created_at: datetime | None = None  # the message's: no attempt can be older
     options: dict[str, Any] | None = None  # Plivo send options (message_expiry, log, ...)
+    transactional: bool = False  # its request asked for the opt-out exemption
 
 
 def attempt_number(conn: Connection, message_id: int) -> int:
@@ -185,6 +187,7 @@ def resend(
         "encoding",
         "segments",
         "send_options",
+        "transactional",
     )
     created: list[int] = []
     for m in list(rows):
@@ -257,6 +260,7 @@ def claim_due(
             outbox.c.lookups,
             messages.c.created_at,
             messages.c.send_options,
+            messages.c.transactional,
         )
         .join(messages, messages.c.id == outbox.c.message_id)
         .where(outbox.c.message_id.in_(ids))
@@ -276,6 +280,7 @@ def claim_due(
             r.lookups,
             r.created_at,
             json.loads(r.send_options) if r.send_options else None,
+            bool(r.transactional),
         )
         for r in rows
     ]
