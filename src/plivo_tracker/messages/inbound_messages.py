@@ -165,23 +165,24 @@ def apply_inbound(
         ],
     )
     # Each new inbound message is known here, with its local id, in journal order.
-    new = [(created[m.message_uuid], m) for _, m in arrived if m.message_uuid in created]
-    received = {m.message_uuid: row["received_at"] for row, m in arrived}
-    for _, m in new:
+    new = [(created[m.message_uuid], row, m) for row, m in arrived if m.message_uuid in created]
+    for _, row, m in new:
         options.deltas.add(
             {
                 "origin": KIND,
-                "created_at": received[m.message_uuid],
+                "created_at": row["received_at"],  # as `_message_row` stores it
                 "status": m.status.value,
                 **dict.fromkeys(("error_code", "mcc", "mnc", "sent_at", "delivered_at")),
             }
         )
     if options.on_inbound is not None and new:
         # The text as received, also with STORE_MESSAGE_TEXT=false: a STOP is honoured.
-        arrivals = [(message_id, m.from_number, m.to_number, m.text) for message_id, m in new]
+        arrivals = [(message_id, m.from_number, m.to_number, m.text) for message_id, _, m in new]
         options.on_inbound(conn, arrivals, now)
     result = Projection()
     result.changes = [
-        Change(message_id, m.status.value, None) for message_id, m in new if m.dedupe_key in events
+        Change(message_id, m.status.value, None)
+        for message_id, _, m in new
+        if m.dedupe_key in events
     ]
     return result

@@ -52,6 +52,11 @@ class LocalChange:
     clear_error: bool = False
 
     @property
+    def sets_error(self) -> bool:
+        """Whether applying it writes `error_detail` (a reason, or None to clear it)."""
+        return self.error_detail is not None or self.clear_error
+
+    @property
     def dedupe_key(self) -> str:
         if self.allowed_from is None:
             return f"local:{self.message_id}:{self.status.value}"  # born once
@@ -98,16 +103,16 @@ def _payload(c: LocalChange) -> dict[str, Any]:
     }
     if c.message_uuid is not None:
         out["message_uuid"] = c.message_uuid
-    if c.error_detail is not None or c.clear_error:
+    if c.sets_error:
         out["error_detail"] = c.error_detail
     return out
 
 
-def _from_row(row: Mapping[str, Any]) -> tuple[LocalChange, bool]:
-    """The change a journal row holds, and whether it sets `error_detail`."""
+def _from_row(row: Mapping[str, Any]) -> LocalChange:
+    """The change a journal row holds (the inverse of `_payload`)."""
     p = json.loads(row["payload"])
     allowed = p["allowed_from"]
-    change = LocalChange(
+    return LocalChange(
         message_id=int(p["message_id"]),
         status=MessageStatus(p["status"]),
         allowed_from=None if allowed is None else frozenset(MessageStatus(s) for s in allowed),
@@ -116,25 +121,24 @@ def _from_row(row: Mapping[str, Any]) -> tuple[LocalChange, bool]:
         error_detail=p.get("error_detail"),
         clear_error="error_detail" in p and p["error_detail"] is None,
     )
-    return change, "error_detail" in p
 
 
 def apply_local_rows(
     conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime, options: PassOptions
 ) -> Projection:
     """Apply a run of our own changes, in journal order (the projector's applier)."""
-    parsed = [(row, *_from_row(row)) for row in rows]
-    msgs = repo.lock_messages_by_id(conn, {c.message_id for _, c, _ in parsed})
+    parsed = [(row, _from_row(row)) for row in rows]
+    msgs = repo.lock_messages_by_id(conn, {c.message_id for _, c in parsed})
     # A message counts in the statistics from its birth's projection on.
-    born = {c.message_id for _, c, _ in parsed if c.allowed_from is None}
+    born = {c.message_id for _, c in parsed if c.allowed_from is None}
     for loaded in msgs.values():
         if loaded.id not in born:
             options.deltas.remove(loaded.values)
-    wanted = {c.message_uuid for _, c, _ in parsed if c.message_uuid}
+    wanted = {c.message_uuid for _, c in parsed if c.message_uuid}
     holders = repo.uuid_holders(conn, wanted)  # UUID → (id, origin) of the message holding it
     events: list[dict[str, Any]] = []
     result = Projection()
-    for row, c, sets_error in parsed:
+    for row, c in parsed:
         m = msgs.get(c.message_id)
         if m is None:  # purged meanwhile (only settled messages are): nothing left to change
             log.warning("projector.local_change_without_message", message_id=c.message_id)
@@ -149,7 +153,7 @@ def apply_local_rows(
         decision = decide_local(current, c.status, c.allowed_from)
         if decision.changed:
             mv["status"] = decision.status.value
-            if sets_error:
+            if c.sets_error:
                 mv["error_detail"] = c.error_detail
         if not birth and mv["status"] != before:
             result.changes.append(Change(m.id, mv["status"], mv["error_code"]))

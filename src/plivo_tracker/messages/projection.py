@@ -42,7 +42,7 @@ class Projection:
 
 
 # New messages sent to our numbers, in journal order: (message id, from, to, text) → what else
-# they cause in the pass's transaction (opt-out keywords, optouts/service.keyword_hook).
+# they cause in the pass's transaction (opt-out keywords, optouts/repository.keyword_hook).
 InboundHook = Callable[[Connection, Sequence[tuple[int, str, str, str | None]], datetime], None]
 
 
