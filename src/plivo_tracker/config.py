@@ -53,14 +53,24 @@ def _split_csv(value: object) -> object:
 
 
 def normal_database_url(value: str) -> str:
-    """A database URL as the engine takes it (`postgresql://` and `sqlite:///` accepted);
-    ValueError for anything else (DATABASE_URL, and `db copy --from/--to`)."""
+    """A database URL as the engine takes it (`postgresql://`, `mariadb://`/`mysql://` and
+    `sqlite:///` accepted); ValueError for anything else (DATABASE_URL, `db copy --from/--to`).
+    MariaDB URLs get `charset=utf8mb4` (every text, emoji included, round-trips)."""
     if value.startswith(("postgresql://", "postgres://")):
         value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if value.startswith(("mariadb://", "mysql://", "mariadb+asyncmy://")):
+        value = "mysql+asyncmy://" + value.split("://", 1)[1]
     if value.startswith("sqlite:///"):
         value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
-    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ValueError("must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB")
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "mysql+asyncmy://")):
+        raise ValueError(
+            "must be sqlite+aiosqlite:///PATH, postgresql+asyncpg://HOST/DB "
+            "or mysql+asyncmy://USER@HOST/DB (MariaDB)"
+        )
+    if value.startswith("mysql+asyncmy://"):
+        base, _, query = value.partition("?")
+        params = [p for p in query.split("&") if p and not p.startswith("charset=")]
+        value = base + "?" + "&".join(["charset=utf8mb4", *params])
     return value
 
 
