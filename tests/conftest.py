@@ -202,6 +202,13 @@ def drop_database(url: str) -> None:
         asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
 
 
+def new_mariadb_database() -> str:
+    """Create and migrate a fresh MariaDB database; returns its SQLAlchemy URL."""
+    url = create_mariadb_database(f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}")
+    asyncio.run(_migrate(url))
+    return url
+
+
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     url = create_mariadb_database(f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}")

@@ -25,6 +25,42 @@ def is_mariadb(dialect: Dialect) -> bool:
     return dialect.name == "mysql"
 
 
+MIN_MARIADB = (10, 6)  # SKIP LOCKED came in 10.6; INSERT … RETURNING in 10.5
+
+
+def mariadb_server_problem(version: str, flush_at_commit: int) -> str | None:
+    """Why this MySQL-family server cannot hold our data (None: it can). `version` is what
+    `SELECT VERSION()` says ("10.11.19-MariaDB-0+deb12u1"), `flush_at_commit` the server's
+    innodb_flush_log_at_trx_commit. MySQL itself is refused: it has no INSERT … RETURNING,
+    which every insert-or-ignore here reads its new rows from (docs/adr/0012)."""
+    if "mariadb" not in version.lower():
+        return (
+            f"MySQL {version.split('-')[0]} is not supported: it has no INSERT … RETURNING; "
+            f"use MariaDB {MIN_MARIADB[0]}.{MIN_MARIADB[1]} or newer, or PostgreSQL"
+        )
+    parts = version.split("-")[0].split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return f"cannot read the MariaDB version {version!r}"
+    if (major, minor) < MIN_MARIADB:
+        return f"MariaDB {major}.{minor} is too old: {MIN_MARIADB[0]}.{MIN_MARIADB[1]} or newer"
+    if flush_at_commit != 1:
+        return (
+            f"innodb_flush_log_at_trx_commit is {flush_at_commit}: a COMMIT does not reach the "
+            "disk, so an acknowledged callback can be lost; set it to 1 (the default)"
+        )
+    return None
+
+
+def server_problem(conn: Connection) -> str | None:
+    """`mariadb_server_problem` of the server `conn` talks to (None on SQLite and PostgreSQL)."""
+    if not is_mariadb(conn.dialect):
+        return None
+    row = conn.exec_driver_sql("SELECT VERSION(), @@innodb_flush_log_at_trx_commit").one()
+    return mariadb_server_problem(str(row[0]), int(row[1]))
+
+
 def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) -> Any:
     """INSERT … ON CONFLICT (cols) DO NOTHING for the given dialect. MariaDB: INSERT IGNORE,
     which skips a row colliding on any unique key (these tables have one besides the primary
@@ -288,11 +324,11 @@ def insert_ignore_returning(
 def check_lengths(table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Refuse a text longer than its column, as PostgreSQL does, before MariaDB's INSERT IGNORE
     would store it cut short with only a warning. The error names the column, not the value."""
-    limits = [
-        (i, c, table.c[c].type.length)
-        for i, c in enumerate(cols)
-        if isinstance(table.c[c].type, String) and table.c[c].type.length
-    ]
+    limits: list[tuple[int, str, int]] = []
+    for i, c in enumerate(cols):
+        type_ = table.c[c].type
+        if isinstance(type_, String) and type_.length:
+            limits.append((i, c, type_.length))
     for row in rows:
         for i, c, length in limits:
             value = row[i]
