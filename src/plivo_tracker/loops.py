@@ -65,6 +65,7 @@ class Lease:
         self.ttl = ttl
         self.owner = owner_name(name)
         self._background = background
+        self._made = False  # whether this process has made the lease's row
 
     async def hold(self, now: datetime) -> bool:
         """Become or stay the holder for `ttl` (a leader: the sweeper)."""
@@ -81,6 +82,10 @@ class Lease:
         return await self._writer.run(release, background=self._background)
 
     async def _take(self, now: datetime, renew: bool) -> bool:
+        if not self._made:  # the row, in a transaction of its own (`repo.ensure_rows`)
+            make = functools.partial(repo.make_lease, name=self.name)
+            await self._writer.run(make, background=self._background)
+            self._made = True
         take = functools.partial(
             repo.take_lease, name=self.name, owner=self.owner, now=now, ttl=self.ttl, renew=renew
         )

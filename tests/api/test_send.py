@@ -364,18 +364,17 @@ async def test_default_policy_does_not_resend_permanent_codes(
     assert sim.accepted == 1
 
 
-async def test_postgresql_workers_wake_on_notify(
-    make_settings: Callable[..., Settings], pg_url: str
-) -> None:
-    """A dispatcher in another process (here: its own engine and LISTEN connection) starts a
-    message submitted elsewhere at once, not at its next poll."""
+async def _wait_for_another_process(
+    settings: Settings, url: str, poll_interval: float | None
+) -> tuple[int, float]:
+    """A dispatcher in another process (here: its own engine, and LISTEN connection on
+    PostgreSQL) and a message submitted elsewhere: (messages it sent, seconds it took)."""
     from plivo_tracker.composition import open_worker
 
-    settings = make_settings(database_url=pg_url, plivo_auth_id=None, plivo_auth_token=None)
-    api_engine = make_engine(pg_url)
+    api_engine = make_engine(url)
     api_writer = make_writer(api_engine)
     try:
-        async with open_worker(settings, poll_interval=30.0) as worker:
+        async with open_worker(settings, poll_interval=poll_interval) as worker:
             task = asyncio.create_task(worker.run())
             try:
                 await asyncio.sleep(0.3)  # the worker is idle now, waiting up to 30 s
@@ -395,8 +394,29 @@ async def test_postgresql_workers_wake_on_notify(
     finally:
         await api_writer.close()
         await api_engine.dispose()
-    assert sim.accepted == 1
+    return sim.accepted, waited
+
+
+async def test_postgresql_workers_wake_on_notify(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """Another process's dispatcher starts a message at once, not at its next poll."""
+    settings = make_settings(database_url=pg_url, plivo_auth_id=None, plivo_auth_token=None)
+    accepted, waited = await _wait_for_another_process(settings, pg_url, 30.0)
+    assert accepted == 1
     assert waited < 5.0  # woken by NOTIFY, far sooner than the 30 s poll
+
+
+async def test_mariadb_workers_find_new_sends_by_polling(
+    make_settings: Callable[..., Settings], mariadb_url: str
+) -> None:
+    """MariaDB cannot notify: another process's dispatcher finds the message at its next
+    look, every 0.25 s by default (`Settings.poll_seconds`)."""
+    settings = make_settings(database_url=mariadb_url, plivo_auth_id=None, plivo_auth_token=None)
+    assert settings.poll_seconds == 0.25
+    accepted, waited = await _wait_for_another_process(settings, mariadb_url, None)
+    assert accepted == 1
+    assert waited < 5.0
 
 
 async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(

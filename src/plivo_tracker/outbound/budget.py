@@ -61,6 +61,7 @@ class Budget:
         self.limits = limits
         self._shared = shared
         self._local: dict[str, tuple[TokenBucket, Bucket | None]] = {}
+        self._made: set[str] = set()  # shared buckets whose rows this process has made
 
     async def before_send(self) -> None:
         await self._take([self.limits.sends(), self.limits.api()], shared=self._shared)
@@ -79,6 +80,7 @@ class Budget:
             return
         while True:
             if shared:
+                await self._make_rows(buckets)
                 take = functools.partial(repo.take_shared_tokens, buckets=buckets, now=time.time())
                 wait = await self._writer.run(take)
             else:
@@ -86,6 +88,15 @@ class Budget:
             if wait <= 0:
                 return
             await asyncio.sleep(wait)
+
+    async def _make_rows(self, buckets: list[tuple[str, float, float]]) -> None:
+        """The shared buckets' rows, made once per process in a transaction of their own
+        (`repo.ensure_rows`: concurrent first sends deadlocked on MariaDB otherwise)."""
+        new = [b for b in buckets if b[0] not in self._made]
+        if new:
+            make = functools.partial(repo.make_buckets, buckets=new, now=time.time())
+            await self._writer.run(make)
+            self._made.update(b[0] for b in new)
 
     def _take_local(self, buckets: list[tuple[str, float, float]], now: float) -> float:
         states: list[tuple[str, TokenBucket, Bucket]] = []

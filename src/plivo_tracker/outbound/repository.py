@@ -557,14 +557,24 @@ def expire_leases(conn: Connection, now: datetime) -> None:
     )
 
 
+def bucket_rows(buckets: Sequence[tuple[str, float, float]], now: float) -> list[dict[str, Any]]:
+    """The rows of full shared buckets `(name, rate, capacity)`."""
+    return [{"name": name, "tokens": capacity, "updated": now} for name, _, capacity in buckets]
+
+
+def make_buckets(conn: Connection, buckets: Sequence[tuple[str, float, float]], now: float) -> None:
+    """The shared buckets' rows, full, unless they exist (its own transaction: `ensure_rows`)."""
+    ensure_rows(conn, rate_limits, bucket_rows(buckets, now))
+
+
 def take_shared_tokens(
     conn: Connection, buckets: Sequence[tuple[str, float, float]], now: float
 ) -> float:
     """Take one token from each bucket `(name, rate, capacity)`, kept in rows shared by every
     process: returns 0.0 when all were taken, else the seconds to wait (nothing taken). The
-    row locks serialise workers; rows are locked in name order (no deadlock). A missing row is
-    made first, once: inserting over an existing row would take a shared lock on it (MariaDB's
-    duplicate check), which two workers then both want to raise to the update lock."""
+    row locks serialise workers; rows are locked in name order (no deadlock). The rows are
+    made beforehand, in a transaction of their own (`bucket_rows`, see `ensure_rows`); one
+    still missing (emptied tables) is made here."""
     ordered = sorted(buckets)
     lock = lock_for_update(
         conn.dialect,
@@ -574,14 +584,7 @@ def take_shared_tokens(
     )
     rows = {r.name: r for r in conn.execute(lock)}
     if len(rows) < len(ordered):
-        conn.execute(
-            insert_ignore(conn.dialect, rate_limits, ["name"]),
-            [
-                {"name": name, "tokens": capacity, "updated": now}
-                for name, _, capacity in ordered
-                if name not in rows
-            ],
-        )
+        ensure_rows(conn, rate_limits, bucket_rows(ordered, now))
         rows = {r.name: r for r in conn.execute(lock)}
     taken: list[tuple[str, Bucket]] = []
     wait = 0.0
@@ -648,8 +651,8 @@ def set_paused(
 ) -> bool:
     """Pause dispatching for every worker; returns True when it was not paused before (an
     operator's pause is never replaced by an automatic one)."""
-    ensure_row(
-        conn, dispatch_state, {"name": DISPATCH, "paused": False, "probes": 0, "updated_at": now}
+    ensure_rows(
+        conn, dispatch_state, [{"name": DISPATCH, "paused": False, "probes": 0, "updated_at": now}]
     )
     current = conn.execute(
         lock_for_update(
@@ -792,16 +795,32 @@ def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
     notify_outbox(conn)
 
 
-def ensure_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
-    """Make the row keyed by `name` unless it exists, before the caller locks or updates it.
-    Looking first matters on MariaDB: an insert over an existing row takes the duplicate
-    check's shared lock, which two processes that then update the row both hold and both
-    want to raise (a deadlock every time, where a look finds the row without any lock)."""
-    if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
-        conn.execute(insert_ignore(conn.dialect, table, ["name"]), [row])
+def ensure_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Make the rows keyed by `name` that do not exist yet, before anything locks or updates
+    them; best in a transaction of their own (`Leadership`, `Budget` do that once).
+
+    Why it matters on MariaDB: an insert that meets an existing row takes the duplicate
+    check's shared lock on it. Two transactions that hold it and then update the row both
+    wait for the other's shared lock to go: a deadlock. Looking first takes no lock when the
+    row exists; in a transaction of its own, the insert's lock ends at its COMMIT, before any
+    update, however many processes make the same row at once."""
+    names = [r["name"] for r in rows]
+    have = set(conn.execute(select(table.c.name).where(table.c.name.in_(names))).scalars())
+    missing = [r for r in rows if r["name"] not in have]
+    if missing:
+        conn.execute(insert_ignore(conn.dialect, table, ["name"]), missing)
 
 
 # ---- leases and the sweeper ------------------------------------------------------------------
+
+
+def lease_row(name: str) -> dict[str, Any]:
+    return {"name": name, "owner": None, "until": None}
+
+
+def make_lease(conn: Connection, name: str) -> None:
+    """Lease `name`'s row, unless it exists (its own transaction: `ensure_rows`)."""
+    ensure_rows(conn, leases, [lease_row(name)])
 
 
 def take_lease(
@@ -811,7 +830,7 @@ def take_lease(
 
     `renew=False`: only once the lease has run out, even for its holder (a job due every `ttl`
     across processes, such as the purge, rather than a leader)."""
-    ensure_row(conn, leases, {"name": name, "owner": None, "until": None})
+    ensure_rows(conn, leases, [lease_row(name)])
     free = or_(leases.c.until.is_(None), leases.c.until < now)
     result = conn.execute(
         update(leases)
