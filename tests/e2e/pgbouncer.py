@@ -111,9 +111,3 @@ def run_pgbouncer(tmp_path: Path, *, pool_size: int = 5) -> Iterator[PgBouncer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-@pytest.fixture
-def pgbouncer(tmp_path: Path) -> Iterator[PgBouncer]:
-    with run_pgbouncer(tmp_path) as bouncer:
-        yield bouncer
