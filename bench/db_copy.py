@@ -1,10 +1,11 @@
-"""`plivo-tracker db copy` SQLite → PostgreSQL on a database of N messages, against a same-run
-baseline: the same rows moved with one plain COPY per table (no batches, no resume point, no
-progress, no verification).
+"""`plivo-tracker db copy` SQLite → PostgreSQL or MariaDB on a database of N messages, against a
+same-run baseline: the same rows moved with one plain COPY (PostgreSQL) or one executemany
+(MariaDB) per table (no batches, no resume point, no progress, no verification).
 
     python bench/db_copy.py                                   # 100,000 messages
     python bench/db_copy.py --messages 20000 --batch-size 2000
     python bench/db_copy.py --pg postgresql+asyncpg://127.0.0.1:5432/plivo_bench_copy
+    python bench/db_copy.py --pg mysql+asyncmy://root@127.0.0.1:3306/plivo_bench_copy  # MariaDB
     python bench/db_copy.py --write docs/benchmarks.md        # append a dated section
 
 1. Seeds a SQLite file with N messages and everything around them (tests/copy_seed.py: per
@@ -41,6 +42,19 @@ DEFAULT_PG = "postgresql+asyncpg://127.0.0.1:5432/plivo_bench_copy"
 
 
 async def recreate(url: str) -> None:
+    if url.startswith("mysql"):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        base, _, query = url.partition("?")
+        name = base.rsplit("/", 1)[1]
+        admin = create_async_engine(base.rsplit("/", 1)[0] + "/mysql?" + query)
+        try:
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+                await conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+        finally:
+            await admin.dispose()
+        return
     import asyncpg
 
     dsn = "postgresql://" + url.split("://", 1)[1]
@@ -71,7 +85,8 @@ async def counts(url: str) -> dict[str, int]:
 
 
 async def baseline(source: str, target: str) -> float:
-    """One plain COPY per table of the rows read through the schema's types; seconds."""
+    """One plain COPY (MariaDB: one executemany) per table of the rows read through the
+    schema's types; seconds."""
     from sqlalchemy import select
 
     from plivo_tracker.db.copy import tables
@@ -87,6 +102,13 @@ async def baseline(source: str, target: str) -> float:
                 rows = (await s.execute(select(table))).all()
                 async with t.begin():
                     await t.exec_driver_sql(f"DELETE FROM {table.name}")  # cursors' row
+                    if target.startswith("mysql"):
+                        if rows:
+                            keys = [c.key for c in table.columns]
+                            await t.execute(
+                                table.insert(), [dict(zip(keys, r, strict=True)) for r in rows]
+                            )
+                        continue
                     raw = await t.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
@@ -151,7 +173,8 @@ def main() -> int:
     lines = [
         "| | time | messages/s | rows/s |",
         "| --- | --- | --- | --- |",
-        f"| baseline: one plain COPY per table, no verification | {base_s:.1f} s | "
+        f"| baseline: one plain {'executemany' if args.pg.startswith('mysql') else 'COPY'} "
+        f"per table, no verification | {base_s:.1f} s | "
         f"{n / base_s:,.0f} | {total / base_s:,.0f} |",
         f"| `db copy`: the copy (batches of {args.batch_size:,}, resumable) | {copy_s:.1f} s | "
         f"{n / copy_s:,.0f} | {total / copy_s:,.0f} |",
@@ -165,7 +188,8 @@ def main() -> int:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         section = (
             f"### Run {when} (commit {git_commit()})\n\n"
-            f"`python bench/db_copy.py --messages {n} --batch-size {args.batch_size}`; "
+            f"`python bench/db_copy.py --messages {n} --batch-size {args.batch_size}` into "
+            f"{'MariaDB' if args.pg.startswith('mysql') else 'PostgreSQL'}; "
             f"{machine()}; load {load_average()}. SQLite file {path.stat().st_size / 1e6:.0f} MB, "
             f"{total:,} rows in {len(rows)} tables "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1])[:5])

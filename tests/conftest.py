@@ -1,7 +1,9 @@
-"""Shared fixtures: settings factory, databases (real SQLite and real PostgreSQL), signed requests.
+"""Shared fixtures: settings factory, databases (real SQLite, PostgreSQL and MariaDB), signed
+requests.
 
-PostgreSQL tests use the local server at postgresql://127.0.0.1:5432/test and a fresh database per
-run. When CI is set they fail (never skip) if it is down.
+PostgreSQL tests use the local server at postgresql://127.0.0.1:5432/test and MariaDB tests the
+one at 127.0.0.1:3306 (root, no password), each with a fresh database per run. When CI is set
+they fail (never skip) if the server is down.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
 from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from plivo_tracker.app import create_app
 from plivo_tracker.config import Settings, load_settings
@@ -60,6 +64,11 @@ from plivo_tracker.simulator.api import SimulatedPlivo, create_simulator_app
 from plivo_tracker.simulator.scenario import ScenarioConfig
 
 PG_ADMIN_DSN = os.environ.get("PLIVO_TRACKER_TEST_PG", "postgresql://127.0.0.1:5432/test")
+MARIADB_ADMIN_URL = os.environ.get(
+    "PLIVO_TRACKER_TEST_MARIADB", "mysql+asyncmy://root@127.0.0.1:3306/test?charset=utf8mb4"
+)
+# Every database a fixture can hand out, in the order tests are parametrized.
+DATABASES = ["sqlite", "postgresql", "mariadb"]
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
 TOKEN = "account-token-TEST"
 MAIN_TOKEN = "main-token-TEST"
@@ -148,6 +157,66 @@ def pg_url() -> Iterator[str]:
     asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
 
 
+async def _mariadb_admin(sql: str) -> None:
+    engine = create_async_engine(MARIADB_ADMIN_URL, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+def _mariadb_url(name: str) -> str:
+    base, _, query = MARIADB_ADMIN_URL.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+def create_mariadb_database(name: str) -> str:
+    """Create an empty MariaDB database; returns its SQLAlchemy URL (fails under CI when the
+    server is down, skips elsewhere)."""
+    try:
+        asyncio.run(_mariadb_admin(f"CREATE DATABASE `{name}`"))
+    except (OSError, DBAPIError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"MariaDB at {MARIADB_ADMIN_URL} is required under CI: {exc}")
+        pytest.skip(f"MariaDB not reachable at {MARIADB_ADMIN_URL}: {exc}")
+    return _mariadb_url(name)
+
+
+def drop_mariadb_database(url: str) -> None:
+    name = url.partition("?")[0].rsplit("/", 1)[1]
+    asyncio.run(_mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+def create_database(kind: str, name: str) -> str:
+    """An empty server database of `kind` ("postgresql" or "mariadb"); its SQLAlchemy URL."""
+    if kind == "mariadb":
+        return create_mariadb_database(name)
+    return create_pg_database(name)
+
+
+def drop_database(url: str) -> None:
+    if url.startswith("mysql"):
+        drop_mariadb_database(url)
+    else:
+        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
+
+
+def new_mariadb_database() -> str:
+    """Create and migrate a fresh MariaDB database; returns its SQLAlchemy URL."""
+    url = create_mariadb_database(f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}")
+    asyncio.run(_migrate(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    url = create_mariadb_database(f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}")
+    asyncio.run(_migrate(url))
+    yield url
+    drop_mariadb_database(url)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file, copied for each test (migrating each time is slower)."""
@@ -160,23 +229,31 @@ async def _truncate(url: str) -> None:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
-            names = ", ".join(t.name for t in ALL_TABLES)
-            await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            if url.startswith("mysql"):
+                # One table at a time (TRUNCATE resets AUTO_INCREMENT), foreign keys unchecked.
+                await conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+                for t in ALL_TABLES:
+                    await conn.exec_driver_sql(f"TRUNCATE {t.name}")
+                await conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+            else:
+                names = ", ".join(t.name for t in ALL_TABLES)
+                await conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
             # The projector's row stays (migration 0007 made it), back at the start.
             await conn.exec_driver_sql("UPDATE cursors SET position = 0, updated_at = NULL")
     finally:
         await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database: a fresh SQLite file, or the run's PostgreSQL database."""
+    """A migrated, empty database: a fresh SQLite file, or the run's PostgreSQL or MariaDB
+    database, emptied."""
     if request.param == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         target = tmp_path / "plivo-tracker.db"
         target.write_bytes(template.read_bytes())
         return f"sqlite+aiosqlite:///{target}"
-    url: str = request.getfixturevalue("pg_url")
+    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mariadb_url")
     asyncio.run(_truncate(url))
     return url
 
@@ -222,6 +299,37 @@ async def app(settings: Settings) -> AsyncIterator[CallbackEndpoint]:
     application = create_app(settings, migrate=False, dispatch=False)
     async with LifespanManager(application):
         yield application
+
+
+async def set_poison(engine: AsyncEngine, table: str, column: str, value: str, on: bool) -> None:
+    """A real database fault: with `on`, inserting a row of `table` whose `column` is `value`
+    raises (a BEFORE INSERT trigger, in each database's own dialect); `on=False` removes it."""
+    async with engine.begin() as conn:
+        name = conn.dialect.name
+        if not on:
+            suffix = f" ON {table}" if name == "postgresql" else ""
+            await conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS poison{suffix}")
+        elif name == "postgresql":
+            await conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.{column} = '{value}' THEN RAISE EXCEPTION 'poison'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER poison BEFORE INSERT ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION poison()"
+            )
+        elif name == "mysql":
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER poison BEFORE INSERT ON {table} FOR EACH ROW "
+                f"BEGIN IF NEW.{column} = '{value}' THEN "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison'; END IF; END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER poison BEFORE INSERT ON {table} "
+                f"WHEN NEW.{column} = '{value}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
 
 
 def count_as_projected(conn: Connection, ids: Sequence[int]) -> None:

@@ -210,15 +210,18 @@ def _worker_environment(settings: Settings) -> dict[str, str]:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply migrations to DATABASE_URL (PostgreSQL needs this before `serve`)."""
+    """Apply migrations to DATABASE_URL (PostgreSQL and MariaDB need this before `serve`)."""
     settings = _settings()
 
     from plivo_tracker.composition import upgrade_database
+    from plivo_tracker.db.migrate import UnsupportedDatabase
 
     try:
         revision = asyncio.run(upgrade_database(settings))
     except OSError as exc:
         _fail(f"DATABASE_URL: cannot reach the database ({exc})", 1)
+    except UnsupportedDatabase as exc:
+        _fail(f"DATABASE_URL: {exc}", 2)
     out.print(f"database at revision [bold]{revision}[/]")
 
 

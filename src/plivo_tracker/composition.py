@@ -192,7 +192,7 @@ def build_sending(
     *,
     callbacks: httpx.AsyncClient | None = None,
     scenario: ScenarioConfig | None = None,
-    poll_interval: float = 1.0,
+    poll_interval: float | None = None,
 ) -> Sending:
     """`callbacks`: the HTTP client the simulator posts with (tests route it in-process).
     Nothing runs yet; `Sending.close()` releases the clients."""
@@ -232,7 +232,7 @@ def build_sending(
         dialect=dialect,
         callback_url=callback_url,
         mps=settings.plivo_mps,
-        poll_interval=poll_interval,
+        poll_interval=poll_interval or settings.poll_seconds,
         reconcile_grace=settings.reconcile_after_seconds,
         max_lookups=settings.reconcile_max_lookups,
         limits=Limits(
@@ -279,7 +279,7 @@ def build_sending(
 
 @contextlib.asynccontextmanager
 async def open_sending(
-    settings: Settings, store: Store, *, poll_interval: float = 1.0
+    settings: Settings, store: Store, *, poll_interval: float | None = None
 ) -> AsyncIterator[Sending]:
     reader = make_reader(store.engine)
     sending = build_sending(
@@ -396,7 +396,7 @@ async def open_service(
         hub = database_hub(
             reader,
             queue_size=settings.live_queue_size,
-            poll_interval=settings.live_poll_seconds,
+            poll_interval=settings.live_poll_interval,
         )
         with contextlib.suppress(Exception):  # database not answering: hub.run() retries
             await hub.start()
@@ -459,7 +459,9 @@ def inbound_traffic(settings: Settings, sending: Sending) -> IncomingTraffic | N
 
 
 @contextlib.asynccontextmanager
-async def open_worker(settings: Settings, *, poll_interval: float = 1.0) -> AsyncIterator[Sending]:
+async def open_worker(
+    settings: Settings, *, poll_interval: float | None = None
+) -> AsyncIterator[Sending]:
     """Everything `worker` runs: `run()` the result until `stop()`. On PostgreSQL it wakes at
     once when any process adds outbox rows (LISTEN)."""
     async with (

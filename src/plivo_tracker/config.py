@@ -53,14 +53,24 @@ def _split_csv(value: object) -> object:
 
 
 def normal_database_url(value: str) -> str:
-    """A database URL as the engine takes it (`postgresql://` and `sqlite:///` accepted);
-    ValueError for anything else (DATABASE_URL, and `db copy --from/--to`)."""
+    """A database URL as the engine takes it (`postgresql://`, `mariadb://`/`mysql://` and
+    `sqlite:///` accepted); ValueError for anything else (DATABASE_URL, `db copy --from/--to`).
+    MariaDB URLs get `charset=utf8mb4` (every text, emoji included, round-trips)."""
     if value.startswith(("postgresql://", "postgres://")):
         value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if value.startswith(("mariadb://", "mysql://", "mariadb+asyncmy://")):
+        value = "mysql+asyncmy://" + value.split("://", 1)[1]
     if value.startswith("sqlite:///"):
         value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
-    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ValueError("must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB")
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "mysql+asyncmy://")):
+        raise ValueError(
+            "must be sqlite+aiosqlite:///PATH, postgresql+asyncpg://HOST/DB "
+            "or mysql+asyncmy://USER@HOST/DB (MariaDB)"
+        )
+    if value.startswith("mysql+asyncmy://"):
+        base, _, query = value.partition("?")
+        params = [p for p in query.split("&") if p and not p.startswith("charset=")]
+        value = base + "?" + "&".join(["charset=utf8mb4", *params])
     return value
 
 
@@ -171,10 +181,11 @@ class Settings(BaseSettings):
     # (0: none; they also come on demand: POST /_simulator/inbound, and as demo replies).
     simulator_inbound_per_minute: float = Field(default=0.0, ge=0, le=6000)
     # Live stream: idle heartbeat, frames a slow client may lag before it is dropped, and how
-    # often the feed looks for changes other processes committed (besides LISTEN/NOTIFY).
+    # often the feed looks for changes other processes committed (besides LISTEN/NOTIFY):
+    # unset, `poll_seconds` (1 s, or 0.25 s on MariaDB, which cannot notify).
     live_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
     live_queue_size: int = Field(default=10_000, ge=10, le=1_000_000)
-    live_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    live_poll_seconds: float | None = Field(default=None, gt=0, le=60)
     # Random per process unless set: the simulator signs with it, the verifier accepts it.
     simulator_auth_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
     # Retention (docs/operations.md "Retention"): settled messages with their history, the
@@ -475,6 +486,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_mariadb(self) -> bool:
+        return self.database_url.startswith("mysql")
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often a process looks for work other processes committed (new outbox rows,
+        live events) besides being woken: PostgreSQL wakes it with NOTIFY and SQLite has one
+        writing process, so once a second is a fallback there; MariaDB has no NOTIFY, so
+        polling is how other processes learn of new work at all."""
+        return 0.25 if self.is_mariadb else 1.0
+
+    @property
+    def live_poll_interval(self) -> float:
+        return self.live_poll_seconds or self.poll_seconds
 
     @property
     def binds_loopback(self) -> bool:

@@ -23,6 +23,7 @@ from plivo_tracker.config import (
     api_keys_problem,
     callback_url_problem,
 )
+from plivo_tracker.db.dialect import server_problem
 from plivo_tracker.db.migrate import current_revision, head_revision
 from plivo_tracker.inbound.routes import CALLBACK_PATH
 from plivo_tracker.inbound.spool import Spool
@@ -124,6 +125,11 @@ async def _database_checks(settings: Settings) -> list[Check]:
                 )
             ]
         checks.append(Check("database", True, settings.database_url.split("://")[0]))
+        async with engine.connect() as conn:
+            problem = await conn.run_sync(server_problem)
+        if problem is not None:
+            checks.append(Check("database server", False, problem, "see docs/deploy.md, MariaDB"))
+            return checks
         head = head_revision()
         if current is None and settings.is_sqlite:
             checks.append(

@@ -7,6 +7,7 @@ Plivo's fields)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -276,6 +277,20 @@ async def test_messages_known_only_from_callbacks_are_in_no_thread(
     assert (await client.get(f"/api/conversations/{ALICE}")).json()["messages"] == []
 
 
+def _plan_tables(node: Any) -> list[dict[str, Any]]:
+    """Every "table" entry of a MariaDB JSON plan, however deep."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("table"), dict):
+            found.append(node["table"])
+        for value in node.values():
+            found += _plan_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _plan_tables(value)
+    return found
+
+
 async def test_the_queries_walk_indexes_not_the_table(engine: AsyncEngine, db_url: str) -> None:
     """The plans of both queries use the (number, id) indexes of migration 0004 on this
     database: no new index is needed (timings at 200,000 messages: CHANGELOG)."""
@@ -298,7 +313,9 @@ async def test_the_queries_walk_indexes_not_the_table(engine: AsyncEngine, db_ur
         )
     async with engine.begin() as conn:
         await conn.execute(messages.insert(), rows)
-        await conn.execute(text("ANALYZE"))
+        await conn.execute(
+            text("ANALYZE TABLE messages" if db_url.startswith("mysql") else "ANALYZE")
+        )
     async with engine.connect() as conn:
         plans = await conv_repo.explain(conn, "+14155550007")
     for name, plan in plans.items():
@@ -310,6 +327,13 @@ async def test_the_queries_walk_indexes_not_the_table(engine: AsyncEngine, db_ur
             if name == "thread":
                 assert "ix_messages_from_number_id" in lowered, (name, plan)
                 assert "scan messages" not in lowered, (name, plan)
+        elif db_url.startswith("mysql"):
+            # No full scan of a stored table (a small derived one of the union is fine).
+            scans = [t for t in _plan_tables(json.loads(plan)) if not t["table_name"][0] == "<"]
+            assert all(t["access_type"] != "ALL" for t in scans), (name, plan)
+            assert "ix_messages_to_number_id" in lowered, (name, plan)
+            if name == "thread":
+                assert "ix_messages_from_number_id" in lowered, (name, plan)
         else:
             assert "seq scan" not in lowered, (name, plan)
             assert "ix_messages_to_number_id" in lowered, (name, plan)

@@ -114,6 +114,29 @@ async def test_idempotency_key_replay_and_conflict(
     assert app.state.sending.simulator.accepted == 1
 
 
+async def test_texts_and_keys_round_trip_exactly(sim_client: tuple[httpx.AsyncClient, Any]) -> None:
+    """Every database keeps 4-byte characters (emoji, on MariaDB only in utf8mb4) and CJK text
+    as sent, and tells apart keys that differ in case only (a byte-exact collation, where
+    MariaDB's usual one would take "Order-1" for "order-1")."""
+    client, app = sim_client
+    text = "验证码 482193 😀🇯🇵 — こんにちは 𠜎"
+    ids = []
+    for key in ("order-1", "Order-1"):
+        resp = await client.post(
+            "/api/messages",
+            json={"to": "+14155550101", "text": text},
+            headers={"Idempotency-Key": key},
+        )
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["messages"][0]["id"])
+    assert ids[0] != ids[1]  # two keys, two messages
+    await _wait_final(client, ids)
+    for id_ in ids:
+        shown = (await client.get(f"/api/messages/{id_}")).json()
+        assert shown["text"].encode() == text.encode()
+    assert app.state.sending.simulator.accepted == 2
+
+
 async def _dispatch_against(
     engine: AsyncEngine, plivo: PlivoOpener, sim: SimulatedPlivo, token: str, passes: int
 ) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -12,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _pg_drop, create_pg_database
+from tests.conftest import DATABASES, create_database, drop_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database for server processes: a new SQLite file (the server migrates it), or a
-    new PostgreSQL database migrated with `plivo-tracker db upgrade`, dropped afterwards."""
+    new PostgreSQL or MariaDB database migrated with `plivo-tracker db upgrade`, dropped
+    afterwards."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
         return
-    name = f"plivo_tracker_e2e_{os.getpid()}_{time.time_ns()}"
-    url = create_pg_database(name)
+    url = create_database(request.param, f"plivo_tracker_e2e_{os.getpid()}_{time.time_ns()}")
     try:
         subprocess.run(
             [sys.executable, "-m", "plivo_tracker", "db", "upgrade"],
@@ -35,7 +34,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         )
         yield url
     finally:
-        asyncio.run(_pg_drop(name))
+        drop_database(url)
 
 
 @pytest.fixture

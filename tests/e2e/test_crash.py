@@ -32,6 +32,8 @@ from tests.conftest import (
     TOKEN,
     _pg_drop,
     callback_fields,
+    drop_mariadb_database,
+    new_mariadb_database,
     new_nonce,
     new_pg_database,
     new_uuid,
@@ -260,3 +262,11 @@ def test_sigkill_loses_no_acknowledged_callback_postgresql(tmp_path: Path) -> No
         _crash_and_check(tmp_path, url)
     finally:
         asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
+
+
+def test_sigkill_loses_no_acknowledged_callback_mariadb(tmp_path: Path) -> None:
+    url = new_mariadb_database()
+    try:
+        _crash_and_check(tmp_path, url)
+    finally:
+        drop_mariadb_database(url)

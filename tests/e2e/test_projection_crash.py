@@ -33,6 +33,8 @@ from tests.conftest import (
     _pg_drop,
     callback_fields,
     callback_item,
+    drop_mariadb_database,
+    new_mariadb_database,
     new_pg_database,
     new_uuid,
 )
@@ -182,3 +184,19 @@ def test_sigkill_during_projection_postgresql(tmp_path: Path) -> None:
         _crash_and_check(tmp_path, url)
     finally:
         asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
+
+
+def test_sigkill_of_the_projector_leader_hands_over_mariadb(tmp_path: Path) -> None:
+    url = new_mariadb_database()
+    try:
+        _hand_over_and_check(tmp_path, url)
+    finally:
+        drop_mariadb_database(url)
+
+
+def test_sigkill_during_projection_mariadb(tmp_path: Path) -> None:
+    url = new_mariadb_database()
+    try:
+        _crash_and_check(tmp_path, url)
+    finally:
+        drop_mariadb_database(url)

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
+from plivo_tracker.db.engine import make_engine
 from plivo_tracker.loops import owner_pid
 from tests.conftest import AUTH, free_port
 from tests.e2e.server import Server, simulator_process
@@ -49,11 +49,12 @@ def lease_owner(database: str, name: str = "dispatcher") -> str | None:
         return row[0] if row else None
 
     async def fetch() -> Any:
-        conn = await asyncpg.connect("postgresql://" + database.split("://", 1)[1], timeout=5)
+        engine = make_engine(database)
         try:
-            return await conn.fetchval(query)
+            async with engine.connect() as conn:
+                return (await conn.exec_driver_sql(query)).scalar()
         finally:
-            await conn.close()
+            await engine.dispose()
 
     owner: str | None = asyncio.run(fetch())
     return owner

@@ -1,7 +1,8 @@
-"""`plivo-tracker db copy` on real SQLite files and a real PostgreSQL server: a round trip of a
-database filled by the product itself (sends, callbacks, an inbound STOP) plus rows of every
-table; resume after an interruption (a test hook, and `kill -9`); the refusals; ids continuing
-after the copy; PostgreSQL → SQLite; verification catching a difference."""
+"""`plivo-tracker db copy` on real SQLite files and real PostgreSQL and MariaDB servers: a round
+trip of a database filled by the product itself (sends, callbacks, an inbound STOP, emoji and
+CJK texts) plus rows of every table; resume after an interruption (a test hook, and `kill -9`);
+the refusals; ids continuing after the copy; a server back to SQLite; verification catching a
+difference."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from plivo_tracker.db.engine import make_engine
 from plivo_tracker.db.migrate import upgrade, upgrade_sqlite
 from plivo_tracker.messages.models import messages, quarantine
 from plivo_tracker.simulator.scenario import ScenarioConfig
-from tests.conftest import AUTH, _pg_drop, create_pg_database, projecting_client
+from tests.conftest import AUTH, create_database, drop_database, projecting_client
 from tests.copy_seed import seed
 
 SEEDED = 3000  # messages written straight into the source (several batches of every big table)
@@ -49,13 +50,16 @@ def _sqlite(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture
-def pg_empty() -> Iterator[str]:
-    """A PostgreSQL database without a schema (dropped afterwards)."""
-    name = f"plivo_tracker_copy_{os.getpid()}_{secrets.token_hex(4)}"
-    url = create_pg_database(name)
+def _server_empty(kind: str) -> Iterator[str]:
+    url = create_database(kind, f"plivo_tracker_copy_{os.getpid()}_{secrets.token_hex(4)}")
     yield url
-    asyncio.run(_pg_drop(name))
+    drop_database(url)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_empty(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL or MariaDB database without a schema (dropped afterwards)."""
+    yield from _server_empty(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +77,14 @@ def source(seeded_template: Path, tmp_path: Path) -> str:
     return _sqlite(path)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database (no schema): a new SQLite file, or a new PostgreSQL database."""
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no schema): a new SQLite file, or a new PostgreSQL or MariaDB
+    database."""
     if request.param == "sqlite":
-        return _sqlite(tmp_path / "target" / "copy.db")
-    url: str = request.getfixturevalue("pg_empty")
-    return url
+        yield _sqlite(tmp_path / "target" / "copy.db")
+        return
+    yield from _server_empty(request.param)
 
 
 @pytest.fixture
@@ -127,7 +132,7 @@ async def _fill_through_the_product(url: str, make_settings: Callable[..., Setti
     async with LifespanManager(app), projecting_client(app, headers=AUTH) as client:
         resp = await client.post(
             "/api/messages",
-            json={"to": ["+14155550101", "+14155550102"], "text": "Grüße 😀 — code 482193"},
+            json={"to": ["+14155550101", "+14155550102"], "text": "Grüße 😀 — 验证码 482193"},
             headers={"Idempotency-Key": "copy-test-key-1"},
         )
         assert resp.status_code == 202, resp.text
@@ -181,9 +186,9 @@ async def _send_after_copy(url: str, make_settings: Callable[..., Settings]) -> 
     return ids
 
 
-def test_round_trip_to_postgresql_with_the_product_before_and_after(
+def test_round_trip_to_a_server_with_the_product_before_and_after(
     tmp_path: Path,
-    pg_empty: str,
+    server_empty: str,
     runner: CliRunner,
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -194,21 +199,22 @@ def test_round_trip_to_postgresql_with_the_product_before_and_after(
     assert [name for name, rows in before.items() if not rows] == []  # every table has rows
     digest = _file_digest(source)
 
-    result = runner.invoke(cli.app, ["db", "copy", "--from", source, "--to", pg_empty])
+    result = runner.invoke(cli.app, ["db", "copy", "--from", source, "--to", server_empty])
     assert result.exit_code == 0, result.output
     assert "every table matches" in result.output
     assert "schema created" in result.output
     assert _file_digest(source) == digest  # the source was only read
 
-    after = asyncio.run(_rows(pg_empty))
+    after = asyncio.run(_rows(server_empty))
     for name, rows in before.items():
         assert after[name] == rows, name  # the same Python values, row for row
     body = [c.name for c in quarantine.columns].index("body")
     assert all(isinstance(row[body], bytes) for row in after["quarantine"])
 
-    # Ids continue after the copied ones on PostgreSQL (sequences moved past them).
-    top = asyncio.run(_max_id(pg_empty))
-    new = asyncio.run(_send_after_copy(pg_empty, make_settings))
+    # Ids continue after the copied ones (PostgreSQL's sequences moved past them, MariaDB's
+    # AUTO_INCREMENT by itself).
+    top = asyncio.run(_max_id(server_empty))
+    new = asyncio.run(_send_after_copy(server_empty, make_settings))
     assert new == [top + 1]
 
 
@@ -237,7 +243,8 @@ def test_interrupted_copy_resumes_with_equal_checksums(
     assert result.ok, [c for c in result.checks if not c.ok]
     assert sum(result.resumed_from.values()) > 0
     totals = {c.name: c.source_rows for c in result.checks}
-    seeded_again = {"cursors"}  # small tables a new schema has rows in: copied whole each time
+    # small tables a new schema has rows in: copied whole each time
+    seeded_again = {"cursors", "order_locks"}
     for name, total in totals.items():
         if name not in seeded_again:
             assert result.resumed_from[name] + result.copied[name] == total, name
@@ -271,7 +278,8 @@ def test_resume_continues_after_composite_and_text_keys(source: str, target: str
     result = asyncio.run(copy_between(source, target, batch_size=10, resume=True, force=False))
     assert result.ok, [c for c in result.checks if not c.ok]
     assert {n: result.copied[n] for n in names} == dict.fromkeys(names, 17)
-    assert sum(v for n, v in result.copied.items() if n not in names and n != "cursors") == 0
+    seeded_again = ("cursors", "order_locks")
+    assert sum(v for n, v in result.copied.items() if n not in names + seeded_again) == 0
 
 
 def test_refusals_and_force(source: str, target: str, runner: CliRunner) -> None:
@@ -336,11 +344,15 @@ def test_refuses_the_same_database_and_a_source_not_at_head(
     assert not (tmp_path / "nope.db").exists()  # a read-only open creates nothing
 
 
-def test_postgresql_back_to_sqlite(source: str, pg_empty: str, tmp_path: Path) -> None:
-    there = asyncio.run(copy_between(source, pg_empty, batch_size=1000, resume=False, force=False))
+def test_a_server_back_to_sqlite(source: str, server_empty: str, tmp_path: Path) -> None:
+    there = asyncio.run(
+        copy_between(source, server_empty, batch_size=1000, resume=False, force=False)
+    )
     assert there.ok
     back_url = _sqlite(tmp_path / "back.db")
-    back = asyncio.run(copy_between(pg_empty, back_url, batch_size=1000, resume=False, force=False))
+    back = asyncio.run(
+        copy_between(server_empty, back_url, batch_size=1000, resume=False, force=False)
+    )
     assert back.ok
     assert [c.source_sum for c in back.checks] == [c.source_sum for c in there.checks]
     assert asyncio.run(_rows(back_url)) == asyncio.run(_rows(source))
@@ -413,10 +425,10 @@ def test_which_urls_name_the_same_database(a: str, b: str, same: bool) -> None:
 
 
 @pytest.mark.slow
-def test_copy_killed_mid_way_resumes(source: str, pg_empty: str, tmp_path: Path) -> None:
+def test_copy_killed_mid_way_resumes(source: str, server_empty: str, tmp_path: Path) -> None:
     """`kill -9` of the CLI in the middle of the copy; run again with --resume."""
     env = {**os.environ, "DATABASE_URL": source}
-    args = [sys.executable, "-m", "plivo_tracker", "db", "copy", "--to", pg_empty]
+    args = [sys.executable, "-m", "plivo_tracker", "db", "copy", "--to", server_empty]
     proc = subprocess.Popen(
         [*args, "--batch-size", "50"],
         cwd=tmp_path,
@@ -426,14 +438,14 @@ def test_copy_killed_mid_way_resumes(source: str, pg_empty: str, tmp_path: Path)
     )
     try:
         deadline = time.monotonic() + 60
-        while asyncio.run(_count_messages(pg_empty)) < 500:
+        while asyncio.run(_count_messages(server_empty)) < 500:
             assert proc.poll() is None, "the copy ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    assert asyncio.run(_count_messages(pg_empty)) < SEEDED
+    assert asyncio.run(_count_messages(server_empty)) < SEEDED
     resumed = subprocess.run(
         [*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

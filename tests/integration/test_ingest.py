@@ -31,6 +31,7 @@ from tests.conftest import (
     new_nonce,
     new_uuid,
     project_all,
+    set_poison,
 )
 
 item = callback_item
@@ -192,30 +193,11 @@ POISON = "poison-0000-0000-0000-000000000000"
 
 async def _install_poison_trigger(engine: AsyncEngine) -> None:
     """A real database fault for one MessageUUID: appending its report raises."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql(
-                "CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.message_key = '{POISON}' THEN RAISE EXCEPTION 'poison'; END IF; "
-                "RETURN NEW; END $$ LANGUAGE plpgsql"
-            )
-            await conn.exec_driver_sql(
-                "CREATE TRIGGER poison BEFORE INSERT ON journal "
-                "FOR EACH ROW EXECUTE FUNCTION poison()"
-            )
-        else:
-            await conn.exec_driver_sql(
-                "CREATE TRIGGER poison BEFORE INSERT ON journal "
-                f"WHEN NEW.message_key = '{POISON}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
-            )
+    await set_poison(engine, "journal", "message_key", POISON, on=True)
 
 
 async def _drop_poison_trigger(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison ON journal")
-        else:
-            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison")
+    await set_poison(engine, "journal", "message_key", POISON, on=False)
 
 
 async def test_bad_item_does_not_sink_its_batch(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from plivo_tracker.messages.local_changes import LocalChange
 from plivo_tracker.messages.models import message_parts, messages, quarantine, status_events
 from plivo_tracker.messages.projector import Projector, project_pending
 from plivo_tracker.messages.status import MessageStatus
-from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid
+from tests.conftest import callback_fields, callback_item, new_nonce, new_uuid, set_poison
 from tests.integration.test_ingest import our_message, queued
 from tests.integration.test_stats_rollup import assert_rollups_match
 
@@ -148,27 +148,7 @@ async def test_the_result_does_not_depend_on_how_the_journal_is_cut(
 
 async def _poison(engine: AsyncEngine, uuid: str, on: bool) -> None:
     """A real database fault: inserting an event of `uuid` raises."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            if on:
-                await conn.exec_driver_sql(
-                    "CREATE OR REPLACE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
-                    f"IF NEW.message_uuid = '{uuid}' THEN RAISE EXCEPTION 'poison'; END IF; "
-                    "RETURN NEW; END $$ LANGUAGE plpgsql"
-                )
-                await conn.exec_driver_sql(
-                    "CREATE TRIGGER poison BEFORE INSERT ON status_events "
-                    "FOR EACH ROW EXECUTE FUNCTION poison()"
-                )
-            else:
-                await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison ON status_events")
-        elif on:
-            await conn.exec_driver_sql(
-                "CREATE TRIGGER poison BEFORE INSERT ON status_events "
-                f"WHEN NEW.message_uuid = '{uuid}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
-            )
-        else:
-            await conn.exec_driver_sql("DROP TRIGGER IF EXISTS poison")
+    await set_poison(engine, "status_events", "message_uuid", uuid, on)
 
 
 async def test_a_row_the_database_refuses_is_set_aside_not_blocking(

@@ -107,7 +107,7 @@ BAD_VALUES = [
     ("PUBLIC_BASE_URL", "https://hooks.example.com/?tenant=acme"),
     ("PUBLIC_BASE_URL", "https://hooks.example.com/#frag"),
     ("PUBLIC_BASE_URL", "hooks.example.com"),
-    ("DATABASE_URL", "mysql://x"),
+    ("DATABASE_URL", "oracle://x"),
     ("PLIVO_API_URL", "api.plivo.com"),
     ("LOG_LEVEL", "loud"),
     ("LOG_FORMAT", "xml"),
@@ -264,6 +264,10 @@ def test_main_tokens_use_main_token_when_set(monkeypatch: pytest.MonkeyPatch) ->
         ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
         ("sqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
         ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+        ("mariadb://u@h/db", "mysql+asyncmy://u@h/db?charset=utf8mb4"),
+        ("mysql://u:p@h:3306/db", "mysql+asyncmy://u:p@h:3306/db?charset=utf8mb4"),
+        # a 3-byte utf8 would refuse emoji: always utf8mb4, other options kept
+        ("mysql+asyncmy://h/db?charset=utf8&ssl=x", "mysql+asyncmy://h/db?charset=utf8mb4&ssl=x"),
     ],
 )
 def test_database_url_normalised(monkeypatch: pytest.MonkeyPatch, raw: str, expected: str) -> None:

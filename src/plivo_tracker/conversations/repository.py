@@ -113,7 +113,9 @@ async def explain(conn: AsyncConnection, number: str) -> dict[str, str]:
         "thread": thread_statement(number, before_id=None, limit=51),
     }
     sqlite = conn.dialect.name == "sqlite"
-    prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    prefix = {"sqlite": "EXPLAIN QUERY PLAN ", "mysql": "EXPLAIN FORMAT=JSON "}.get(
+        conn.dialect.name, "EXPLAIN "
+    )
     plans: dict[str, str] = {}
     for name, stmt in statements.items():
         compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})

@@ -120,8 +120,8 @@ _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def database_identity(url: str) -> tuple[str, ...]:
-    """What makes two URLs the same database: a SQLite file's resolved path; a PostgreSQL
-    server's host, port and database name (whatever the driver, user or password)."""
+    """What makes two URLs the same database: a SQLite file's resolved path; a PostgreSQL or
+    MariaDB server's host, port and database name (whatever the driver, user or password)."""
     u = make_url(url)
     path = sqlite_path(url)
     if path is not None:
@@ -130,6 +130,8 @@ def database_identity(url: str) -> tuple[str, ...]:
         return ("sqlite", ":memory:")
     host = (u.host or "localhost").lower()
     host = "localhost" if host in _LOOPBACK else host
+    if u.drivername.startswith("mysql"):
+        return ("mariadb", host, str(u.port or 3306), u.database or "")
     return ("postgresql", host, str(u.port or 5432), u.database or "")
 
 

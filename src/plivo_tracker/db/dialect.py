@@ -1,4 +1,10 @@
-"""The dialect seam: the only place (with engine.py) that asks "SQLite or PostgreSQL?"."""
+"""The dialect seam: the only place (with engine.py) that asks "SQLite, PostgreSQL or MariaDB?".
+
+MariaDB (dialect name "mysql", driver asyncmy) takes the PostgreSQL way where it has one (row
+locks, SKIP LOCKED, RETURNING) and its own where not (docs/adr/0012): INSERT IGNORE for
+insert-or-ignore, ON DUPLICATE KEY UPDATE for the rollups' upsert, a locked row of
+`order_locks` for the advisory locks that order ids, polling for LISTEN/NOTIFY.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,62 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, String, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.base import UTCDateTime
 
 
+def is_mariadb(dialect: Dialect) -> bool:
+    return dialect.name == "mysql"
+
+
+MIN_MARIADB = (10, 6)  # SKIP LOCKED came in 10.6; INSERT … RETURNING in 10.5
+
+
+def mariadb_server_problem(version: str, flush_at_commit: int) -> str | None:
+    """Why this MySQL-family server cannot hold our data (None: it can). `version` is what
+    `SELECT VERSION()` says ("10.11.19-MariaDB-0+deb12u1"), `flush_at_commit` the server's
+    innodb_flush_log_at_trx_commit. MySQL itself is refused: it has no INSERT … RETURNING,
+    which every insert-or-ignore here reads its new rows from (docs/adr/0012)."""
+    if "mariadb" not in version.lower():
+        return (
+            f"MySQL {version.split('-')[0]} is not supported: it has no INSERT … RETURNING; "
+            f"use MariaDB {MIN_MARIADB[0]}.{MIN_MARIADB[1]} or newer, or PostgreSQL"
+        )
+    parts = version.split("-")[0].split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return f"cannot read the MariaDB version {version!r}"
+    if (major, minor) < MIN_MARIADB:
+        return f"MariaDB {major}.{minor} is too old: {MIN_MARIADB[0]}.{MIN_MARIADB[1]} or newer"
+    if flush_at_commit != 1:
+        return (
+            f"innodb_flush_log_at_trx_commit is {flush_at_commit}: a COMMIT does not reach the "
+            "disk, so an acknowledged callback can be lost; set it to 1 (the default)"
+        )
+    return None
+
+
+def server_problem(conn: Connection) -> str | None:
+    """`mariadb_server_problem` of the server `conn` talks to (None on SQLite and PostgreSQL)."""
+    if not is_mariadb(conn.dialect):
+        return None
+    row = conn.exec_driver_sql("SELECT VERSION(), @@innodb_flush_log_at_trx_commit").one()
+    return mariadb_server_problem(str(row[0]), int(row[1]))
+
+
 def insert_ignore(dialect: Dialect, table: Table, conflict_cols: Sequence[str]) -> Any:
-    """INSERT … ON CONFLICT (cols) DO NOTHING for the given dialect."""
+    """INSERT … ON CONFLICT (cols) DO NOTHING for the given dialect. MariaDB: INSERT IGNORE,
+    which skips a row colliding on any unique key (these tables have one besides the primary
+    key at most: the conflict columns) and RETURNING gives only the rows it inserted. IGNORE
+    also turns a too long text into a truncation warning: what goes through here is our own,
+    validated values; Plivo's go through `insert_ignore_returning`, which checks lengths."""
+    if is_mariadb(dialect):
+        return mysql.insert(table).prefix_with("IGNORE")
     mod: Any = postgresql if dialect.name == "postgresql" else sqlite
     return mod.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
 
@@ -32,12 +85,17 @@ def upsert_add(
     if not rows:
         return
     cols = [*keys, *values]
-    mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = mod.insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={v: table.c[v] + stmt.excluded[v] for v in values},
-    )
+    stmt: Any
+    if is_mariadb(conn.dialect):
+        stmt = mysql.insert(table)
+        stmt = stmt.on_duplicate_key_update({v: table.c[v] + stmt.inserted[v] for v in values})
+    else:
+        mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = mod.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={v: table.c[v] + stmt.excluded[v] for v in values},
+        )
     # executemany: SQLAlchemy batches it into multi-row statements itself ("insertmanyvalues")
     conn.execute(stmt, [dict(zip(cols, r, strict=True)) for r in rows])
 
@@ -45,16 +103,19 @@ def upsert_add(
 def skip_locked(dialect: Dialect, stmt: Select[Any], of: Any = None) -> Select[Any]:
     """Claim query: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED; `of`: only
     that table's rows, e.g. beside an outer join); SQLite has one writer at a time, so the claim
-    is atomic under BEGIN IMMEDIATE as it is."""
+    is atomic under BEGIN IMMEDIATE as it is. MariaDB skips locked rows too (10.6+) but has no
+    `OF`: it locks the rows it reads of every table in the join."""
     if dialect.name == "postgresql":
         return stmt.with_for_update(skip_locked=True, of=of)
+    if is_mariadb(dialect):
+        return stmt.with_for_update(skip_locked=True)
     return stmt
 
 
 def shared_rate_limit(dialect: Dialect) -> bool:
-    """Several dispatcher processes share PLIVO_MPS through a row on PostgreSQL; on SQLite one
-    process dispatches, so its bucket lives in memory."""
-    return dialect.name == "postgresql"
+    """Several dispatcher processes share PLIVO_MPS through a row on PostgreSQL and MariaDB; on
+    SQLite one process dispatches, so its bucket lives in memory."""
+    return dialect.name != "sqlite"
 
 
 OUTBOX_CHANNEL = "plivo_tracker_outbox"
@@ -64,6 +125,13 @@ def notify_outbox_sql(dialect: Dialect) -> str | None:
     """Statement that wakes dispatchers in other processes when the transaction commits
     (PostgreSQL NOTIFY is delivered on COMMIT); SQLite has one dispatching process."""
     return f"NOTIFY {OUTBOX_CHANNEL}" if dialect.name == "postgresql" else None
+
+
+def order_lock_sql(name: str) -> str:
+    """MariaDB's transaction-scoped advisory lock: its row of `order_locks` (migration 0012),
+    locked until COMMIT or ROLLBACK. GET_LOCK would be held by the session instead, past the
+    transaction, and outlive it on a pooled connection if anything skipped its release."""
+    return f"SELECT name FROM order_locks WHERE name = '{name}' FOR UPDATE"
 
 
 EVENTS_CHANNEL = "plivo_tracker_events"
@@ -80,10 +148,13 @@ def event_order_sql(dialect: Dialect, notify: bool = True) -> str | None:
     that wakes the live feed of every server process. SQLite: BEGIN IMMEDIATE already admits
     one writer at a time, and one process's writer wakes its own feed. `notify=False`: only the
     lock (the purge, which adds no events, takes it to wait its turn among the writers).
+    MariaDB: the row lock of `order_lock_sql`; other processes' feeds find new events by polling.
     """
     if dialect.name == "postgresql":
         wake = f", pg_notify('{EVENTS_CHANNEL}', '')" if notify else ""
         return f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}){wake}"
+    if is_mariadb(dialect):
+        return order_lock_sql("events")
     return None
 
 
@@ -99,19 +170,23 @@ def journal_order_sql(dialect: Dialect) -> str | None:
     that commits later with a lower id. PostgreSQL draws ids before COMMIT (several `serve`
     workers append at once), so appends take a transaction-scoped advisory lock, exactly like
     status events (docs/adr/0006), and queue a NOTIFY that wakes the projector of whichever
-    process leads. SQLite: BEGIN IMMEDIATE already admits one writer at a time.
+    process leads. SQLite: BEGIN IMMEDIATE already admits one writer at a time. MariaDB: the
+    row lock of `order_lock_sql`; the projector of another process finds the rows by polling.
     """
     if dialect.name == "postgresql":
         return (
             f"SELECT pg_advisory_xact_lock({JOURNAL_ORDER_LOCK}), "
             f"pg_notify('{JOURNAL_CHANNEL}', '')"
         )
+    if is_mariadb(dialect):
+        return order_lock_sql("journal")
     return None
 
 
 def lock_for_update(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
-    """Row locks on PostgreSQL; SQLite already holds the database write lock (BEGIN IMMEDIATE)."""
-    if dialect.name == "postgresql":
+    """Row locks on PostgreSQL and MariaDB; SQLite already holds the database write lock (BEGIN
+    IMMEDIATE)."""
+    if dialect.name != "sqlite":
         return stmt.with_for_update()
     return stmt
 
@@ -123,10 +198,13 @@ def lock_for_update(dialect: Dialect, stmt: Select[Any]) -> Select[Any]:
 # the largest cost per callback. These helpers render the same statements once per shape and pass
 # driver-ready values. Reads and everything else keep using Core.
 
-_MAX_PARAMS = 30_000  # both SQLite (32766) and PostgreSQL (32767) cap bound parameters
+_MAX_PARAMS = 30_000  # SQLite (32766), PostgreSQL (32767) and MariaDB (65535) cap parameters
 
 
 def _placeholders(dialect: Dialect, n_rows: int, n_cols: int) -> str:
+    if is_mariadb(dialect):  # asyncmy's paramstyle is "format"
+        one = "(" + ",".join(["%s"] * n_cols) + ")"
+        return ",".join([one] * n_rows)
     if dialect.name == "postgresql":
         rows = []
         for r in range(n_rows):
@@ -138,7 +216,8 @@ def _placeholders(dialect: Dialect, n_rows: int, n_cols: int) -> str:
 
 
 def _sqlite_time(value: datetime | str | None) -> str | None:
-    # The text SQLAlchemy's SQLite DATETIME writes: naive UTC, always with microseconds.
+    # The text SQLAlchemy's SQLite DATETIME writes: naive UTC, always with microseconds (what
+    # MariaDB's DATETIME(6) takes as well).
     if value is None or isinstance(value, str):
         return value  # None, or a value read back at driver level and written unchanged
     if value.tzinfo is not UTC:
@@ -147,8 +226,9 @@ def _sqlite_time(value: datetime | str | None) -> str | None:
 
 
 def time_columns(dialect: Dialect, table: Table, cols: Sequence[str]) -> tuple[int, ...]:
-    """Positions in `cols` whose values need converting for the driver (SQLite timestamps)."""
-    if dialect.name != "sqlite":
+    """Positions in `cols` whose values need converting for the driver (SQLite and MariaDB
+    timestamps: naive UTC)."""
+    if dialect.name == "postgresql":
         return ()
     return tuple(i for i, c in enumerate(cols) if isinstance(table.c[c].type, UTCDateTime))
 
@@ -164,9 +244,12 @@ def to_driver_row(row: Sequence[Any], time_positions: tuple[int, ...]) -> Sequen
 
 
 def from_driver_time(value: Any) -> datetime | None:
-    """A timestamp read at driver level: SQLite text (naive UTC) or a PostgreSQL datetime."""
-    if value is None or isinstance(value, datetime):
-        return value
+    """A timestamp read at driver level: SQLite text (naive UTC), a MariaDB datetime (naive
+    UTC) or a PostgreSQL datetime (aware)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
@@ -182,7 +265,13 @@ def insert_ignore_returning_sql(
     returning: Sequence[str],
     n_rows: int,
 ) -> str:
-    """`INSERT … VALUES (…),(…) ON CONFLICT (…) DO NOTHING RETURNING …` for n_rows rows."""
+    """`INSERT … VALUES (…),(…) ON CONFLICT (…) DO NOTHING RETURNING …` for n_rows rows
+    (MariaDB: `INSERT IGNORE … RETURNING …`, which returns the inserted rows only)."""
+    if is_mariadb(dialect):
+        return (
+            f"INSERT IGNORE INTO {table.name} ({', '.join(cols)}) VALUES "
+            f"{_placeholders(dialect, n_rows, len(cols))} RETURNING {', '.join(returning)}"
+        )
     return (
         f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
         f"{_placeholders(dialect, n_rows, len(cols))} "
@@ -193,10 +282,10 @@ def insert_ignore_returning_sql(
 def select_in_sql(
     dialect: Dialect, table: Table, cols: Sequence[str], key: str, n: int, lock: bool
 ) -> str:
-    """`SELECT cols FROM t WHERE key IN (…) ORDER BY id` (+ FOR UPDATE on PostgreSQL)."""
+    """`SELECT cols FROM t WHERE key IN (…) ORDER BY id` (+ FOR UPDATE but on SQLite)."""
     marks = _placeholders(dialect, 1, n)[1:-1]
     sql = f"SELECT {', '.join(cols)} FROM {table.name} WHERE {key} IN ({marks}) ORDER BY id"
-    return sql + (" FOR UPDATE" if lock and dialect.name == "postgresql" else "")
+    return sql + (" FOR UPDATE" if lock and dialect.name != "sqlite" else "")
 
 
 def update_by_id_sql(dialect: Dialect, table: Table, cols: Sequence[str]) -> str:
@@ -204,8 +293,9 @@ def update_by_id_sql(dialect: Dialect, table: Table, cols: Sequence[str]) -> str
     if dialect.name == "postgresql":
         sets = ", ".join(f"{c} = ${i + 1}" for i, c in enumerate(cols))
         return f"UPDATE {table.name} SET {sets} WHERE id = ${len(cols) + 1}"
-    sets = ", ".join(f"{c} = ?" for c in cols)
-    return f"UPDATE {table.name} SET {sets} WHERE id = ?"
+    mark = "%s" if is_mariadb(dialect) else "?"
+    sets = ", ".join(f"{c} = {mark}" for c in cols)
+    return f"UPDATE {table.name} SET {sets} WHERE id = {mark}"
 
 
 def insert_ignore_returning(
@@ -221,12 +311,33 @@ def insert_ignore_returning(
     out: list[tuple[Any, ...]] = []
     step = rows_per_statement(len(cols))
     times = time_columns(dialect, table, cols)
+    if is_mariadb(dialect):
+        check_lengths(table, cols, rows)
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         sql = insert_ignore_returning_sql(dialect, table, cols, conflict, returning, len(chunk))
         params = tuple(v for row in chunk for v in to_driver_row(row, times))
         out.extend(tuple(r) for r in conn.exec_driver_sql(sql, params))
     return out
+
+
+def check_lengths(table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Refuse a text longer than its column, as PostgreSQL does, before MariaDB's INSERT IGNORE
+    would store it cut short with only a warning. The error names the column, not the value."""
+    limits: list[tuple[int, str, int]] = []
+    for i, c in enumerate(cols):
+        type_ = table.c[c].type
+        if isinstance(type_, String) and type_.length:
+            limits.append((i, c, type_.length))
+    for row in rows:
+        for i, c, length in limits:
+            value = row[i]
+            if isinstance(value, str) and len(value) > length:
+                raise DataError(
+                    f"INSERT INTO {table.name}",
+                    None,
+                    ValueError(f"value too long for {table.name}.{c} ({len(value)} > {length})"),
+                )
 
 
 def update_by_id(
@@ -250,13 +361,16 @@ def byte_order(dialect: Dialect, column: Any) -> Any:
     and both checksums read rows in one order."""
     if dialect.name == "postgresql" and isinstance(column.type, String):
         return column.collate("C")
+    if is_mariadb(dialect) and isinstance(column.type, String):
+        return column.collate("utf8mb4_nopad_bin")
     return column
 
 
 def reset_id_sql(dialect: Dialect, table: Table) -> str | None:
     """After rows were inserted with their ids (`db copy`): move the table's id sequence past
     the largest id, or the next insert would collide. PostgreSQL only (BIGSERIAL or identity);
-    SQLite's INTEGER PRIMARY KEY takes the largest id + 1 by itself."""
+    SQLite's INTEGER PRIMARY KEY and MariaDB's AUTO_INCREMENT take the largest id + 1 by
+    themselves."""
     column = table.autoincrement_column
     if dialect.name != "postgresql" or column is None:
         return None

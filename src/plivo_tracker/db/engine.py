@@ -1,12 +1,15 @@
-"""make_engine(url): SQLite pragmas (WAL, synchronous=FULL, busy timeout) or a PostgreSQL pool.
+"""make_engine(url): SQLite pragmas (WAL, synchronous=FULL, busy timeout), a PostgreSQL pool or
+a MariaDB pool.
 
 Durability is configured here, in one place: SQLite commits with `synchronous=FULL` in WAL mode
-(an acknowledged commit survives power loss), PostgreSQL sessions pin `synchronous_commit=on`.
+(an acknowledged commit survives power loss), PostgreSQL sessions pin `synchronous_commit=on`;
+MariaDB's is the server's `innodb_flush_log_at_trx_commit=1` (its default; `doctor` checks it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +58,8 @@ def make_engine(
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _sqlite_events(engine, read_only=read_only)
         return engine
+    if url.startswith("mysql"):
+        return _mariadb_engine(url, pool_size=pool_size, read_only=read_only)
     if pgbouncer:
         return pgbouncer_engine(url, pool_size=pool_size)
     server_settings = {"synchronous_commit": "on", "application_name": "plivo-tracker"}
@@ -71,6 +76,28 @@ def make_engine(
             "timeout": 3,
             "server_settings": server_settings,
         },
+    )
+
+
+def _mariadb_engine(url: str, *, pool_size: int, read_only: bool) -> AsyncEngine:
+    """MariaDB through asyncmy (docs/adr/0012): READ COMMITTED like PostgreSQL (InnoDB's default
+    REPEATABLE READ would keep a transaction's first snapshot and take gap locks), UTC session
+    time, strict SQL mode."""
+    # asyncmy logs every server warning at WARNING level, with the values it names ("Duplicate
+    # entry '+14155550100' for key ..." from an INSERT IGNORE): numbers stay out of our logs.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
+    settings = "time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+    if read_only:
+        settings += ", tx_read_only = 1"
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=3600,  # under the server's wait_timeout (8 h by default)
+        hide_parameters=True,
+        isolation_level="READ COMMITTED",
+        connect_args={"connect_timeout": 3, "init_command": "SET " + settings},
     )
 
 
@@ -277,7 +304,8 @@ class ThreadWriter:
 
 
 class AsyncWriter:
-    """PostgreSQL: asyncpg is natively async, so the same sync code runs through `run_sync`."""
+    """PostgreSQL and MariaDB: asyncpg and asyncmy are natively async, so the same sync code runs
+    through `run_sync`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -294,7 +322,7 @@ class AsyncWriter:
             await writer(conn)
             try:
                 async with conn.begin():
-                    if background:
+                    if background and conn.dialect.name == "postgresql":
                         await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     elif self._engine.get_execution_options().get(PGBOUNCER):
                         await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
@@ -349,7 +377,7 @@ class LoopReader:
 
 
 class AsyncReader:
-    """PostgreSQL: the same synchronous read code through `run_sync` over asyncpg."""
+    """PostgreSQL and MariaDB: the same synchronous read code through `run_sync`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -369,7 +397,8 @@ def make_reader(engine: AsyncEngine) -> Reader:
 
 
 def make_writer(engine: AsyncEngine) -> Writer:
-    """The write path for batches: a writer thread on SQLite, the async engine on PostgreSQL."""
+    """The write path for batches: a writer thread on SQLite, the async engine on PostgreSQL and
+    MariaDB."""
     if engine.dialect.name == "sqlite":
         return ThreadWriter(engine.url.render_as_string(hide_password=False))
     return AsyncWriter(engine)

@@ -11,9 +11,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plivo_tracker.db.dialect import server_problem
 from plivo_tracker.db.engine import WRITE, sync_sqlite_engine, writer
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class UnsupportedDatabase(RuntimeError):
+    """The server cannot hold our data as promised (MySQL, an old MariaDB, commits that do not
+    reach the disk): nothing is migrated."""
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -33,6 +39,9 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Apply migrations over the engine's own connection (works inside a running event loop)."""
 
     def _run(sync_conn: Connection) -> None:
+        problem = server_problem(sync_conn)
+        if problem is not None:
+            raise UnsupportedDatabase(problem)
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)

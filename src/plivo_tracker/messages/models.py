@@ -173,6 +173,16 @@ cursors = Table(
     Column("updated_at", UTCDateTime()),
 )
 
+# MariaDB's transaction-scoped ordering locks (db/dialect.order_lock_sql): one row per kind of
+# id that must ascend in commit order ("events", "journal"), locked FOR UPDATE until COMMIT.
+# PostgreSQL uses advisory locks and SQLite its single writer; the rows exist everywhere so
+# that every database has the same schema (`db copy` moves between them).
+order_locks = Table(
+    "order_locks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+)
+
 # Validly signed payloads we could not interpret: kept raw, acknowledged, never dropped.
 quarantine = Table(
     "quarantine",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, func, or_, select, update
 
 from plivo_tracker.db.dialect import (
     insert_ignore,
@@ -562,23 +562,27 @@ def take_shared_tokens(
 ) -> float:
     """Take one token from each bucket `(name, rate, capacity)`, kept in rows shared by every
     process: returns 0.0 when all were taken, else the seconds to wait (nothing taken). The
-    row locks serialise workers; rows are locked in name order (no deadlock)."""
+    row locks serialise workers; rows are locked in name order (no deadlock). A missing row is
+    made first, once: inserting over an existing row would take a shared lock on it (MariaDB's
+    duplicate check), which two workers then both want to raise to the update lock."""
     ordered = sorted(buckets)
-    conn.execute(
-        insert_ignore(conn.dialect, rate_limits, ["name"]),
-        [{"name": name, "tokens": capacity, "updated": now} for name, _, capacity in ordered],
+    lock = lock_for_update(
+        conn.dialect,
+        select(rate_limits.c.name, rate_limits.c.tokens, rate_limits.c.updated)
+        .where(rate_limits.c.name.in_([b[0] for b in ordered]))
+        .order_by(rate_limits.c.name),
     )
-    rows = {
-        r.name: r
-        for r in conn.execute(
-            lock_for_update(
-                conn.dialect,
-                select(rate_limits.c.name, rate_limits.c.tokens, rate_limits.c.updated)
-                .where(rate_limits.c.name.in_([b[0] for b in ordered]))
-                .order_by(rate_limits.c.name),
-            )
+    rows = {r.name: r for r in conn.execute(lock)}
+    if len(rows) < len(ordered):
+        conn.execute(
+            insert_ignore(conn.dialect, rate_limits, ["name"]),
+            [
+                {"name": name, "tokens": capacity, "updated": now}
+                for name, _, capacity in ordered
+                if name not in rows
+            ],
         )
-    }
+        rows = {r.name: r for r in conn.execute(lock)}
     taken: list[tuple[str, Bucket]] = []
     wait = 0.0
     for name, rate, capacity in ordered:
@@ -644,9 +648,8 @@ def set_paused(
 ) -> bool:
     """Pause dispatching for every worker; returns True when it was not paused before (an
     operator's pause is never replaced by an automatic one)."""
-    conn.execute(
-        insert_ignore(conn.dialect, dispatch_state, ["name"]),
-        [{"name": DISPATCH, "paused": False, "probes": 0, "updated_at": now}],
+    ensure_row(
+        conn, dispatch_state, {"name": DISPATCH, "paused": False, "probes": 0, "updated_at": now}
     )
     current = conn.execute(
         lock_for_update(
@@ -789,6 +792,15 @@ def resolve_resend(conn: Connection, message_id: int, now: datetime) -> None:
     notify_outbox(conn)
 
 
+def ensure_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    """Make the row keyed by `name` unless it exists, before the caller locks or updates it.
+    Looking first matters on MariaDB: an insert over an existing row takes the duplicate
+    check's shared lock, which two processes that then update the row both hold and both
+    want to raise (a deadlock every time, where a look finds the row without any lock)."""
+    if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
+        conn.execute(insert_ignore(conn.dialect, table, ["name"]), [row])
+
+
 # ---- leases and the sweeper ------------------------------------------------------------------
 
 
@@ -799,10 +811,7 @@ def take_lease(
 
     `renew=False`: only once the lease has run out, even for its holder (a job due every `ttl`
     across processes, such as the purge, rather than a leader)."""
-    conn.execute(
-        insert_ignore(conn.dialect, leases, ["name"]),
-        [{"name": name, "owner": None, "until": None}],
-    )
+    ensure_row(conn, leases, {"name": name, "owner": None, "until": None})
     free = or_(leases.c.until.is_(None), leases.c.until < now)
     result = conn.execute(
         update(leases)

@@ -1,4 +1,4 @@
-"""Alembic environment: one linear history for SQLite (batch mode) and PostgreSQL."""
+"""Alembic environment: one linear history for SQLite (batch mode), PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -15,7 +15,24 @@ from plivo_tracker.optouts import models as optout_models  # noqa: F401  (the sa
 config = context.config
 
 
+def _binary_text(connection: Connection) -> None:
+    """MariaDB: the database's default collation made byte-exact before any table is created
+    (tables take it): the server's usual utf8mb4_general_ci compares case-insensitively and
+    ignores trailing spaces, so two idempotency keys or nonces differing in case would count
+    as one. utf8mb4_nopad_bin compares code points, as PostgreSQL's unique indexes and SQLite
+    do."""
+    if connection.dialect.name != "mysql":
+        return
+    current = connection.exec_driver_sql(
+        "SELECT default_character_set_name, default_collation_name FROM "
+        "information_schema.schemata WHERE schema_name = DATABASE()"
+    ).one()
+    if tuple(current) != ("utf8mb4", "utf8mb4_nopad_bin"):
+        connection.exec_driver_sql("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin")
+
+
 def _run(connection: Connection) -> None:
+    _binary_text(connection)
     context.configure(
         connection=connection,
         target_metadata=metadata,

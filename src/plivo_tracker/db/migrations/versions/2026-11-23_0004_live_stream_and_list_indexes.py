@@ -431,11 +431,12 @@ def _create_rollups() -> None:
             op.execute(_aggregate(_PostgreSQL(), rollup, "messages", ""))
         for sql in [*_pg_functions(), *_pg_triggers()]:
             op.execute(sql)
-    else:
+    elif op.get_context().dialect.name == "sqlite":
         for rollup in _ROLLUPS:
             op.execute(_aggregate(_SQLite(), rollup, "messages", ""))
         for _, sql in _sqlite_triggers():
             op.execute(sql)
+    # MariaDB: none; no database of it predates 0010, which moved the rollups to the projector.
 
 
 def _drop_rollups() -> None:
@@ -443,7 +444,7 @@ def _drop_rollups() -> None:
         for event in ("insert", "update", "delete", "truncate"):
             op.execute(f"DROP TRIGGER IF EXISTS trg_stats_rollup_{event} ON messages")
             op.execute(f"DROP FUNCTION IF EXISTS stats_rollup_{event}()")
-    else:
+    elif op.get_context().dialect.name == "sqlite":
         for name, _ in _sqlite_triggers():
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
     for table in reversed(ROLLUPS):

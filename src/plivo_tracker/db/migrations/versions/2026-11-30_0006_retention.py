@@ -81,6 +81,8 @@ def _delete_triggers(*, skip_while_purging: bool) -> None:
             f"BEGIN\n    {guard}{body}\n    RETURN NULL;\nEND\n$$"
         )
         return
+    if op.get_context().dialect.name != "sqlite":
+        return  # MariaDB: no triggers (see 0004)
     for i, rollup in enumerate(v4._ROLLUPS):
         name = f"trg_{rollup.table}_{i}_del"
         when = rollup.include.format(r="OLD")

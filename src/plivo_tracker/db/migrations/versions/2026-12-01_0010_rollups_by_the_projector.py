@@ -40,7 +40,7 @@ def upgrade() -> None:
         for event in ("insert", "update", "delete", "truncate"):
             op.execute(f"DROP TRIGGER IF EXISTS trg_stats_rollup_{event} ON messages")
             op.execute(f"DROP FUNCTION IF EXISTS stats_rollup_{event}()")
-    else:
+    elif op.get_context().dialect.name == "sqlite":
         for name, _ in v4._sqlite_triggers():
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.drop_table("purge_marker")
@@ -51,7 +51,7 @@ def downgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
         for sql in [*v4._pg_functions(), *v4._pg_triggers()]:
             op.execute(sql)
-    else:
+    elif op.get_context().dialect.name == "sqlite":
         for _, sql in v4._sqlite_triggers():
             op.execute(sql)
     op.create_table(
