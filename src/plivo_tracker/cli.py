@@ -276,7 +276,9 @@ def db_copy(
     if not target:
         _fail("--to: give the database to copy into (e.g. postgresql://HOST/DB)")
     urls = []
-    for option, url in (("--from", source or _settings().database_url), ("--to", target)):
+    # --from defaults to the database itself, never through PgBouncer (DATABASE_DIRECT_URL).
+    default = None if source else _settings().direct_database_url
+    for option, url in (("--from", source or default or ""), ("--to", target)):
         try:
             urls.append(normal_database_url(url))
         except ValueError as exc:

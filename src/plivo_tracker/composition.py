@@ -105,9 +105,16 @@ class Store:
 
 
 @contextlib.asynccontextmanager
-async def open_engine(settings: Settings, *, migrate: bool = False) -> AsyncIterator[AsyncEngine]:
-    """The engine on DATABASE_URL, upgraded to the head revision first when `migrate`."""
-    engine = make_engine(settings.database_url)
+async def open_engine(
+    settings: Settings, *, migrate: bool = False, direct: bool = False
+) -> AsyncIterator[AsyncEngine]:
+    """The engine on DATABASE_URL, upgraded to the head revision first when `migrate`.
+    `direct`: on DATABASE_DIRECT_URL instead (never through PgBouncer: `db upgrade`)."""
+    if direct:
+        engine = make_engine(settings.direct_database_url)
+    else:
+        pgbouncer = settings.database_pooler == "pgbouncer"
+        engine = make_engine(settings.database_url, pgbouncer=pgbouncer)
     try:
         if migrate:
             await upgrade(engine)
@@ -130,7 +137,8 @@ async def open_store(settings: Settings, *, migrate: bool = False) -> AsyncItera
 async def listening(
     database_url: str, channels: dict[str, Callable[[], None]]
 ) -> AsyncIterator[Listener]:
-    """PostgreSQL LISTEN on `channels` (nothing on SQLite). Not fatal when it fails: every
+    """PostgreSQL LISTEN on `channels` (nothing on SQLite), on DATABASE_DIRECT_URL: through
+    PgBouncer in transaction mode a LISTEN hears nothing. Not fatal when it fails: every
     reader also polls, and the live feed reconnects it (`hub.on_idle`)."""
     listener = Listener(database_url, channels)
     await listener.start()
@@ -410,7 +418,9 @@ async def open_service(
                 leading(store.writer, "dispatcher", sending)
             )
             channels[OUTBOX_CHANNEL] = sending.dispatcher.wake
-        listener = await stack.enter_async_context(listening(settings.database_url, channels))
+        listener = await stack.enter_async_context(
+            listening(settings.direct_database_url, channels)
+        )
         hub.on_idle = listener.start  # reconnects LISTEN if PostgreSQL dropped it
         await stack.enter_async_context(_live_feed(hub))
         dispatcher = sending.dispatcher if dispatch else None
@@ -457,7 +467,7 @@ async def open_worker(
     async with (
         open_store(settings) as store,
         open_sending(settings, store, poll_interval=poll_interval) as sending,
-        listening(settings.database_url, {OUTBOX_CHANNEL: sending.dispatcher.wake}),
+        listening(settings.direct_database_url, {OUTBOX_CHANNEL: sending.dispatcher.wake}),
     ):
         yield sending
 
@@ -481,8 +491,9 @@ def upgrade_sqlite_database(settings: Settings) -> None:
 
 
 async def upgrade_database(settings: Settings) -> str | None:
-    """`db upgrade`: migrate to head; returns the revision the database is at."""
-    async with open_engine(settings, migrate=True) as engine:
+    """`db upgrade`: migrate to head; returns the revision the database is at. Directly, not
+    through PgBouncer: a migration is one long transaction of DDL, nothing a pool shares."""
+    async with open_engine(settings, migrate=True, direct=True) as engine:
         return await current_revision(engine)
 
 

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    # --- PgBouncer (docs/deploy.md, "Behind PgBouncer") ---
+    # "pgbouncer": DATABASE_URL is a PgBouncer in transaction mode (no prepared statements kept
+    # across transactions, no session settings). DATABASE_DIRECT_URL: the server itself, for
+    # what needs a session of its own (LISTEN, `db upgrade`); default: DATABASE_URL.
+    database_pooler: Literal["none", "pgbouncer"] = "none"
+    database_direct_url: str | None = Field(default=None, validate_default=True)
+    # --- end PgBouncer ---
     public_base_url: str = "http://127.0.0.1:8000"
     plivo_auth_id: str | None = None
     plivo_auth_token: str | None = None
@@ -378,6 +385,36 @@ class Settings(BaseSettings):
     @classmethod
     def _db_url(cls, value: str) -> str:
         return normal_database_url(value)
+
+    # --- PgBouncer ---
+    @field_validator("database_direct_url")
+    @classmethod
+    def _direct_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Validated after DATABASE_URL and DATABASE_POOLER (declared before it), and always
+        # (validate_default): DATABASE_POOLER=pgbouncer without it is an error.
+        url, pooler = info.data.get("database_url", ""), info.data.get("database_pooler")
+        if pooler == "pgbouncer" and not url.startswith("postgresql"):
+            raise ValueError("DATABASE_POOLER=pgbouncer needs a PostgreSQL DATABASE_URL")
+        if value is None:
+            if pooler == "pgbouncer":
+                raise ValueError(
+                    "required with DATABASE_POOLER=pgbouncer: the PostgreSQL server itself "
+                    "(LISTEN hears nothing through PgBouncer in transaction mode)"
+                )
+            return None
+        value = normal_database_url(value)
+        if not value.startswith("postgresql") or not url.startswith("postgresql"):
+            raise ValueError(
+                "only for PostgreSQL (postgresql+asyncpg://HOST/DB, with such a DATABASE_URL)"
+            )
+        return value
+
+    @property
+    def direct_database_url(self) -> str:
+        """Where a session of our own is needed (LISTEN, migrations): never through a pooler."""
+        return self.database_direct_url or self.database_url
+
+    # --- end PgBouncer ---
 
     @field_validator("plivo_auth_id")
     @classmethod

@@ -470,3 +470,43 @@ def test_cli_serve_with_credentials_needs_a_public_callback_url(
     lines = nonempty_lines(result.stderr)
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: PUBLIC_BASE_URL: ")
+
+
+# --- PgBouncer (DATABASE_POOLER, DATABASE_DIRECT_URL) -----------------------------------------
+
+
+def test_direct_url_defaults_to_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://h/db")
+    s = load_settings()
+    assert s.database_pooler == "none"
+    assert s.database_direct_url is None
+    assert s.direct_database_url == "postgresql+asyncpg://h/db"
+
+
+def test_pgbouncer_with_direct_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bouncer:6432/db")
+    monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")
+    monkeypatch.setenv("DATABASE_DIRECT_URL", "postgres://u@db-host/db")
+    s = load_settings()
+    assert s.database_url == "postgresql+asyncpg://bouncer:6432/db"
+    assert s.direct_database_url == "postgresql+asyncpg://u@db-host/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        # LISTEN hears nothing through PgBouncer: the direct URL is required with it.
+        ({"DATABASE_URL": "postgresql://b:6432/db", "DATABASE_POOLER": "pgbouncer"}, None),
+        ({"DATABASE_POOLER": "pgbouncer", "DATABASE_DIRECT_URL": "postgresql://h/db"}, None),
+        ({"DATABASE_DIRECT_URL": "postgresql://h/db"}, None),  # SQLite DATABASE_URL
+        ({"DATABASE_URL": "postgresql://h/db", "DATABASE_DIRECT_URL": "sqlite:///x.db"}, None),
+        ({"DATABASE_URL": "postgresql://h/db", "DATABASE_DIRECT_URL": "mysql://x"}, None),
+        ({"DATABASE_URL": "postgresql://h/db", "DATABASE_POOLER": "pgpool"}, "DATABASE_POOLER"),
+    ],
+)
+def test_pooler_settings_refused(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str | None
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert_one_line_naming(config_error(), variable or "DATABASE_DIRECT_URL")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +36,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, read_only: bool = False, pgbouncer: bool = False
+) -> AsyncEngine:
     """`read_only`: nothing written through it (`db copy`'s source). SQLite: the file opened
     with `mode=ro` (it must exist; no directory is made) and `query_only`; PostgreSQL: every
-    transaction READ ONLY."""
+    transaction READ ONLY. `pgbouncer`: `url` is a PgBouncer in transaction mode
+    (`pgbouncer_engine`)."""
     # Every engine here hides bound parameters (message texts, numbers, payloads) from its error
     # messages, which get logged: "[SQL parameters hidden due to hide_parameters=True]".
     if url.startswith("sqlite"):
@@ -56,6 +60,8 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> As
         return engine
     if url.startswith("mysql"):
         return _mariadb_engine(url, pool_size=pool_size, read_only=read_only)
+    if pgbouncer:
+        return pgbouncer_engine(url, pool_size=pool_size)
     server_settings = {"synchronous_commit": "on", "application_name": "plivo-tracker"}
     if read_only:
         server_settings["default_transaction_read_only"] = "on"
@@ -93,6 +99,41 @@ def _mariadb_engine(url: str, *, pool_size: int, read_only: bool) -> AsyncEngine
         isolation_level="READ COMMITTED",
         connect_args={"connect_timeout": 3, "init_command": "SET " + settings},
     )
+
+
+# --- PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer; docs/deploy.md) ---------------
+
+# Engine execution option: every durable write transaction pins `synchronous_commit` itself
+# (`SET LOCAL`), since a pooled server connection keeps no setting of ours.
+PGBOUNCER = "plivo_tracker_pgbouncer"
+
+
+def pgbouncer_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """PostgreSQL through PgBouncer in transaction mode: each transaction may run on another
+    server connection. asyncpg's statement cache and SQLAlchemy's are off (a statement
+    prepared in one transaction is not on the next one's server connection), and the
+    statements SQLAlchemy still prepares within a transaction get names unique to this
+    process, so that two clients never collide on one server connection
+    (`__asyncpg_stmt_1__ already exists`). PgBouncer 1.18 (Debian 12) forwards no startup
+    settings but `application_name`: `synchronous_commit` is set per write transaction."""
+    u = make_url(url).update_query_dict({"prepared_statement_cache_size": "0"})
+    return create_async_engine(
+        u,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        execution_options={PGBOUNCER: True},
+        connect_args={
+            "timeout": 3,
+            "statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__",
+            "server_settings": {"application_name": "plivo-tracker"},
+        },
+    )
+
+
+# --- end PgBouncer ---------------------------------------------------------------------------
 
 
 def sync_sqlite_engine(url: str) -> Engine:
@@ -283,6 +324,8 @@ class AsyncWriter:
                 async with conn.begin():
                     if background and conn.dialect.name == "postgresql":
                         await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    elif self._engine.get_execution_options().get(PGBOUNCER):
+                        await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
                     result = await conn.run_sync(fn)
             finally:
                 appended = _appended(conn)
