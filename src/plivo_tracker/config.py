@@ -86,13 +86,12 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
-    # --- PgBouncer (docs/deploy.md, "Behind PgBouncer") ---
+    # PgBouncer (docs/deploy.md, "Behind PgBouncer"):
     # "pgbouncer": DATABASE_URL is a PgBouncer in transaction mode (no prepared statements kept
     # across transactions, no session settings). DATABASE_DIRECT_URL: the server itself, for
     # what needs a session of its own (LISTEN, `db upgrade`); default: DATABASE_URL.
     database_pooler: Literal["none", "pgbouncer"] = "none"
     database_direct_url: str | None = Field(default=None, validate_default=True)
-    # --- end PgBouncer ---
     public_base_url: str = "http://127.0.0.1:8000"
     plivo_auth_id: str | None = None
     plivo_auth_token: str | None = None
@@ -386,7 +385,6 @@ class Settings(BaseSettings):
     def _db_url(cls, value: str) -> str:
         return normal_database_url(value)
 
-    # --- PgBouncer ---
     @field_validator("database_direct_url")
     @classmethod
     def _direct_url(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -413,8 +411,6 @@ class Settings(BaseSettings):
     def direct_database_url(self) -> str:
         """Where a session of our own is needed (LISTEN, migrations): never through a pooler."""
         return self.database_direct_url or self.database_url
-
-    # --- end PgBouncer ---
 
     @field_validator("plivo_auth_id")
     @classmethod

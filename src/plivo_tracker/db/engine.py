@@ -133,9 +133,6 @@ def pgbouncer_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-# --- end PgBouncer ---------------------------------------------------------------------------
-
-
 def sync_sqlite_engine(url: str) -> Engine:
     """A synchronous engine on a SQLite URL with the same pragmas (WAL, FULL, busy timeout,
     BEGIN IMMEDIATE for writers): no event loop, no aiosqlite thread (`serve --workers N`
