@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import make_engine, make_reader, make_writer
+from plivo_tracker.db.engine import DatabaseUnavailable, make_engine, make_reader, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
@@ -395,3 +396,51 @@ async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
         await sending.close()
         await reader.close()
         await writer.close()
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        DatabaseUnavailable("connection refused"),
+        DBAPIError("COMMIT", None, ConnectionResetError(104, "reset"), connection_invalidated=True),
+    ],
+    ids=["unreachable", "connection-lost"],
+)
+async def test_a_send_while_the_database_is_down_is_503_and_its_retry_is_taken(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, lost: Exception
+) -> None:
+    """A database restarting under a send is a 503 with Retry-After (retry with the same
+    Idempotency-Key), not a 500; once it is back, the retry is taken, once."""
+    writer = app.state.ctx.writer
+
+    async def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise lost
+
+    body = {"to": "+14155550101", "text": "during a restart", "from": "+14155550100"}
+    headers = {"Idempotency-Key": "restart-1"}
+    with monkeypatch.context() as patched:
+        patched.setattr(writer, "run", down)
+        refused = await client.post("/api/messages", json=body, headers=headers)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "database_unavailable"
+    assert refused.headers["Retry-After"] == "1"
+    taken = await client.post("/api/messages", json=body, headers=headers)
+    again = await client.post("/api/messages", json=body, headers=headers)
+    assert taken.status_code == again.status_code == 202
+    assert taken.json() == again.json()
+
+
+async def test_other_database_errors_stay_500(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a lost connection is "unavailable": a statement the database refuses is a bug."""
+
+    async def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise DBAPIError("INSERT", None, ValueError("constraint"), connection_invalidated=False)
+
+    monkeypatch.setattr(app.state.ctx.writer, "run", refused)
+    resp = await client.post(
+        "/api/messages", json={"to": "+14155550101", "text": "x", "from": "+14155550100"}
+    )
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "internal_error"
