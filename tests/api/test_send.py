@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
@@ -398,13 +398,28 @@ async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
         await writer.close()
 
 
+def _broken_under_a_statement() -> Exception:
+    """What a send met as PostgreSQL shut down: the driver's connection broke under the
+    statement, and SQLAlchemy's attempt to reconnect while handling that failed too."""
+    try:
+        raise InternalError("INSERT", None, Exception("cannot switch to state 12"))
+    except InternalError:
+        try:
+            raise MissingGreenlet("greenlet_spawn has not been called")
+        except MissingGreenlet as exc:
+            return exc
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize(
     "lost",
     [
         DatabaseUnavailable("connection refused"),
         DBAPIError("COMMIT", None, ConnectionResetError(104, "reset"), connection_invalidated=True),
+        _broken_under_a_statement(),
+        ConnectionRefusedError(111, "Connection refused"),
     ],
-    ids=["unreachable", "connection-lost"],
+    ids=["unreachable", "connection-lost", "broken-connection", "refused"],
 )
 async def test_a_send_while_the_database_is_down_is_503_and_its_retry_is_taken(
     app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, lost: Exception
@@ -436,7 +451,7 @@ async def test_other_database_errors_stay_500(
     """Only a lost connection is "unavailable": a statement the database refuses is a bug."""
 
     async def refused(*_args: Any, **_kwargs: Any) -> Any:
-        raise DBAPIError("INSERT", None, ValueError("constraint"), connection_invalidated=False)
+        raise IntegrityError("INSERT", None, ValueError("duplicate key"))
 
     monkeypatch.setattr(app.state.ctx.writer, "run", refused)
     resp = await client.post(

@@ -8,7 +8,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plivo_tracker.db.engine import DatabaseUnavailable
@@ -18,6 +24,9 @@ from plivo_tracker.web.hygiene import SafeJSONResponse
 log = structlog.get_logger(__name__)
 
 DATABASE_RETRY_AFTER = 1  # seconds: a restarting database is usually back within a few
+# DB-API errors about the connection or the server's state, not about the statement (a
+# constraint, bad SQL): the same request may well succeed a moment later.
+_CONNECTION_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 
 class AppError(Exception):
@@ -80,13 +89,12 @@ def register(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    # Handled here (not by the catch-all below, which re-raises into the server's log).
     @app.exception_handler(DatabaseUnavailable)
-    async def _no_database(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        return _database_unavailable(request, exc)
-
-    @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:  # the connection died under the statement
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(ConnectionError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if database_lost(exc):
             return _database_unavailable(request, exc)
         return await _unexpected(request, exc)
 
@@ -95,6 +103,24 @@ def register(app: FastAPI) -> None:
         # Logged with its traceback; the client never sees internals.
         log.error("http.unhandled", path=request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error")
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Did `exc` come from losing the database: unreachable, restarting, or the connection cut
+    or broken under a statement? (The exception a request ends with may be one raised while
+    SQLAlchemy handled that: its cause or context says what happened.)"""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable | ConnectionError):
+            return True
+        if isinstance(current, DBAPIError) and (
+            current.connection_invalidated or isinstance(current, _CONNECTION_ERRORS)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
