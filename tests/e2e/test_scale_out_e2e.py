@@ -82,6 +82,7 @@ SETTLE_WITHIN = 60.0  # seconds after the load stops: every message has a final 
 STRANDED_WITHIN = LEASE.total_seconds() + 30.0  # seconds after the last such fault
 GIVE_UP_AFTER = 90.0  # seconds a client keeps retrying one send or one callback
 STATUSES = ("queued", "sent", "delivered")
+RESUME_AFTER = 1.0  # seconds the stream's client stays away before it resumes elsewhere
 # Log events that mean a bug, whatever the faults.
 FORBIDDEN_EVENTS = (
     "http.unhandled",
@@ -305,12 +306,22 @@ def callback_load(bases: list[str], stop: threading.Event, out: Callbacks) -> No
 
 
 @dataclass
+class Connection:
+    port: int
+    since: int
+    replayed: int = 0  # frames before `ready`: what it missed while away, from the database
+
+
+@dataclass
 class Watcher:
-    """A WebSocket client of the live stream that resumes on the other serve with ?since=."""
+    """A WebSocket client of the live stream that, whenever its connection ends (its serve
+    died, or `drop` asked it to go), stays away a moment and resumes on the other serve with
+    ?since=<the last id it got>."""
 
     frames: list[dict[str, Any]] = field(default_factory=list)
-    connections: list[tuple[int, int | None]] = field(default_factory=list)  # (port, since)
+    connections: list[Connection] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    drop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def last_id(self) -> int:
@@ -326,24 +337,29 @@ def watch(ports: list[int], stop: threading.Event, out: Watcher) -> None:
         url = f"ws://127.0.0.1:{port}/ws?since={since}"
         try:
             with connect(url, additional_headers=AUTH, open_timeout=5) as ws:
-                out.connections.append((port, since))
-                while not stop.is_set():
+                this = Connection(port, since)
+                out.connections.append(this)
+                live = False
+                while not stop.is_set() and not out.drop.is_set():
                     try:
-                        raw = ws.recv(timeout=0.5)
+                        raw = ws.recv(timeout=0.2)
                     except TimeoutError:
                         continue
                     frame = json.loads(raw)
                     if frame["type"] == "error":
                         out.problems.append(f"error frame on {port}: {frame}")
                         break
+                    live = live or frame["type"] == "ready"
                     if frame["type"] not in ("status", "message"):
                         continue
                     if frame["id"] <= out.last_id:
                         out.problems.append(f"id {frame['id']} after {out.last_id} on {port}")
                     out.frames.append(frame)
+                    this.replayed += not live
         except (OSError, ConnectionClosed, InvalidStatus, WebSocketException, TimeoutError):
             pass
-        time.sleep(0.2)
+        out.drop.clear()
+        time.sleep(RESUME_AFTER)
 
 
 @contextlib.contextmanager
@@ -488,7 +504,7 @@ def test_two_serves_two_workers_hold_every_invariant_under_faults(
                 time.sleep(0.1)
 
         until(lambda: bool(watcher.connections), "connected to the live stream")
-        assert watcher.connections == [(ports[0], 0)]
+        assert watcher.connections == [Connection(ports[0], 0)]
         with running(*load):
             try:
                 time.sleep(PHASE)
@@ -499,7 +515,9 @@ def test_two_serves_two_workers_hold_every_invariant_under_faults(
                 time.sleep(PHASE / 2)
                 servers[0] = serve(0, "serve-a-again")
                 servers[0].wait_healthy()
-                time.sleep(PHASE)
+                time.sleep(PHASE / 2)
+                watcher.drop.set()  # the stream's client leaves B, and resumes on A
+                time.sleep(PHASE / 2)
                 # 2. worker 1 dies without a word (not restarted).
                 marks.append(time.monotonic())
                 workers[0].proc.send_signal(signal.SIGKILL)
@@ -511,7 +529,9 @@ def test_two_serves_two_workers_hold_every_invariant_under_faults(
                 wait_database(database)
                 t_back = time.monotonic()
                 say(f"\ndatabase restarted in {t_back - marks[-1]:.1f} s")
-                time.sleep(PHASE)
+                time.sleep(PHASE / 2)
+                watcher.drop.set()
+                time.sleep(PHASE / 2)
             finally:
                 stop.set()
         marks.append(time.monotonic())
@@ -579,7 +599,8 @@ def test_two_serves_two_workers_hold_every_invariant_under_faults(
         f"({dict(Counter(r for _, _, r in callbacks.acked.values()))}; refused on the way: "
         f"{dict(callbacks.refused)}) journal={len(stored.journal)} events={len(stored.events)} "
         f"replayed from spools={spooled} "
-        f"stream frames={len(watcher.frames)} over {watcher.connections} "
+        f"stream frames={len(watcher.frames)} over "
+        f"{[(c.port, c.since, c.replayed) for c in watcher.connections]} "
         f"load {t_load:.0f} s, settled {t_settle:.1f} s later, total {time.monotonic() - t0:.0f} s"
     )
 
@@ -607,9 +628,12 @@ def test_two_serves_two_workers_hold_every_invariant_under_faults(
 
     # The stream's client missed nothing: every change in the database, in order, once.
     assert not watcher.problems, watcher.problems[:5]
-    # It resumed on serve B, from where it was, when serve A died.
-    assert watcher.connections[1][0] == ports[1]
-    assert watcher.connections[1][1] > 0
+    # It resumed on serve B, from where it was, when serve A died; later resumes replayed what
+    # it had missed while away (so ?since= was put to work, not only the live feed).
+    assert watcher.connections[1].port == ports[1]
+    assert watcher.connections[1].since > 0
+    assert len(watcher.connections) >= 3
+    assert sum(c.replayed for c in watcher.connections[1:]) > 0
     received = [(f["id"], f["status"]) for f in watcher.frames]
     assert received == changes
 
