@@ -10,8 +10,10 @@
   200 is recorded as acknowledged. The simulator posts its own callbacks too: each dispatching
   process gives Plivo its own `PUBLIC_BASE_URL` (serve A and worker 1: A's, serve B and worker 2:
   B's), so they reach either serve, and are retried by the simulator while their serve is down;
-- a WebSocket client on serve A's live stream (`?since=0`) that, whenever its connection ends,
-  resumes on the other serve with `?since=<last id>`.
+- a WebSocket client on serve A's live stream (`?since=0`) that, whenever its connection ends
+  (its serve killed, or the test moving it: once after A's restart, once after the database's),
+  stays away a second and resumes on the other serve with `?since=<last id>`, so that its
+  resumes replay from the database what it missed while away.
 
 The faults, in order: `kill -9` serve A (restarted on the same port and spool a few seconds
 later: its spool and the callbacks the simulator retries to A's URL need it back), `kill -9`
@@ -20,8 +22,11 @@ restart of the database server itself.
 
 Afterwards: every acknowledged callback is in the journal and projected exactly once (the
 projector's cursor at the journal's head, one event per report, none twice); every message was
-sent exactly once, counted at the simulator; every message settles within a bound; and the
-WebSocket client got every status change the database holds, in order, none twice.
+sent exactly once, counted at the simulator; every message settles within a bound (60 s after
+the load, or, for a message a dispatcher had claimed when it was killed or when its pass was
+cut by the restart, once that claim has run out: `dispatcher.LEASE` after the database is back);
+and the WebSocket client got every status change the database holds, in order, none twice.
+Spool files are replayed and no process logs an event that means a bug (`FORBIDDEN_EVENTS`).
 
 The database is the `database` fixture's parameter (`SERVER_DATABASES`); what depends on the
 database server (restarting it) is keyed by the URL's scheme in `restart_database`.
