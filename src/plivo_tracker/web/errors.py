@@ -8,25 +8,16 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import (
-    DBAPIError,
-    InterfaceError,
-    InternalError,
-    OperationalError,
-    SQLAlchemyError,
-)
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from plivo_tracker.db.engine import DatabaseUnavailable
+from plivo_tracker.db.engine import DatabaseUnavailable, database_lost
 from plivo_tracker.web.envelope import error_envelope
 from plivo_tracker.web.hygiene import SafeJSONResponse
 
 log = structlog.get_logger(__name__)
 
 DATABASE_RETRY_AFTER = 1  # seconds: a restarting database is usually back within a few
-# DB-API errors about the connection or the server's state, not about the statement (a
-# constraint, bad SQL): the same request may well succeed a moment later.
-_CONNECTION_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 
 class AppError(Exception):
@@ -103,24 +94,6 @@ def register(app: FastAPI) -> None:
         # Logged with its traceback; the client never sees internals.
         log.error("http.unhandled", path=request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error")
-
-
-def database_lost(exc: BaseException) -> bool:
-    """Did `exc` come from losing the database: unreachable, restarting, or the connection cut
-    or broken under a statement? (The exception a request ends with may be one raised while
-    SQLAlchemy handled that: its cause or context says what happened.)"""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, DatabaseUnavailable | ConnectionError):
-            return True
-        if isinstance(current, DBAPIError) and (
-            current.connection_invalidated or isinstance(current, _CONNECTION_ERRORS)
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
