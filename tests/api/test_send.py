@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.composition import LOOKUP_CONNECTIONS, build_sending
 from plivo_tracker.config import Settings
-from plivo_tracker.db.engine import make_engine, make_reader, make_writer
+from plivo_tracker.db.engine import DatabaseUnavailable, make_engine, make_reader, make_writer
 from plivo_tracker.messages.models import dispatch_state, messages, outbox, send_attempts
+from plivo_tracker.outbound import dispatcher as dispatcher_module
 from plivo_tracker.outbound.dispatcher import Dispatcher
 from plivo_tracker.outbound.outbox import SendRequest, submit, validate
 from plivo_tracker.outbound.repository import claim_due
@@ -308,6 +310,90 @@ async def test_a_dead_workers_leases_are_reconciled_then_sent(
     assert outcomes == ["not_found", "accepted"]
 
 
+class _LosesTheDatabase:
+    """A writer whose transaction recording a dispatcher pass meets a lost database `times`
+    times: before it commits, or (`after_commit`) once it has committed, as when the answer to
+    COMMIT is lost with the connection."""
+
+    def __init__(self, inner: Any, times: int, *, after_commit: bool = False) -> None:
+        self.inner, self.left, self.after_commit = inner, times, after_commit
+
+    async def run(self, fn: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__name__", "") == "record" and self.left:
+            self.left -= 1
+            if self.after_commit:
+                await self.inner.run(fn, **kwargs)
+            reset = ConnectionResetError(104, "Connection reset by peer")
+            raise DBAPIError("COMMIT", None, reset, connection_invalidated=True)
+        return await self.inner.run(fn, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _one_pass_losing_the_database(
+    engine: AsyncEngine, plivo: PlivoOpener, writer: _LosesTheDatabase, sim: SimulatedPlivo
+) -> None:
+    client = await plivo(sim)
+    dispatcher = Dispatcher(
+        writer, client, callback_url=BASE_URL + "/plivo/callback", mps=None, shared_bucket=False
+    )
+    valid = validate(SendRequest(to="+14155550101", text="hi"), "14155550100")
+    try:
+        await writer.run(lambda conn: submit(conn, valid, datetime.now(UTC), None))
+        await dispatcher.run_once()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before-commit", "answer-lost"])
+async def test_a_pass_keeps_its_outcomes_while_the_database_is_lost(
+    engine: AsyncEngine,
+    plivo_over_http: PlivoOpener,
+    monkeypatch: pytest.MonkeyPatch,
+    after_commit: bool,
+) -> None:
+    """The database restarts between the send and the pass's record: the dispatcher writes what
+    Plivo answered once the database is back (not two minutes later, after a lookup), and
+    writing it again after a commit whose answer was lost records nothing twice."""
+    monkeypatch.setattr(dispatcher_module, "RECORD_RETRY", 0.01)
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    inner = make_writer(engine)
+    try:
+        writer = _LosesTheDatabase(inner, times=2, after_commit=after_commit)
+        await _one_pass_losing_the_database(engine, plivo_over_http, writer, sim)
+        assert writer.left == 0
+    finally:
+        await inner.close()
+    assert sim.accepted == 1
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(send_attempts.c.outcome))).scalars().all()
+        row = (await conn.execute(select(outbox.c.state, outbox.c.lease_owner))).one()
+    assert outcomes == ["accepted"]
+    assert tuple(row) == ("done", None)
+
+
+async def test_a_pass_that_cannot_record_leaves_its_messages_to_the_lookup(
+    engine: AsyncEngine, plivo_over_http: PlivoOpener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past RECORD_PATIENCE the pass fails: its messages stay leased, to be looked up once the
+    lease has run out (never sent again blindly)."""
+    monkeypatch.setattr(dispatcher_module, "RECORD_RETRY", 0.01)
+    monkeypatch.setattr(dispatcher_module, "RECORD_PATIENCE", 0.05)
+    sim = SimulatedPlivo(AUTH_ID, TOKEN)
+    inner = make_writer(engine)
+    try:
+        writer = _LosesTheDatabase(inner, times=1_000_000)
+        with pytest.raises(DBAPIError):
+            await _one_pass_losing_the_database(engine, plivo_over_http, writer, sim)
+    finally:
+        await inner.close()
+    assert sim.accepted == 1
+    async with engine.connect() as conn:
+        state = (await conn.execute(select(outbox.c.state))).scalar_one()
+    assert state == "sending"
+
+
 async def test_resend_policy_builds_a_chain_up_to_its_limit(
     simulator_service: ServiceOpener,
 ) -> None:
@@ -438,3 +524,66 @@ async def test_plivo_concurrency_sizes_the_dispatcher_and_its_pool(
         await sending.close()
         await reader.close()
         await writer.close()
+
+
+def _broken_under_a_statement() -> Exception:
+    """What a send met as PostgreSQL shut down: the driver's connection broke under the
+    statement, and SQLAlchemy's attempt to reconnect while handling that failed too."""
+    try:
+        raise InternalError("INSERT", None, Exception("cannot switch to state 12"))
+    except InternalError:
+        try:
+            raise MissingGreenlet("greenlet_spawn has not been called")
+        except MissingGreenlet as exc:
+            return exc
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        DatabaseUnavailable("connection refused"),
+        DBAPIError("COMMIT", None, ConnectionResetError(104, "reset"), connection_invalidated=True),
+        _broken_under_a_statement(),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+    ids=["unreachable", "connection-lost", "broken-connection", "refused"],
+)
+async def test_a_send_while_the_database_is_down_is_503_and_its_retry_is_taken(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, lost: Exception
+) -> None:
+    """A database restarting under a send is a 503 with Retry-After (retry with the same
+    Idempotency-Key), not a 500; once it is back, the retry is taken, once."""
+    writer = app.state.ctx.writer
+
+    async def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise lost
+
+    body = {"to": "+14155550101", "text": "during a restart", "from": "+14155550100"}
+    headers = {"Idempotency-Key": "restart-1"}
+    with monkeypatch.context() as patched:
+        patched.setattr(writer, "run", down)
+        refused = await client.post("/api/messages", json=body, headers=headers)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "database_unavailable"
+    assert refused.headers["Retry-After"] == "1"
+    taken = await client.post("/api/messages", json=body, headers=headers)
+    again = await client.post("/api/messages", json=body, headers=headers)
+    assert taken.status_code == again.status_code == 202
+    assert taken.json() == again.json()
+
+
+async def test_other_database_errors_stay_500(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a lost connection is "unavailable": a statement the database refuses is a bug."""
+
+    async def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise IntegrityError("INSERT", None, ValueError("duplicate key"))
+
+    monkeypatch.setattr(app.state.ctx.writer, "run", refused)
+    resp = await client.post(
+        "/api/messages", json={"to": "+14155550101", "text": "x", "from": "+14155550100"}
+    )
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "internal_error"

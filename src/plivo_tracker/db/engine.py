@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
@@ -192,6 +193,29 @@ def _appended(conn: Connection | AsyncConnection) -> bool:
 
 class DatabaseUnavailable(RuntimeError):
     """No connection could be had at all (as opposed to a statement failing)."""
+
+
+# DB-API errors about the connection or the server's state, not about the statement (a
+# constraint, bad SQL): the same work may well succeed a moment later.
+_CONNECTION_ERRORS = (OperationalError, InterfaceError, InternalError)
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Did `exc` come from losing the database: unreachable, restarting, or the connection cut
+    or broken under a statement? (The exception may be one raised while SQLAlchemy handled
+    that: its cause or context says what happened.)"""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable | ConnectionError):
+            return True
+        if isinstance(current, DBAPIError) and (
+            current.connection_invalidated or isinstance(current, _CONNECTION_ERRORS)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class Writer(Protocol):

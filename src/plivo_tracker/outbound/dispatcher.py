@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 
 from plivo_tracker import metrics
 from plivo_tracker.db.dialect import shared_rate_limit
-from plivo_tracker.db.engine import Writer
+from plivo_tracker.db.engine import Writer, database_lost
 from plivo_tracker.optouts import repository as optout_repo
 from plivo_tracker.outbound import repository as repo
 from plivo_tracker.outbound.budget import Budget, Limits
@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 OPTED_OUT = "opted_out: the recipient opted out before it was sent"
 
 LEASE = timedelta(minutes=2)
+# A pass's outcomes are written again this often, for this long, while the database is lost.
+RECORD_RETRY, RECORD_PATIENCE = 0.5, 15.0
 # A lookup of an ambiguous send waits this long (RECONCILE_AFTER_SECONDS), so that a message
 # Plivo created shows in List Messages before we conclude it does not exist.
 RECONCILE_GRACE = 120.0
@@ -150,20 +152,38 @@ class Dispatcher:
         # Sent concurrently (bounded, paced); all outcomes recorded in one transaction.
         outcomes = await asyncio.gather(*(self._attempt(item) for item in claimed))
 
-        accepted = [
-            (o.item, o.message_uuid, o.started, o.api_id) for o in outcomes if isinstance(o, Sent)
-        ]
-        failures = [o for o in outcomes if not isinstance(o, Sent)]
-
         def record(conn: Connection) -> None:
             now = datetime.now(UTC)
+            mine = repo.still_sending(conn, [c.message_id for c in claimed], self._owner)
+            accepted = [
+                (o.item, o.message_uuid, o.started, o.api_id)
+                for o in outcomes
+                if isinstance(o, Sent) and o.item.message_id in mine
+            ]
             repo.record_accepted_many(conn, accepted, now)
-            for apply in failures:
-                apply(conn)
-            erase_unneeded(conn, [c.message_id for c in claimed], now, self._erasure)
+            for c, o in zip(claimed, outcomes, strict=True):
+                if not isinstance(o, Sent) and c.message_id in mine:
+                    o(conn)
+            erase_unneeded(conn, sorted(mine), now, self._erasure)
 
-        await self._writer.run(record)
+        await self._record(record, len(claimed))
         return done + len(claimed)
+
+    async def _record(self, work: Callable[[Connection], None], count: int) -> None:
+        """Write a pass's outcomes. While the database is lost (a restart), keep them and try
+        again for up to RECORD_PATIENCE: this process knows what Plivo answered, whereas
+        rows left leased are looked up only once their lease has run out (LEASE)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RECORD_PATIENCE
+        while True:
+            try:
+                await self._writer.run(work)
+                return
+            except Exception as exc:
+                if not database_lost(exc) or loop.time() >= give_up:
+                    raise
+                log.warning("dispatcher.record_retry", messages=count, error=repr(exc))
+            await asyncio.sleep(RECORD_RETRY)
 
     def _claim_sendable(self, conn: Connection, now: datetime) -> list[Claimed]:
         """Claim due messages; one whose recipient opted out since it was queued (a STOP while

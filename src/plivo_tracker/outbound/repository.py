@@ -323,6 +323,24 @@ def _attempt(
     conn.execute(send_attempts.insert(), [row])
 
 
+def still_sending(conn: Connection, message_ids: list[int], owner: str) -> set[int]:
+    """Of `message_ids`, those still leased to `owner` for sending (locked until the commit):
+    the only ones a pass may record. A pass recorded again after a commit whose answer was lost,
+    or after its lease ran out and the row went to a lookup, changes nothing."""
+    if not message_ids:
+        return set()
+    mine = (
+        select(outbox.c.message_id)
+        .where(
+            outbox.c.message_id.in_(message_ids),
+            outbox.c.state == "sending",
+            outbox.c.lease_owner == owner,
+        )
+        .with_for_update()
+    )
+    return set(conn.execute(mine).scalars())
+
+
 def _release(conn: Connection, message_id: int, **values: Any) -> None:
     """Update a message's outbox row and give up its lease (the attempt or lookup is over)."""
     conn.execute(

@@ -8,12 +8,16 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from plivo_tracker.db.engine import DatabaseUnavailable, database_lost
 from plivo_tracker.web.envelope import error_envelope
 from plivo_tracker.web.hygiene import SafeJSONResponse
 
 log = structlog.get_logger(__name__)
+
+DATABASE_RETRY_AFTER = 1  # seconds: a restarting database is usually back within a few
 
 
 class AppError(Exception):
@@ -76,8 +80,29 @@ def register(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    # Handled here (not by the catch-all below, which re-raises into the server's log).
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(ConnectionError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if database_lost(exc):
+            return _database_unavailable(request, exc)
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback; the client never sees internals.
         log.error("http.unhandled", path=request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error")
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is unreachable or restarting: 503 with Retry-After, so that a client
+    retries, instead of a 500 that reads as a bug. A connection lost during a commit leaves
+    its outcome open: a send retried with the same Idempotency-Key gets the one answer."""
+    log.warning("http.database_unavailable", path=request.url.path, error=repr(exc))
+    response = error_response(
+        503, "database_unavailable", "the database cannot be reached now; retry later"
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
