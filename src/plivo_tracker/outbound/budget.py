@@ -82,7 +82,11 @@ class Budget:
             if shared:
                 await self._make_rows(buckets)
                 take = functools.partial(repo.take_shared_tokens, buckets=buckets, now=time.time())
-                wait = await self._writer.run(take)
+                # Not durable (`background`: the COMMIT does not wait for the disk): a crash
+                # can at most give back the last tokens taken, a moment's burst over the rate,
+                # while a flush per send held the shared row's lock through an fsync and made
+                # it the limit of sending (docs/benchmarks.md, "Scale-out").
+                wait = await self._writer.run(take, background=True)
             else:
                 wait = self._take_local(buckets, time.monotonic())
             if wait <= 0:
