@@ -209,6 +209,16 @@ def new_mariadb_database() -> str:
     return url
 
 
+@contextlib.contextmanager
+def server_database(kind: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL or MariaDB database for one test, dropped afterwards."""
+    url = new_pg_database() if kind == "postgresql" else new_mariadb_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     url = create_mariadb_database(f"plivo_tracker_test_{os.getpid()}_{secrets.token_hex(4)}")

@@ -30,13 +30,10 @@ from plivo_tracker.messages.models import callback_nonces, status_events
 from tests.conftest import (
     BASE_URL,
     TOKEN,
-    _pg_drop,
     callback_fields,
-    drop_mariadb_database,
-    new_mariadb_database,
     new_nonce,
-    new_pg_database,
     new_uuid,
+    server_database,
     signed_form,
 )
 from tests.e2e.server import Server, journal_position, wait_projected
@@ -256,17 +253,7 @@ def test_sigkill_loses_no_acknowledged_callback_sqlite(tmp_path: Path) -> None:
     _crash_and_check(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}")
 
 
-def test_sigkill_loses_no_acknowledged_callback_postgresql(tmp_path: Path) -> None:
-    url = new_pg_database()
-    try:
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_sigkill_loses_no_acknowledged_callback_on_a_server(tmp_path: Path, kind: str) -> None:
+    with server_database(kind) as url:
         _crash_and_check(tmp_path, url)
-    finally:
-        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
-
-
-def test_sigkill_loses_no_acknowledged_callback_mariadb(tmp_path: Path) -> None:
-    url = new_mariadb_database()
-    try:
-        _crash_and_check(tmp_path, url)
-    finally:
-        drop_mariadb_database(url)

@@ -30,13 +30,10 @@ from plivo_tracker.loops import owner_pid
 from plivo_tracker.messages.models import journal, messages, status_events
 from tests.conftest import (
     _migrate,
-    _pg_drop,
     callback_fields,
     callback_item,
-    drop_mariadb_database,
-    new_mariadb_database,
-    new_pg_database,
     new_uuid,
+    server_database,
 )
 from tests.e2e.server import Server, journal_position, wait_projected
 from tests.e2e.test_workers_e2e import lease_owner
@@ -164,39 +161,19 @@ def test_sigkill_of_the_projector_leader_hands_over_sqlite(tmp_path: Path) -> No
     _hand_over_and_check(tmp_path, url)
 
 
-def test_sigkill_of_the_projector_leader_hands_over_postgresql(tmp_path: Path) -> None:
-    url = new_pg_database()
-    try:
-        _hand_over_and_check(tmp_path, url)
-    finally:
-        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
-
-
 def test_sigkill_during_projection_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'projection.db'}"
     asyncio.run(_migrate(url))
     _crash_and_check(tmp_path, url)
 
 
-def test_sigkill_during_projection_postgresql(tmp_path: Path) -> None:
-    url = new_pg_database()
-    try:
-        _crash_and_check(tmp_path, url)
-    finally:
-        asyncio.run(_pg_drop(url.rsplit("/", 1)[1]))
-
-
-def test_sigkill_of_the_projector_leader_hands_over_mariadb(tmp_path: Path) -> None:
-    url = new_mariadb_database()
-    try:
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_sigkill_of_the_projector_leader_hands_over_on_a_server(tmp_path: Path, kind: str) -> None:
+    with server_database(kind) as url:
         _hand_over_and_check(tmp_path, url)
-    finally:
-        drop_mariadb_database(url)
 
 
-def test_sigkill_during_projection_mariadb(tmp_path: Path) -> None:
-    url = new_mariadb_database()
-    try:
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_sigkill_during_projection_on_a_server(tmp_path: Path, kind: str) -> None:
+    with server_database(kind) as url:
         _crash_and_check(tmp_path, url)
-    finally:
-        drop_mariadb_database(url)

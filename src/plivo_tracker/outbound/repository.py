@@ -329,14 +329,13 @@ def still_sending(conn: Connection, message_ids: list[int], owner: str) -> set[i
     or after its lease ran out and the row went to a lookup, changes nothing."""
     if not message_ids:
         return set()
-    mine = (
-        select(outbox.c.message_id)
-        .where(
+    mine = lock_for_update(
+        conn.dialect,
+        select(outbox.c.message_id).where(
             outbox.c.message_id.in_(message_ids),
             outbox.c.state == "sending",
             outbox.c.lease_owner == owner,
-        )
-        .with_for_update()
+        ),
     )
     return set(conn.execute(mine).scalars())
 
