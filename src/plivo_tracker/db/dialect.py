@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, Table
+from sqlalchemy import Connection, Select, String, Table, UniqueConstraint
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError
@@ -282,10 +282,29 @@ def insert_ignore_returning_sql(
 def select_in_sql(
     dialect: Dialect, table: Table, cols: Sequence[str], key: str, n: int, lock: bool
 ) -> str:
-    """`SELECT cols FROM t WHERE key IN (…) ORDER BY id` (+ FOR UPDATE but on SQLite)."""
+    """`SELECT cols FROM t WHERE key IN (…) ORDER BY id` (+ FOR UPDATE but on SQLite).
+
+    MariaDB is made to read through `key`'s unique index: InnoDB locks every row it reads, and
+    on a small table its optimizer prefers to scan the primary key for the ORDER BY, which
+    waits for the lock of every uncommitted row (a message being sent) and deadlocked with its
+    insert (that insert waits in turn for the unique index's gap this transaction locked)."""
     marks = _placeholders(dialect, 1, n)[1:-1]
-    sql = f"SELECT {', '.join(cols)} FROM {table.name} WHERE {key} IN ({marks}) ORDER BY id"
+    source = table.name
+    if is_mariadb(dialect):
+        source += f" FORCE INDEX ({_unique_index(table, key)})"
+    sql = f"SELECT {', '.join(cols)} FROM {source} WHERE {key} IN ({marks}) ORDER BY id"
     return sql + (" FOR UPDATE" if lock and dialect.name != "sqlite" else "")
+
+
+def _unique_index(table: Table, key: str) -> str:
+    """The name of the unique constraint or index on `key` alone."""
+    for c in table.constraints:
+        if isinstance(c, UniqueConstraint) and [col.name for col in c.columns] == [key]:
+            return str(c.name)
+    for index in table.indexes:
+        if index.unique and [col.name for col in index.columns] == [key]:
+            return str(index.name)
+    raise ValueError(f"{table.name}.{key} has no unique index")
 
 
 def update_by_id_sql(dialect: Dialect, table: Table, cols: Sequence[str]) -> str:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
+import structlog
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 # Execution option marking a connection that will write: on SQLite it opens the transaction with
 # BEGIN IMMEDIATE, so the write lock is taken up front instead of failing on lock upgrade.
@@ -200,21 +203,50 @@ class DatabaseUnavailable(RuntimeError):
 _CONNECTION_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 
-def database_lost(exc: BaseException) -> bool:
-    """Did `exc` come from losing the database: unreachable, restarting, or the connection cut
-    or broken under a statement? (The exception may be one raised while SQLAlchemy handled
-    that: its cause or context says what happened.)"""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it: an exception raised while SQLAlchemy handled another one
+    says what happened in its cause or context."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Did `exc` come from losing the database: unreachable, restarting, or the connection cut
+    or broken under a statement?"""
+    for current in _chain(exc):
         if isinstance(current, DatabaseUnavailable | ConnectionError):
             return True
         if isinstance(current, DBAPIError) and (
             current.connection_invalidated or isinstance(current, _CONNECTION_ERRORS)
         ):
             return True
-        current = current.__cause__ or current.__context__
+    return False
+
+
+# The server rolled the whole transaction back and asks for it to be run again: chosen as a
+# deadlock's victim (PostgreSQL 40P01, MariaDB 1213), or a serialization failure (40001).
+_RUN_AGAIN_SQLSTATES = frozenset({"40P01", "40001"})
+_RUN_AGAIN_ERRNOS = frozenset({1213})
+# How many times a writer runs a transaction the server keeps choosing as a deadlock's victim.
+DEADLOCK_ATTEMPTS = 5
+
+
+def deadlocked(exc: BaseException) -> bool:
+    """Was `exc` the server rolling the transaction back to break a deadlock (`Writer.run`
+    runs it again)? asyncpg's errors carry a SQLSTATE, asyncmy's an error number first."""
+    for current in _chain(exc):
+        if not isinstance(current, DBAPIError):
+            continue
+        orig = current.orig
+        if getattr(orig, "sqlstate", None) in _RUN_AGAIN_SQLSTATES:
+            return True
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _RUN_AGAIN_ERRNOS:
+            return True
     return False
 
 
@@ -226,7 +258,13 @@ class Writer(Protocol):
     `synchronous=NORMAL` for that transaction, PostgreSQL: `synchronous_commit=off`); every
     later durable COMMIT flushes the log past it, so an acknowledged callback stays as durable
     as before. On SQLite its statements also run on the writer's thread, not the event loop,
-    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile."""
+    so the loop keeps answering requests (and sending the 200s of committed batches) meanwhile.
+
+    `fn` may run more than once: PostgreSQL and MariaDB roll a deadlock's victim back whole
+    (InnoDB's locks, taken as rows are read and on unique-index gaps, make deadlocks a normal
+    event there), and the writer then runs it again in a new transaction, up to
+    DEADLOCK_ATTEMPTS times. So `fn` changes nothing but the database and what it returns:
+    counters and wake-ups belong after `run`."""
 
     # Called on the event loop after every successful COMMIT (wakes the live feed).
     on_commit: Callable[[], None] | None
@@ -334,6 +372,25 @@ class AsyncWriter:
         self.on_journal: Callable[[], None] | None = None
 
     async def run(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
+        attempt = 1
+        while True:
+            try:
+                result, appended = await self._once(fn, background)
+                break
+            except Exception as exc:
+                if attempt >= DEADLOCK_ATTEMPTS or not deadlocked(exc):
+                    raise
+                log.info("writer.deadlock_victim", attempt=attempt, error=repr(exc))
+            # A moment's random pause, so the two sides of the deadlock do not meet again.
+            await asyncio.sleep(random.uniform(0.0, 0.01 * 2**attempt))
+            attempt += 1
+        if self.on_commit is not None:
+            self.on_commit()
+        if appended and self.on_journal is not None:
+            self.on_journal()
+        return result
+
+    async def _once(self, fn: Callable[[Connection], T], background: bool) -> tuple[T, bool]:
         conn = self._engine.connect()
         try:
             await conn.start()
@@ -347,16 +404,11 @@ class AsyncWriter:
                         await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     elif self._engine.get_execution_options().get(PGBOUNCER):
                         await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
-                    result = await conn.run_sync(fn)
+                    return await conn.run_sync(fn), _appended(conn)
             finally:
-                appended = _appended(conn)
+                _appended(conn)
         finally:
             await conn.close()
-        if self.on_commit is not None:
-            self.on_commit()
-        if appended and self.on_journal is not None:
-            self.on_journal()
-        return result
 
     async def close(self) -> None:
         return None

@@ -146,7 +146,10 @@ class Dispatcher:
             return 0
         await self._writer.run(functools.partial(repo.expire_leases, now=now))
         done = await self._reconcile(now)
-        claimed = await self._writer.run(lambda conn: self._claim_sendable(conn, now))
+        claimed, refused = await self._writer.run(lambda conn: self._claim_sendable(conn, now))
+        for c in refused:  # counted once committed (`Writer.run` may run a claim again)
+            metrics.OPTED_OUT_AT_SEND.inc()
+            log.info("outbox.opted_out", message_id=c.message_id, to=c.to)
         if not claimed:
             return done
         # Sent concurrently (bounded, paced); all outcomes recorded in one transaction.
@@ -185,20 +188,21 @@ class Dispatcher:
                 log.warning("dispatcher.record_retry", messages=count, error=repr(exc))
             await asyncio.sleep(RECORD_RETRY)
 
-    def _claim_sendable(self, conn: Connection, now: datetime) -> list[Claimed]:
-        """Claim due messages; one whose recipient opted out since it was queued (a STOP while
-        it waited, or before a resend's turn) fails here with the reason and never reaches
-        Plivo, unless it is transactional and the operator allows that exemption."""
+    def _claim_sendable(
+        self, conn: Connection, now: datetime
+    ) -> tuple[list[Claimed], list[Claimed]]:
+        """Claim due messages: (to send, refused). One whose recipient opted out since it was
+        queued (a STOP while it waited, or before a resend's turn) fails here with the reason
+        and never reaches Plivo, unless it is transactional and the operator allows that
+        exemption."""
         claimed = repo.claim_due(conn, now, self._owner, LEASE, self._batch)
         checked = [c for c in claimed if not (c.transactional and self._opt_out_exemption)]
         stopped = optout_repo.opted_out_among(conn, [c.to for c in checked]) if checked else set()
-        refused = {c.message_id for c in checked if c.to in stopped}
-        for c in claimed:
-            if c.message_id in refused:
-                repo.record_failed(conn, c, now, now, None, OPTED_OUT)
-                metrics.OPTED_OUT_AT_SEND.inc()
-                log.info("outbox.opted_out", message_id=c.message_id, to=c.to)
-        return [c for c in claimed if c.message_id not in refused]
+        refused = [c for c in checked if c.to in stopped]
+        for c in refused:
+            repo.record_failed(conn, c, now, now, None, OPTED_OUT)
+        refused_ids = {c.message_id for c in refused}
+        return [c for c in claimed if c.message_id not in refused_ids], refused
 
     # ---- pausing ------------------------------------------------------------------------------
 
