@@ -126,6 +126,34 @@ async def test_direction_filter(client: httpx.AsyncClient) -> None:
     assert "error" in bad.json()
 
 
+async def test_number_filter_is_the_other_party(client: httpx.AsyncClient) -> None:
+    """`number`: the recipient of ours, the sender of a received one (the dashboard's Number
+    column); our own number, which every message carries on one side, matches none of them."""
+    theirs = new_uuid()
+    assert (await _post(client, inbound_fields(theirs, From="447911123456"))).status_code == 200
+    sent = await client.post(
+        "/api/messages",
+        json={"to": ["+447911123456", "+447911123999"], "text": "hi", "from": "+14155550100"},
+    )
+    assert sent.status_code == 202, sent.text
+    reply, other = (m["id"] for m in sent.json()["messages"])
+
+    async def ids(number: str) -> list[int]:
+        resp = await client.get("/api/messages", params={"number": number})
+        assert resp.status_code == 200, resp.text
+        return [m["id"] for m in resp.json()["messages"]]
+
+    received = (await client.get(f"/api/messages/{theirs}")).json()["id"]
+    assert await ids("+44 7911 123456") == [reply, received]  # both ways, newest first
+    assert await ids("447911123456") == [reply, received]
+    assert await ids("+447911123999") == [other]
+    assert await ids("+14155550100") == []  # ours: the sender of both sends, the inbound's `to`
+    bad = await client.get("/api/messages", params={"number": "abc"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_parameter"
+    assert bad.json()["error"]["parameter"] == "number"
+
+
 async def test_forged_and_tampered_are_refused_and_nothing_stored(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -350,6 +350,7 @@ def test_stats_page_draws_the_numbers_of_the_api(dashboard: Dashboard) -> None:
 @sqlite_only
 def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Dashboard) -> None:
     [special] = dashboard.send("+14155550199", text="Find me 7731")
+    received = dashboard.inbound("+14155550154", "a reply")  # from the last bulk recipient
     bulk = dashboard.send(*[f"+1415555{i:04d}" for i in range(100, 155)], text="bulk hello")
     # Every earlier message has its final status before the page loads: the only change that
     # can arrive after the status filter below is the late message's own.
@@ -363,11 +364,12 @@ def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Da
     more = page.get_by_role("button", name="Load more")
     with page.expect_request(lambda r: "cursor=" in r.url):
         more.click()
-    expect(rows).to_have_count(56)
+    expect(rows).to_have_count(57)
     expect(rows.last).to_have_attribute("data-message-id", str(special))
     expect(more).to_be_hidden()
 
-    # Text search (q), then a number (to): each re-queries the list.
+    # Text search (q), then a number (the other party: a recipient, or the sender of a received
+    # message, as the Number column shows it): each re-queries the list.
     search = page.get_by_label("Text or UUID")
     with page.expect_request(lambda r: "q=Find+me" in r.url):
         search.fill("Find me")
@@ -376,10 +378,14 @@ def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Da
     search.fill("")
     expect(rows).to_have_count(50)
     number = page.get_by_label("Number")
-    with page.expect_request(lambda r: "to=%2B14155550100" in r.url):
+    with page.expect_request(lambda r: "number=%2B14155550100" in r.url):
         number.fill("+1 415 555 0100")
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-message-id", str(bulk[0]))
+    number.fill("+1 415 555 0154")
+    expect(rows).to_have_count(2)
+    assert shown_ids(page) == [bulk[-1], received]
+    expect(rows.last).to_contain_text("from")
     number.fill("")
     expect(rows).to_have_count(50)
 

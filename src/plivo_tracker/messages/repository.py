@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plivo_tracker.db.base import MAX_ID
@@ -167,6 +167,9 @@ class MessageQuery:
     statuses: tuple[str, ...] = ()
     to: tuple[str, ...] = ()  # spellings of one number ("+1415…", "1415…")
     from_: tuple[str, ...] = ()
+    # The other party (the dashboard's Number column): the recipient of ours, the sender of an
+    # inbound message; our own number, which both directions carry, does not match them all.
+    number: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
@@ -189,6 +192,13 @@ async def list_messages(conn: AsyncConnection, q: MessageQuery, limit: int) -> l
         stmt = stmt.where(m.c.to_number.in_(q.to))
     if q.from_:
         stmt = stmt.where(m.c.from_number.in_(q.from_))
+    if q.number:
+        stmt = stmt.where(
+            or_(
+                and_(m.c.direction == "outbound", m.c.to_number.in_(q.number)),
+                and_(m.c.direction == "inbound", m.c.from_number.in_(q.number)),
+            )
+        )
     if q.since is not None:
         stmt = stmt.where(m.c.created_at >= q.since)
     if q.until is not None:

@@ -31,13 +31,13 @@ def _statuses(raw: str | None) -> tuple[str, ...]:
     return wanted
 
 
-def _spellings(number: str | None) -> tuple[str, ...]:
+def _spellings(number: str | None, parameter: str) -> tuple[str, ...]:
     """A number as we store it: E.164 for what we sent, Plivo's digits for callback-only ones."""
     if not number:
         return ()
     digits = "".join(ch for ch in number if ch.isdigit())
     if not digits:
-        raise InvalidParameter(f"not a phone number: {number!r}", parameter="to/from")
+        raise InvalidParameter(f"not a phone number: {number!r}", parameter=parameter)
     return (f"+{digits}", digits)
 
 
@@ -62,6 +62,13 @@ async def list_recent(
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     to: Annotated[str | None, Query(max_length=32)] = None,
     from_: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    number: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            description="the other party: the recipient of ours, the sender of inbound ones",
+        ),
+    ] = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text or UUID contains")] = None,
@@ -84,8 +91,9 @@ async def list_recent(
 ) -> dict[str, Any]:
     query = MessageQuery(
         statuses=_statuses(status),
-        to=_spellings(to),
-        from_=_spellings(from_),
+        to=_spellings(to, "to"),
+        from_=_spellings(from_, "from"),
+        number=_spellings(number, "number"),
         since=_utc(since, "since"),
         until=_utc(until, "until"),
         text=q.strip() if q and q.strip() else None,

@@ -12,6 +12,11 @@ function digits(value) {
   return String(value || "").replace(/\D/g, "");
 }
 
+/** The number the Number column shows: the recipient of ours, the sender of a received one. */
+function otherParty(message) {
+  return message.direction === "inbound" ? message.from : message.to;
+}
+
 export class MessageTable {
   constructor() {
     this.body = document.getElementById("messages-body");
@@ -36,7 +41,7 @@ export class MessageTable {
     // answer makes a placeholder message that the sent one later adopts (and the placeholder id
     // disappears): a frame naming another id for a known UUID retires the placeholder's row.
     this.uuidOwner = new Map();
-    this.filters = { status: "", to: "", q: "" };
+    this.filters = { status: "", number: "", q: "" };
     this.filterTimer = 0;
     this.trimmed = false;
 
@@ -64,7 +69,7 @@ export class MessageTable {
     this.filterTimer = setTimeout(() => {
       const next = {
         status: this.statusSelect.value,
-        to: this.numberInput.value.trim(),
+        number: this.numberInput.value.trim(),
         q: this.textInput.value.trim(),
       };
       if (JSON.stringify(next) === JSON.stringify(this.filters)) return;
@@ -75,9 +80,10 @@ export class MessageTable {
 
   query(cursor) {
     const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
-    const { status, to, q } = this.filters;
+    const { status, number, q } = this.filters;
     if (status) params.set("status", status);
-    if (to && digits(to)) params.set("to", `+${digits(to)}`); // "+1 (415) 555-0100" → +14155550100
+    // "+1 (415) 555-0100" → +14155550100; the other party, as the Number column shows it.
+    if (number && digits(number)) params.set("number", `+${digits(number)}`);
     if (q) params.set("q", q);
     if (cursor) params.set("cursor", cursor);
     return `/api/messages?${params}`;
@@ -146,9 +152,9 @@ export class MessageTable {
   }
 
   matches(message) {
-    const { status, to, q } = this.filters;
+    const { status, number, q } = this.filters;
     if (status && message.status !== status) return false;
-    if (digits(to) && digits(message.to) !== digits(to)) return false;
+    if (digits(number) && digits(otherParty(message)) !== digits(number)) return false;
     if (q) {
       const needle = q.toLowerCase();
       const hay = `${message.text || ""}\n${message.message_uuid || ""}`.toLowerCase();
@@ -367,9 +373,8 @@ export class MessageTable {
     const inbound = data.direction === "inbound";
     tr.dataset.direction = inbound ? "inbound" : "outbound";
     toCell.replaceChildren(
-      ...(inbound
-        ? [el("span", { class: "direction direction-inbound" }, "from "), maskNumber(data.from)]
-        : [maskNumber(data.to)]),
+      ...(inbound ? [el("span", { class: "direction direction-inbound" }, "from ")] : []),
+      maskNumber(otherParty(data)),
     );
     const status = [badge(data.status)];
     if (data.error_code) {
@@ -400,7 +405,7 @@ export class MessageTable {
   refreshChrome() {
     const n = this.rows.size;
     this.empty.hidden = n > 0 || !this.error.hidden;
-    const filtered = this.filters.status || this.filters.to || this.filters.q;
+    const filtered = this.filters.status || this.filters.number || this.filters.q;
     this.empty.textContent = filtered
       ? "No messages match these filters."
       : "No messages yet. Send one with the form.";
