@@ -25,14 +25,16 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 CALLBACKS = Counter(
     "plivo_tracker_callbacks_total",
-    "Status callbacks by outcome (stored, duplicate, replay, quarantined, spooled, failed); "
+    "Status callbacks by outcome (stored, duplicate, replay, quarantined, spooled, failed, "
+    "set_aside: a journal row the projector could not apply, a report or one of our own "
+    "changes); "
     "inbound messages are counted apart (plivo_tracker_inbound_messages_total).",
     ["outcome"],
 )
 INBOUND = Counter(
     "plivo_tracker_inbound_messages_total",
     "Inbound messages (POST|GET /plivo/inbound) by outcome (stored, duplicate, replay, "
-    "quarantined, spooled, failed).",
+    "quarantined, spooled, failed, set_aside).",
     ["outcome"],
 )
 SIGNATURE_FAILURES = Counter(

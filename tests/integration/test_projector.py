@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plivo_tracker.db.engine import Writer, make_reader, make_writer
 from plivo_tracker.inbound import repository as journal_repo
-from plivo_tracker.inbound.items import Outcome, make_item
+from plivo_tracker.inbound.items import CallbackItem, Outcome, make_item
 from plivo_tracker.inbound.journal import append
 from plivo_tracker.messages import local_changes
 from plivo_tracker.messages.local_changes import LocalChange
@@ -163,11 +164,13 @@ async def test_a_row_the_database_refuses_is_set_aside_not_blocking(
     reader = make_reader(engine)
     projector = Projector(writer, reader)
     await _poison(engine, bad, on=True)
+    before = _set_aside_counts()
     try:
         assert await projector.drain() == 7
     finally:
         await _poison(engine, bad, on=False)
         await reader.close()
+    assert _set_aside_counts() == (before[0] + 1, before[1])  # a status report: a callback
     async with engine.connect() as conn:
         statuses = dict(
             (await conn.execute(select(messages.c.message_uuid, messages.c.status))).all()
@@ -180,6 +183,41 @@ async def test_a_row_the_database_refuses_is_set_aside_not_blocking(
     assert "poison" in kept[0][0]
     assert bad.encode() in kept[0][1]  # the report itself, as received
     assert cursor == head
+
+
+def _set_aside_counts() -> tuple[float, float]:
+    """/metrics: journal rows set aside, (status callbacks, inbound messages)."""
+    labels = {"outcome": "set_aside"}
+    return (
+        REGISTRY.get_sample_value("plivo_tracker_callbacks_total", labels) or 0.0,
+        REGISTRY.get_sample_value("plivo_tracker_inbound_messages_total", labels) or 0.0,
+    )
+
+
+async def test_an_inbound_message_set_aside_is_counted_as_inbound(
+    engine: AsyncEngine, writer: Writer
+) -> None:
+    bad, good = new_uuid(), new_uuid()
+    now = datetime.now(UTC)
+    for uuid in (bad, good):
+        item = _inbound_item(uuid, now)
+        await writer.run(lambda conn, it=item: append(conn, [it], now))
+    reader = make_reader(engine)
+    projector = Projector(writer, reader)
+    await set_poison(engine, "messages", "message_uuid", bad, on=True)
+    before = _set_aside_counts()
+    try:
+        assert await projector.drain() == 2
+    finally:
+        await set_poison(engine, "messages", "message_uuid", bad, on=False)
+        await reader.close()
+    assert _set_aside_counts() == (before[0], before[1] + 1)
+    async with engine.connect() as conn:
+        kept = (await conn.execute(select(quarantine.c.body))).scalars().all()
+        stored = (await conn.execute(select(messages.c.message_uuid))).scalars().all()
+    assert stored == [good]
+    assert len(kept) == 1
+    assert bad.encode() in kept[0]
 
 
 async def test_the_cursor_moves_only_with_what_was_applied(
@@ -247,21 +285,27 @@ async def _live_of(writer: Writer, life: Sequence[tuple[Any, ...]]) -> None:
         elif kind == "report":
             await _journal(writer, [callback_fields(uuids[k], step[2])])
         elif kind == "inbound":
-            fields = {"From": "447700900123", "To": "14155550100", "Text": "hi", "Type": "sms"}
-            item = make_item(
-                received_at=now,
-                method="POST",
-                path="/plivo/inbound",
-                query="",
-                headers={},
-                body=b"",
-                fields={k: [v] for k, v in {**fields, "MessageUUID": new_uuid()}.items()},
-                nonce=new_nonce(),
-                scheme="v3",
-                source="inbound",
-            )
-            assert item.event is not None
+            item = _inbound_item(new_uuid(), now)
             await writer.run(lambda conn, it=item: append(conn, [it], now))
+
+
+def _inbound_item(uuid: str, now: datetime) -> CallbackItem:
+    """A verified inbound SMS as /plivo/inbound hands it to the group committer."""
+    fields = {"From": "447700900123", "To": "14155550100", "Text": "hi", "Type": "sms"}
+    item = make_item(
+        received_at=now,
+        method="POST",
+        path="/plivo/inbound",
+        query="",
+        headers={},
+        body=b"",
+        fields={k: [v] for k, v in {**fields, "MessageUUID": uuid}.items()},
+        nonce=new_nonce(),
+        scheme="v3",
+        source="inbound",
+    )
+    assert item.event is not None
+    return item
 
 
 def _failed(local: int) -> LocalChange:

@@ -116,9 +116,10 @@ def projection_state(conn: Connection, name: str = PROJECTOR) -> tuple[int, int]
     return int(cursor or 0), int(head or 0)
 
 
-def set_aside_next(conn: Connection, reason: str, now: datetime) -> int | None:
+def set_aside_next(conn: Connection, reason: str, now: datetime) -> tuple[int, str] | None:
     """Move the cursor past the next journal row, keeping the row in the quarantine with
-    `reason` (the projector could not apply it); returns its journal id (None: none left)."""
+    `reason` (the projector could not apply it); returns its journal id and source (None: none
+    left)."""
     cursor = lock_cursor(conn)
     rows = journal_after(conn, cursor, 1)
     if not rows:
@@ -140,4 +141,4 @@ def set_aside_next(conn: Connection, reason: str, now: datetime) -> int | None:
         ],
     )
     move_cursor(conn, int(row["id"]), now)
-    return int(row["id"])
+    return int(row["id"]), str(row["source"])

@@ -57,6 +57,7 @@ from plivo_tracker.messages.status import (
 )
 from plivo_tracker.messages.writes import Row
 from plivo_tracker.plivo.callback import CallbackEvent, UnparseableCallback, parse_callback
+from plivo_tracker.plivo.inbound import KIND as INBOUND_KIND
 from plivo_tracker.retention.content import erase_unneeded
 from plivo_tracker.retention.rules import FINAL, Erasure
 
@@ -188,7 +189,7 @@ KINDS: dict[str, str] = {
     "callback": "report",
     "reconcile": "report",
     local_changes.SOURCE: "local",
-    "inbound": "inbound",
+    INBOUND_KIND: "inbound",
 }
 APPLIERS: dict[str, Applier] = {
     "report": _apply_report_rows,
@@ -539,11 +540,14 @@ class Projector:
                 return result
         assert error is not None
         now = datetime.now(UTC)
-        journal_id = await self._writer.run(
+        set_aside = await self._writer.run(
             lambda conn: journal_repo.set_aside_next(conn, f"projection failed: {error!r}", now)
         )
+        journal_id, source = set_aside or (None, None)
         log.error("projector.row_set_aside", journal_id=journal_id, error=repr(error))
-        metrics.CALLBACKS.labels(outcome="set_aside").inc()
+        # An inbound message is counted apart from the status reports (and our own changes).
+        counter = metrics.INBOUND if source == INBOUND_KIND else metrics.CALLBACKS
+        counter.labels(outcome="set_aside").inc()
         return Projection(applied=1, partial=True)
 
     async def project_once(self, limit: int | None = None) -> Projection:
