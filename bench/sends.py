@@ -9,23 +9,33 @@
    run: the client alone (`PlivoClient.send`, same concurrency, no database).
 3. With PLIVO_MPS=5 and 50 the dispatcher runs for a while: the observed steady rate (after the
    initial burst of one bucket) against the cap. Target: within ±5 %.
+
+`--database URL` (PostgreSQL or MariaDB; a fresh database is made on that server for each run
+and dropped after) measures instead what several dispatchers pay for sharing PLIVO_MPS: the
+drain with the shared bucket (every token taken from the `rate_limits` row, PLIVO_MPS set far
+above the rate reached) against the same drain with the bucket in memory, same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from plivo_tracker.composition import LOOKUP_CONNECTIONS
 from plivo_tracker.db.engine import make_engine, make_writer
@@ -90,48 +100,87 @@ def start_simulator(port: int, *extra: str) -> subprocess.Popen[bytes]:
     raise SystemExit("simulator did not start")
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(server_url: str | None, tmp: str) -> AsyncIterator[str]:
+    """A new empty database: a SQLite file in `tmp`, or one made on the server of
+    `server_url` (PostgreSQL or MariaDB) and dropped afterwards."""
+    if server_url is None:
+        yield f"sqlite+aiosqlite:///{tmp}/sends.db"
+        return
+    url = make_url(server_url)
+    name = f"bench_sends_{secrets.token_hex(4)}"
+    admin_db = "postgres" if url.get_backend_name() == "postgresql" else None
+    admin = create_async_engine(url.set(database=admin_db), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f"DROP DATABASE {name}")
+        await admin.dispose()
+
+
 async def run(
-    base: str, messages: int, mps: float | None, seconds: float | None, concurrency: int
+    base: str,
+    messages: int,
+    mps: float | None,
+    seconds: float | None,
+    concurrency: int,
+    server_url: str | None = None,
+    shared: bool = False,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite+aiosqlite:///{tmp}/sends.db")
-        await upgrade(engine)
-        writer = make_writer(engine)
-        client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
-        dispatcher = Dispatcher(
-            writer,
-            client,
-            callback_url="http://127.0.0.1:9/plivo/callback",
-            mps=mps,
-            shared_bucket=False,
-            limits=Limits(mps=mps, api_per_5s=0, list_per_minute=0),
-            concurrency=concurrency,
-        )
-        to = [f"+1415{234 + n // 10_000:03d}{n % 10_000:04d}" for n in range(messages)]
-        now = datetime.now(UTC)
-        for start in range(0, messages, 1000):
-            valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
-            await writer.run(partial(submit, v=valid, now=now, idempotency=None))
-        started, cpu0 = time.perf_counter(), time.process_time()
-        sent = 0
-        while sent < messages:
-            if seconds is not None and time.perf_counter() - started > seconds:
-                break
-            sent += await dispatcher.run_once()
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu0
-        async with engine.connect() as conn:
-            stamps = sorted(
-                (await conn.execute(select(send_attempts.c.started_at))).scalars().all()
-            )
-        await client.aclose()
-        await writer.close()
-        await engine.dispose()
+        async with fresh_database(server_url, tmp) as url:
+            return await _run(base, url, messages, mps, seconds, concurrency, shared)
+
+
+async def _run(
+    base: str,
+    url: str,
+    messages: int,
+    mps: float | None,
+    seconds: float | None,
+    concurrency: int,
+    shared: bool,
+) -> dict[str, float]:
+    engine = make_engine(url)
+    await upgrade(engine)
+    writer = make_writer(engine)
+    client = PlivoClient(base, AUTH_ID, TOKEN, pool=concurrency + LOOKUP_CONNECTIONS)
+    dispatcher = Dispatcher(
+        writer,
+        client,
+        callback_url="http://127.0.0.1:9/plivo/callback",
+        mps=mps,
+        shared_bucket=shared,
+        limits=Limits(mps=mps, api_per_5s=0, list_per_minute=0),
+        concurrency=concurrency,
+    )
+    to = [f"+1415{234 + n // 10_000:03d}{n % 10_000:04d}" for n in range(messages)]
+    now = datetime.now(UTC)
+    for start in range(0, messages, 1000):
+        valid = validate(SendRequest(to=to[start : start + 1000], text="bench"), "14155550100")
+        await writer.run(partial(submit, v=valid, now=now, idempotency=None))
+    started, cpu0 = time.perf_counter(), time.process_time()
+    sent = 0
+    while sent < messages:
+        if seconds is not None and time.perf_counter() - started > seconds:
+            break
+        sent += await dispatcher.run_once()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
+    async with engine.connect() as conn:
+        stamps = sorted((await conn.execute(select(send_attempts.c.started_at))).scalars().all())
+    await client.aclose()
+    await writer.close()
+    await engine.dispose()
     result = {
         "sent": float(len(stamps)),
         "elapsed": elapsed,
         "rate": len(stamps) / elapsed,
         "cpu": cpu / elapsed,  # the dispatcher's process: share of one core
+        "cpu_ms": cpu * 1000 / max(1, len(stamps)),  # per message sent
     }
     if mps is not None and len(stamps) > mps + 1:
         burst = int(max(1.0, mps))
@@ -158,6 +207,23 @@ async def client_only(base: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
+def shared_bucket_runs(base: str, url: str, messages: int, c: int, rounds: int) -> None:
+    """The drain with the shared bucket against the same drain with the bucket in memory,
+    alternating, PLIVO_MPS far above what is reached (the bucket never makes anyone wait)."""
+    mps = 1_000_000.0
+    baseline = asyncio.run(client_only(base, 4000, c))
+    print(f"baseline, client alone into the simulator ({c} in flight): {baseline:,.0f}/s")
+    for n in range(1, rounds + 1):
+        for shared in (True, False):
+            r = asyncio.run(run(base, messages, mps, None, c, url, shared))
+            where = "shared bucket (database)" if shared else "bucket in memory"
+            print(
+                f"round {n}, {where}: {r['sent']:,.0f} messages in {r['elapsed']:.1f} s "
+                f"= {r['rate']:,.0f}/s; dispatcher CPU {r['cpu_ms']:.2f} ms per message "
+                f"({r['cpu']:.0%} of a core)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -168,12 +234,22 @@ def main() -> None:
         default=DEFAULT_CONCURRENCY,
         help="sends in flight (PLIVO_CONCURRENCY; default %(default)s)",
     )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="a PostgreSQL or MariaDB server (a database made on it per run): the shared "
+        "bucket's cost instead of the SQLite runs",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --database (3)")
     args = parser.parse_args()
     configure_logging("console", "warning")
     port = _free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     try:
+        if args.database:
+            shared_bucket_runs(base, args.database, args.messages, args.concurrency, args.rounds)
+            return
         c = args.concurrency
         baseline = asyncio.run(client_only(base, 4000, c))
         print(f"baseline, client alone into the simulator ({c} in flight): {baseline:,.0f}/s")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
@@ -409,6 +411,18 @@ def test_filters_requery_the_list_and_load_more_follows_the_cursor(dashboard: Da
     assert dashboard.problems == []
 
 
+def applied_id(dashboard: Dashboard, uuid: str, timeout: float = 15.0) -> int:
+    """The id of the message a callback made, once the projector has applied it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(dashboard.api("GET", f"/api/messages/{uuid}")["id"])
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
+
+
 def shown_ids(page: Page) -> list[int]:
     return [
         int(i)
@@ -422,10 +436,13 @@ def shown_ids(page: Page) -> list[int]:
 def test_rows_stay_newest_first_whatever_order_changes_arrive_in(dashboard: Dashboard) -> None:
     # Four messages known only from signed callbacks, so that the test alone decides when each
     # one changes status: two queued, two delivered, interleaved by id.
+    # Each one is applied before the next is posted: placeholders made in one projector pass
+    # get their ids in UUID order (the unique index's lock order), not in arrival order.
     uuids = [new_uuid() for _ in range(4)]
+    ids = []
     for uuid, status in zip(uuids, ["queued", "delivered", "queued", "delivered"], strict=True):
         dashboard.callback(uuid, status, sequence=1 if status == "queued" else 3)
-    ids = [dashboard.api("GET", f"/api/messages/{u}")["id"] for u in uuids]
+        ids.append(applied_id(dashboard, uuid))
     assert ids == sorted(ids)
     page = dashboard.open()
     go_live(page)

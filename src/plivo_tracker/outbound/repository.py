@@ -31,7 +31,7 @@ from plivo_tracker.messages.models import (
     send_attempts,
 )
 from plivo_tracker.messages.status import MessageStatus
-from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket, take_up_to
 from plivo_tracker.outbound.resend import ResendPolicy
 
 if TYPE_CHECKING:
@@ -585,13 +585,13 @@ def make_buckets(conn: Connection, buckets: Sequence[tuple[str, float, float]], 
 
 
 def take_shared_tokens(
-    conn: Connection, buckets: Sequence[tuple[str, float, float]], now: float
-) -> float:
-    """Take one token from each bucket `(name, rate, capacity)`, kept in rows shared by every
-    process: returns 0.0 when all were taken, else the seconds to wait (nothing taken). The
-    row locks serialise workers; rows are locked in name order (no deadlock). The rows are
-    made beforehand, in a transaction of their own (`bucket_rows`, see `ensure_rows`); one
-    still missing (emptied tables) is made here."""
+    conn: Connection, buckets: Sequence[tuple[str, float, float]], now: float, want: int = 1
+) -> tuple[int, float]:
+    """Take up to `want` tokens from each bucket `(name, rate, capacity)`, kept in rows shared
+    by every process: (how many, seconds until the next token when fewer were there). The row
+    locks serialise workers; rows are locked in name order (no deadlock). The rows are made
+    beforehand, in a transaction of their own (`bucket_rows`, see `ensure_rows`); one still
+    missing (emptied tables) is made here."""
     ordered = sorted(buckets)
     lock = lock_for_update(
         conn.dialect,
@@ -603,23 +603,22 @@ def take_shared_tokens(
     if len(rows) < len(ordered):
         ensure_rows(conn, rate_limits, bucket_rows(ordered, now))
         rows = {r.name: r for r in conn.execute(lock)}
-    taken: list[tuple[str, Bucket]] = []
-    wait = 0.0
-    for name, rate, capacity in ordered:
-        bucket = TokenBucket(rate=rate, capacity=capacity)
-        row = rows[name]
-        state, need = bucket.take(Bucket(row.tokens, row.updated), now)
-        wait = max(wait, need)
-        taken.append((name, state))
-    if wait > 0:
-        return wait
-    conn.execute(
-        update(rate_limits)
-        .where(rate_limits.c.name == bindparam("_name"))
-        .values(tokens=bindparam("_tokens"), updated=bindparam("_updated")),
-        [{"_name": n, "_tokens": b.tokens, "_updated": b.updated} for n, b in taken],
-    )
-    return 0.0
+    states = [
+        (TokenBucket(rate=rate, capacity=capacity), Bucket(rows[name].tokens, rows[name].updated))
+        for name, rate, capacity in ordered
+    ]
+    got, after, wait = take_up_to(states, now, want)
+    if got:
+        conn.execute(
+            update(rate_limits)
+            .where(rate_limits.c.name == bindparam("_name"))
+            .values(tokens=bindparam("_tokens"), updated=bindparam("_updated")),
+            [
+                {"_name": name, "_tokens": b.tokens, "_updated": b.updated}
+                for (name, _, _), b in zip(ordered, after, strict=True)
+            ],
+        )
+    return got, wait
 
 
 # ---- the dispatch pause, shared by every worker ----------------------------------------------
