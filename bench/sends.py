@@ -222,6 +222,13 @@ def shared_bucket_runs(base: str, url: str, messages: int, c: int, rounds: int) 
                 f"= {r['rate']:,.0f}/s; dispatcher CPU {r['cpu_ms']:.2f} ms per message "
                 f"({r['cpu']:.0%} of a core)"
             )
+    for paced in (5.0, 50.0):
+        r = asyncio.run(run(base, int(paced * 20), paced, 10.0, c, url, True))
+        steady = r.get("steady_rate", 0.0)
+        print(
+            f"shared bucket, PLIVO_MPS={paced:g}: {r['sent']:,.0f} sent in {r['elapsed']:.1f} s; "
+            f"steady rate {steady:.2f}/s ({(steady / paced - 1) * 100:+.1f} % of the cap)"
+        )
 
 
 def main() -> None:
