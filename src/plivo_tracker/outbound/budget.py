@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from plivo_tracker.db.engine import Writer
 from plivo_tracker.outbound import repository as repo
-from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket
+from plivo_tracker.outbound.ratelimit import Bucket, TokenBucket, take_up_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +156,13 @@ class Budget:
             self._made.update(b[0] for b in new)
 
     def _take_local(self, buckets: list[tuple[str, float, float]], now: float) -> float:
-        states: list[tuple[str, TokenBucket, Bucket]] = []
-        wait = 0.0
+        """One token of each bucket kept in this process: 0.0, or the seconds to wait."""
+        states: list[tuple[TokenBucket, Bucket]] = []
         for name, rate, capacity in buckets:
             bucket, state = self._local.get(name) or (TokenBucket(rate, capacity), None)
-            after, need = bucket.take(state or bucket.full(now), now)
-            wait = max(wait, need)
-            states.append((name, bucket, after))
-        if wait > 0:
-            return wait
-        for name, bucket, after in states:
-            self._local[name] = (bucket, after)
-        return 0.0
+            states.append((bucket, state or bucket.full(now)))
+        got, after, wait = take_up_to(states, now, 1)
+        if got:
+            for (name, _, _), (bucket, _), state in zip(buckets, states, after, strict=True):
+                self._local[name] = (bucket, state)
+        return wait
